@@ -1,0 +1,7 @@
+//! Safe, sans-IO core: everything here is deterministic and testable without OpenSIPS.
+//!
+//! Nothing in this layer opens a socket, reads a clock, logs through the host or touches
+//! process-global state. Time and randomness come in as arguments.
+#![forbid(unsafe_code)]
+
+pub mod config;
