@@ -52,7 +52,7 @@ pub struct NodeSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetSpec {
     /// The set id (`N ==`, or `default_set`).
-    pub id: u32,
+    pub id: i32,
     /// Nodes in definition order.
     pub nodes: Vec<NodeSpec>,
 }

@@ -1,0 +1,1 @@
+//! RTPProxy control protocol, sans-IO (spec §3).

@@ -1,0 +1,1 @@
+//! Control-socket clients (spec §3.1).
