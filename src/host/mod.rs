@@ -1,2 +1,19 @@
 //! The unsafe shell: the only place that touches OpenSIPS memory, pointers and symbols.
+//!
+//! Rules (see SAFETY.md): every `extern "C"` entry point is one call through `guard::call`;
+//! C strings are converted only in `cstr`; memory the host frees comes from `mem`; state shared
+//! between processes lives in `shared` (shm atomics, allocated before fork).
 #![allow(unsafe_code)]
+
+pub(crate) mod api;
+pub(crate) mod cstr;
+pub(crate) mod entry;
+pub(crate) mod events;
+pub(crate) mod exports;
+pub(crate) mod guard;
+pub(crate) mod log;
+pub(crate) mod mem;
+pub(crate) mod mi;
+pub(crate) mod shared;
+pub(crate) mod state;
+pub(crate) mod sys;

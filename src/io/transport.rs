@@ -1,1 +1,776 @@
 //! Control-socket clients (spec §3.1).
+//!
+//! Layer: `io`. Blocking std sockets with timeouts (SIP workers are synchronous); no tokio, no
+//! host calls, no `unsafe`. The protocol decisions (cookies, retries, framing, reply limits)
+//! live in [`crate::core::proto`]; this file only moves bytes and reads the clock.
+//!
+//! One [`ControlClient`] per node per process. Building one does no I/O at all: sockets are
+//! opened on first use, so clients must be used only in the process that will own the socket
+//! (after OpenSIPS has forked).
+//!
+//! | transport | socket | lifetime |
+//! |---|---|---|
+//! | `udp:` / `udp6:` | connected datagram socket | kept for the life of the client |
+//! | `tcp:` / `tcp6:` | TCP stream, `TCP_NODELAY` | persistent; closed on any failure, reopened on next use |
+//! | `cunix:` | UNIX stream | persistent; closed on any failure, reopened on next use |
+//! | `unix:` | UNIX stream | one connection per command |
+//! | `rtp.io:auto` | UNIX stream handed over by the host | never closed |
+//!
+//! Differences from the C module (`send_rtpp_command`, `connect_rtpp_node` in rtpproxy.c),
+//! all from defect D25: the TCP connect result is checked (a refused connect fails at connect
+//! time, not at the first write); legacy `unix:` reads and writes have a timeout; the UDP
+//! cookie is matched as a whole token; a stream reply must arrive within one timeout in total.
+//! Connecting a UNIX socket itself has no timeout (std offers none); it only blocks when the
+//! relay's listen backlog is full.
+//!
+//! Besides the blocking [`ControlClient::send`], the client can run one command without
+//! blocking: [`ControlClient::start`], then wait for [`ControlClient::wait_fd`] to become
+//! readable or for [`ControlClient::poll_timeout`], and call [`ControlClient::on_readable`] or
+//! [`ControlClient::on_timeout`] until one of them returns the outcome.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::core::config::{NodeSpec, Transport};
+use crate::core::proto::{
+    Command, CookieGen, DatagramExchange, ExchangeError, Framing, Probe, ProbeOutcome, ProtoError,
+    Reply, StreamExchange,
+};
+
+/// Port used when an `udp:`/`tcp:` address has none (spec §1.2 rule 5).
+pub const DEFAULT_PORT: u16 = 22222;
+
+/// Receive buffer; anything longer than `MAX_REPLY_LEN` plus a cookie is refused anyway.
+const RECV_BUF_LEN: usize = 4096;
+
+/// Upper bound on stale datagrams/bytes discarded before one command.
+const MAX_DRAIN_READS: usize = 256;
+
+/// Shortest wait handed to a socket timeout (a zero timeout means "forever" to the OS).
+const MIN_WAIT: Duration = Duration::from_millis(1);
+
+/// Timing knobs of a client (modparams `rtpproxy_timeout`, `rtpproxy_retr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Wait for one reply (per UDP attempt; for the whole reply on streams); also the connect
+    /// and write timeout.
+    pub timeout: Duration,
+    /// UDP attempts per command (0 makes every UDP command fail at once, as in the C module).
+    pub retr: u32,
+}
+
+impl Default for ClientOptions {
+    /// The C module's defaults: 1 s, 5 attempts.
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(1), retr: 5 }
+    }
+}
+
+/// A reply that arrived but cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyFault {
+    /// Stream framing violated (too long, bytes after the newline).
+    #[error(transparent)]
+    Framing(ExchangeError),
+    /// The reply text does not parse.
+    #[error(transparent)]
+    Parse(#[from] ProtoError),
+}
+
+/// Why a command got no usable reply. Every variant is a node failure in the sense of
+/// spec §2.4 (the caller disables the node).
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The node address does not resolve (or has a bad port) for the transport's family.
+    #[error("cannot resolve {address}: {reason}")]
+    Resolve {
+        /// The address as configured.
+        address: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The connection could not be established (refused, timed out, no such socket file…).
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        /// The address as configured.
+        address: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// No reply in time, after every attempt.
+    #[error("no reply after {attempts} attempt(s)")]
+    Timeout {
+        /// Requests sent.
+        attempts: u32,
+    },
+    /// The relay closed the connection before replying.
+    #[error("connection closed by the relay")]
+    Closed,
+    /// A send or receive failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    /// A reply arrived but is malformed.
+    #[error("malformed reply: {0}")]
+    Garbage(#[from] ReplyFault),
+    /// The client has no way to reach the node (e.g. `rtp.io:auto` without a handed-over
+    /// socket).
+    #[error("{0}")]
+    Unavailable(&'static str),
+    /// [`ControlClient::start`] was called while another command is outstanding.
+    #[error("another command is still in progress on this node")]
+    Busy,
+}
+
+impl TransportError {
+    /// Whether this is a timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout { .. })
+    }
+
+    fn from_exchange(e: ExchangeError) -> Self {
+        match e {
+            ExchangeError::Timeout { attempts } => Self::Timeout { attempts },
+            ExchangeError::Closed => Self::Closed,
+            other => Self::Garbage(ReplyFault::Framing(other)),
+        }
+    }
+}
+
+/// Splits `host[:port]` by the last `:` (spec §1.2 rule 5): no `:` or an empty port gives
+/// [`DEFAULT_PORT`]. IPv6 literals are written without brackets (`::1:22222`); brackets are
+/// tolerated. Quirk kept: `::1` alone reads as host `:` `:` and port 1.
+pub fn split_host_port(address: &str) -> Result<(String, u16), TransportError> {
+    let (host, port) = match address.rfind(':') {
+        Some(i) => (&address[..i], &address[i + 1..]),
+        None => (address, ""),
+    };
+    let port = if port.is_empty() {
+        DEFAULT_PORT
+    } else {
+        port.parse::<u16>().map_err(|_| TransportError::Resolve {
+            address: address.to_owned(),
+            reason: format!("bad port {port:?}"),
+        })?
+    };
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if host.is_empty() {
+        return Err(TransportError::Resolve { address: address.to_owned(), reason: "empty host".into() });
+    }
+    Ok((host.to_owned(), port))
+}
+
+/// Resolves `address` to the first address of the wanted family (IPv6 for `*6` transports,
+/// IPv4 otherwise), as the C module does with `getaddrinfo`.
+pub fn resolve(address: &str, ipv6: bool) -> Result<SocketAddr, TransportError> {
+    let (host, port) = split_host_port(address)?;
+    let err = |reason: String| TransportError::Resolve { address: address.to_owned(), reason };
+    let addrs = (host.as_str(), port).to_socket_addrs().map_err(|e| err(e.to_string()))?;
+    addrs
+        .into_iter()
+        .find(|a| a.is_ipv6() == ipv6)
+        .ok_or_else(|| err(format!("no {} address", if ipv6 { "IPv6" } else { "IPv4" })))
+}
+
+#[derive(Debug)]
+enum Conn {
+    Udp(UdpSocket),
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Conn {
+    fn raw_fd(&self) -> RawFd {
+        match self {
+            Self::Udp(s) => s.as_raw_fd(),
+            Self::Tcp(s) => s.as_raw_fd(),
+            Self::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            Self::Udp(s) => s.set_nonblocking(on),
+            Self::Tcp(s) => s.set_nonblocking(on),
+            Self::Unix(s) => s.set_nonblocking(on),
+        }
+    }
+
+    fn set_read_timeout(&self, t: Duration) -> io::Result<()> {
+        let t = Some(t.max(MIN_WAIT));
+        match self {
+            Self::Udp(s) => s.set_read_timeout(t),
+            Self::Tcp(s) => s.set_read_timeout(t),
+            Self::Unix(s) => s.set_read_timeout(t),
+        }
+    }
+
+    fn set_write_timeout(&self, t: Duration) -> io::Result<()> {
+        let t = Some(t.max(MIN_WAIT));
+        match self {
+            Self::Udp(s) => s.set_write_timeout(t),
+            Self::Tcp(s) => s.set_write_timeout(t),
+            Self::Unix(s) => s.set_write_timeout(t),
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Udp(s) => s.recv(buf),
+            Self::Tcp(s) => s.read(buf),
+            Self::Unix(s) => s.read(buf),
+        }
+    }
+
+    fn write_request(&mut self, bytes: &[u8]) -> io::Result<()> {
+        loop {
+            let r = match self {
+                Self::Udp(s) => s.send(bytes).map(|_| ()),
+                Self::Tcp(s) => s.write_all(bytes),
+                Self::Unix(s) => s.write_all(bytes),
+            };
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
+/// What one read produced.
+enum ReadEvent {
+    Data(usize),
+    Eof,
+    Nothing,
+}
+
+fn read_event(conn: &mut Conn, buf: &mut [u8]) -> io::Result<ReadEvent> {
+    let datagram = matches!(conn, Conn::Udp(_));
+    match conn.read(buf) {
+        Ok(0) if !datagram => Ok(ReadEvent::Eof),
+        Ok(n) => Ok(ReadEvent::Data(n)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(ReadEvent::Nothing)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[derive(Debug)]
+enum Pending {
+    Datagram(DatagramExchange),
+    Stream(StreamExchange),
+    OneShot { ex: StreamExchange, conn: Conn, cmd: Command, retried: bool },
+}
+
+impl Pending {
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            Self::Datagram(x) => x.poll_timeout(),
+            Self::Stream(x) | Self::OneShot { ex: x, .. } => x.poll_timeout(),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            Self::Datagram(x) => x.handle_timeout(now),
+            Self::Stream(x) | Self::OneShot { ex: x, .. } => x.handle_timeout(now),
+        }
+    }
+
+    fn poll_outcome(&mut self) -> Option<Result<Vec<u8>, ExchangeError>> {
+        match self {
+            Self::Datagram(x) => x.poll_outcome(),
+            Self::Stream(x) | Self::OneShot { ex: x, .. } => x.poll_outcome(),
+        }
+    }
+}
+
+/// The control connection of one node, in one process.
+#[derive(Debug)]
+pub struct ControlClient {
+    url: String,
+    transport: Transport,
+    address: String,
+    options: ClientOptions,
+    conn: Option<Conn>,
+    peer: Option<SocketAddr>,
+    pending: Option<Pending>,
+    buf: Vec<u8>,
+}
+
+impl ControlClient {
+    /// A client for `node`. Does no I/O: the socket is opened on first use.
+    pub fn new(node: &NodeSpec, options: ClientOptions) -> Self {
+        Self {
+            url: node.url.clone(),
+            transport: node.transport,
+            address: node.address.clone(),
+            options,
+            conn: None,
+            peer: None,
+            pending: None,
+            buf: Vec::new(),
+        }
+    }
+
+    /// A client over an already connected stream, for `rtp.io:auto` (the host obtains the
+    /// per-process socket from the `rtp.io` module). Newline framing; never closed by us.
+    pub fn with_rtpio_stream(url: &str, stream: UnixStream, options: ClientOptions) -> Self {
+        Self {
+            url: url.to_owned(),
+            transport: Transport::RtpIo,
+            address: String::new(),
+            options,
+            conn: Some(Conn::Unix(stream)),
+            peer: None,
+            pending: None,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The node identity (`rn_url`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The node transport.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// The framing used on this node.
+    pub fn framing(&self) -> Framing {
+        Framing::for_transport(self.transport)
+    }
+
+    /// The timing knobs.
+    pub fn options(&self) -> ClientOptions {
+        self.options
+    }
+
+    /// Changes the timing knobs (takes effect with the next command).
+    pub fn set_options(&mut self, options: ClientOptions) {
+        self.options = options;
+    }
+
+    /// Whether a persistent socket is open.
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// The resolved peer address of an `udp`/`tcp` node once connected (used to authenticate
+    /// notification connections, spec §8.4).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// Opens the persistent socket now if there is none (a no-op for legacy `unix:`). Useful
+    /// to check a node at start-up; [`ControlClient::send`] does it on its own.
+    pub fn connect(&mut self) -> Result<(), TransportError> {
+        if self.conn.is_none() && self.transport != Transport::Unix {
+            self.conn = Some(self.open()?);
+        }
+        Ok(())
+    }
+
+    /// Closes the persistent socket (e.g. after a reload). `rtp.io` sockets are kept.
+    pub fn disconnect(&mut self) {
+        self.pending = None;
+        if self.transport != Transport::RtpIo {
+            self.conn = None;
+        }
+    }
+
+    /// Sends `cmd` and waits for its reply, parsed.
+    ///
+    /// `cookies` is the process-wide cookie generator; it is advanced only for UDP nodes.
+    /// On any error the caller should treat the node as failed (spec §2.4).
+    pub fn send(&mut self, cookies: &mut CookieGen, cmd: &Command) -> Result<Reply, TransportError> {
+        let body = self.send_raw(cookies, cmd)?;
+        Reply::parse(&body).map_err(|e| TransportError::Garbage(e.into()))
+    }
+
+    /// Sends `cmd` and waits for its reply body (cookie and trailing newline removed).
+    pub fn send_raw(&mut self, cookies: &mut CookieGen, cmd: &Command) -> Result<Vec<u8>, TransportError> {
+        self.start(cookies, cmd, Instant::now())?;
+        loop {
+            if let Some(r) = self.take_outcome() {
+                return r;
+            }
+            let Some(deadline) = self.poll_timeout() else {
+                // an exchange always has a deadline while running; be defensive
+                return Err(self.fail(TransportError::Timeout { attempts: 0 }));
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                if let Some(r) = self.on_timeout(now) {
+                    return r;
+                }
+                continue;
+            }
+            if let Some(r) = self.read_step(Some(deadline - now)) {
+                return r;
+            }
+        }
+    }
+
+    /// Runs a capability probe (`V` + `VF` commands) over this client; returns the outcome
+    /// and the number of optional `VF` commands lost to transport failures.
+    pub fn probe(&mut self, cookies: &mut CookieGen) -> (ProbeOutcome, u32) {
+        Probe::run(|cmd| self.send_raw(cookies, cmd).ok())
+    }
+
+    /// Starts `cmd` without waiting for the reply: connects if needed (blocking, bounded by
+    /// the timeout), drains stale input, and writes the request.
+    ///
+    /// Then wait for [`ControlClient::wait_fd`] to be readable (call
+    /// [`ControlClient::on_readable`]) or for [`ControlClient::poll_timeout`] (call
+    /// [`ControlClient::on_timeout`]).
+    pub fn start(&mut self, cookies: &mut CookieGen, cmd: &Command, now: Instant) -> Result<(), TransportError> {
+        if self.pending.is_some() {
+            return Err(TransportError::Busy);
+        }
+        if self.buf.len() != RECV_BUF_LEN {
+            self.buf = vec![0; RECV_BUF_LEN];
+        }
+        let timeout = self.options.timeout.max(MIN_WAIT);
+        let pending = match self.framing() {
+            Framing::Datagram => {
+                let r = self.connect().and_then(|()| self.drain());
+                if let Err(e) = r {
+                    return Err(self.fail(e));
+                }
+                Pending::Datagram(DatagramExchange::new(cookies.next_cookie(), cmd, self.options.retr, timeout))
+            }
+            Framing::Stream => {
+                let r = self.connect().and_then(|()| self.drain());
+                if let Err(e) = r {
+                    return Err(self.fail(e));
+                }
+                Pending::Stream(StreamExchange::stream(cmd, timeout))
+            }
+            Framing::OneShot => {
+                let conn = match self.open_unix_once() {
+                    Ok(c) => c,
+                    Err(e) => return Err(self.fail(e)),
+                };
+                Pending::OneShot {
+                    ex: StreamExchange::one_shot(cmd, timeout),
+                    conn,
+                    cmd: cmd.clone(),
+                    retried: false,
+                }
+            }
+        };
+        self.pending = Some(pending);
+        match self.transmit(now) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// The descriptor to wait on for readability while a command is outstanding.
+    pub fn wait_fd(&self) -> Option<RawFd> {
+        match self.pending.as_ref()? {
+            Pending::OneShot { conn, .. } => Some(conn.raw_fd()),
+            _ => self.conn.as_ref().map(Conn::raw_fd),
+        }
+    }
+
+    /// When [`ControlClient::on_timeout`] is due, while a command is outstanding.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.pending.as_ref().and_then(Pending::poll_timeout)
+    }
+
+    /// Reads what is available without blocking and returns the outcome once complete.
+    pub fn on_readable(&mut self, _now: Instant) -> Option<Result<Vec<u8>, TransportError>> {
+        if self.pending.is_none() {
+            return None;
+        }
+        if let Some(r) = self.take_outcome() {
+            return Some(r);
+        }
+        self.read_step(None)
+    }
+
+    /// Handles the deadline: retransmits (UDP) or ends the command with a timeout.
+    pub fn on_timeout(&mut self, now: Instant) -> Option<Result<Vec<u8>, TransportError>> {
+        let p = self.pending.as_mut()?;
+        p.handle_timeout(now);
+        if let Err(e) = self.transmit(now) {
+            return Some(Err(self.fail(e)));
+        }
+        self.take_outcome()
+    }
+
+    /// Abandons the outstanding command, if any. A persistent stream is closed, since its
+    /// reply may still arrive.
+    pub fn cancel(&mut self) {
+        if let Some(p) = self.pending.take() {
+            if matches!(p, Pending::Stream(_)) && self.transport != Transport::RtpIo {
+                self.conn = None;
+            }
+        }
+    }
+
+    // ---- internals ----
+
+    fn open(&mut self) -> Result<Conn, TransportError> {
+        let timeout = self.options.timeout.max(MIN_WAIT);
+        match self.transport {
+            Transport::Udp | Transport::Udp6 => {
+                let v6 = self.transport == Transport::Udp6;
+                let addr = resolve(&self.address, v6)?;
+                let local: SocketAddr =
+                    if v6 { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() } else { (std::net::Ipv4Addr::UNSPECIFIED, 0).into() };
+                let connect_err = |source| TransportError::Connect { address: self.address.clone(), source };
+                let sock = UdpSocket::bind(local).map_err(connect_err)?;
+                sock.connect(addr).map_err(connect_err)?;
+                self.peer = Some(addr);
+                Ok(Conn::Udp(sock))
+            }
+            Transport::Tcp | Transport::Tcp6 => {
+                let addr = resolve(&self.address, self.transport == Transport::Tcp6)?;
+                let connect_err = |source| TransportError::Connect { address: self.address.clone(), source };
+                let s = TcpStream::connect_timeout(&addr, timeout).map_err(connect_err)?;
+                // std already checks SO_ERROR after the non-blocking connect; ask once more so a
+                // refused connection can never pass as connected (D25)
+                if let Some(e) = s.take_error().map_err(connect_err)? {
+                    return Err(connect_err(e));
+                }
+                s.set_nodelay(true).map_err(connect_err)?;
+                self.peer = Some(addr);
+                Ok(Conn::Tcp(s))
+            }
+            Transport::Cunix | Transport::Unix => {
+                let path = PathBuf::from(&self.address);
+                let s = UnixStream::connect(&path)
+                    .map_err(|source| TransportError::Connect { address: self.address.clone(), source })?;
+                Ok(Conn::Unix(s))
+            }
+            Transport::RtpIo => Err(TransportError::Unavailable("rtp.io socket not handed over to this process")),
+        }
+    }
+
+    fn open_unix_once(&mut self) -> Result<Conn, TransportError> {
+        let conn = self.open()?;
+        let t = self.options.timeout;
+        conn.set_write_timeout(t).map_err(TransportError::Io)?;
+        conn.set_read_timeout(t).map_err(TransportError::Io)?;
+        Ok(conn)
+    }
+
+    /// Discards whatever is queued on the persistent socket (late replies to earlier
+    /// commands). A stream that turns out closed or broken is reopened.
+    fn drain(&mut self) -> Result<(), TransportError> {
+        let Some(conn) = self.conn.as_mut() else { return Ok(()) };
+        let datagram = matches!(conn, Conn::Udp(_));
+        conn.set_nonblocking(true)?;
+        let mut reopen = false;
+        let mut scratch = [0u8; 512];
+        for _ in 0..MAX_DRAIN_READS {
+            match conn.read(&mut scratch) {
+                Ok(0) if !datagram => {
+                    reopen = true;
+                    break;
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // a queued ICMP error from an earlier datagram; reading it clears it
+                Err(e) if datagram && e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                Err(_) if !datagram => {
+                    reopen = true;
+                    break;
+                }
+                Err(e) => {
+                    let _ = conn.set_nonblocking(false);
+                    return Err(e.into());
+                }
+            }
+        }
+        if reopen && self.transport != Transport::RtpIo {
+            self.conn = None;
+            self.connect()
+        } else if reopen {
+            Err(TransportError::Closed)
+        } else {
+            conn.set_nonblocking(false)?;
+            Ok(())
+        }
+    }
+
+    /// Writes whatever the exchange wants sent now.
+    fn transmit(&mut self, now: Instant) -> Result<(), TransportError> {
+        let timeout = self.options.timeout;
+        let Some(pending) = self.pending.as_mut() else { return Ok(()) };
+        let (bytes, conn) = match pending {
+            Pending::Datagram(x) => (x.poll_transmit(now).map(<[u8]>::to_vec), self.conn.as_mut()),
+            Pending::Stream(x) => (x.poll_transmit(now).map(<[u8]>::to_vec), self.conn.as_mut()),
+            Pending::OneShot { ex, conn, .. } => (ex.poll_transmit(now).map(<[u8]>::to_vec), Some(conn)),
+        };
+        let (Some(bytes), Some(conn)) = (bytes, conn) else { return Ok(()) };
+        if !matches!(conn, Conn::Udp(_)) {
+            conn.set_write_timeout(timeout)?;
+        }
+        conn.write_request(&bytes)?;
+        Ok(())
+    }
+
+    /// One read: blocking up to `wait`, or non-blocking when `wait` is `None`. Feeds the
+    /// exchange and returns its outcome if that read completed it.
+    fn read_step(&mut self, wait: Option<Duration>) -> Option<Result<Vec<u8>, TransportError>> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let r = self.read_into(wait, &mut buf);
+        self.buf = buf;
+        match r {
+            Ok(()) => self.take_outcome(),
+            Err(e) => Some(Err(self.fail(e))),
+        }
+    }
+
+    fn read_into(&mut self, wait: Option<Duration>, buf: &mut [u8]) -> Result<(), TransportError> {
+        let Some(pending) = self.pending.as_mut() else { return Ok(()) };
+        let conn = match pending {
+            Pending::OneShot { conn, .. } => conn,
+            _ => self.conn.as_mut().ok_or(TransportError::Closed)?,
+        };
+        let event = match wait {
+            Some(w) => {
+                conn.set_read_timeout(w)?;
+                read_event(conn, buf)
+            }
+            None => {
+                conn.set_nonblocking(true)?;
+                let r = read_event(conn, buf);
+                conn.set_nonblocking(false)?;
+                r
+            }
+        };
+        let now = Instant::now();
+        let event = match (event, &mut *pending) {
+            (Ok(ev), _) => ev,
+            // legacy unix: the relay reset the connection; redo the whole command once
+            (Err(e), Pending::OneShot { retried, .. })
+                if e.kind() == io::ErrorKind::ConnectionReset && !*retried =>
+            {
+                return self.retry_one_shot(now);
+            }
+            (Err(e), _) => return Err(e.into()),
+        };
+        match (event, pending) {
+            (ReadEvent::Nothing, _) => {}
+            // a datagram that filled the buffer may be truncated; its body is then longer
+            // than MAX_REPLY_LEN anyway and the exchange refuses it
+            (ReadEvent::Data(n), Pending::Datagram(x)) => {
+                x.handle_datagram(now, &buf[..n]);
+            }
+            (ReadEvent::Data(n), Pending::Stream(x) | Pending::OneShot { ex: x, .. }) => {
+                x.handle_data(now, &buf[..n]);
+            }
+            (ReadEvent::Eof, Pending::Stream(x) | Pending::OneShot { ex: x, .. }) => x.handle_eof(now),
+            (ReadEvent::Eof, Pending::Datagram(_)) => {}
+        }
+        Ok(())
+    }
+
+    fn retry_one_shot(&mut self, now: Instant) -> Result<(), TransportError> {
+        let Some(Pending::OneShot { cmd, .. }) = self.pending.take() else { return Ok(()) };
+        let conn = self.open_unix_once()?;
+        let timeout = self.options.timeout.max(MIN_WAIT);
+        self.pending = Some(Pending::OneShot {
+            ex: StreamExchange::one_shot(&cmd, timeout),
+            conn,
+            cmd,
+            retried: true,
+        });
+        self.transmit(now)
+    }
+
+    fn take_outcome(&mut self) -> Option<Result<Vec<u8>, TransportError>> {
+        let out = self.pending.as_mut()?.poll_outcome()?;
+        self.pending = None;
+        match out {
+            Ok(body) => Some(Ok(body)),
+            Err(e) => Some(Err(self.fail(TransportError::from_exchange(e)))),
+        }
+    }
+
+    /// Ends the outstanding command with `e`; a persistent stream is closed (it may be out of
+    /// step now) and reopened on next use, as `badproxy` in rtpproxy.c does.
+    fn fail(&mut self, e: TransportError) -> TransportError {
+        self.pending = None;
+        if matches!(self.transport, Transport::Tcp | Transport::Tcp6 | Transport::Cunix) {
+            self.conn = None;
+        }
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_rules() {
+        assert_eq!(split_host_port("localhost").unwrap(), ("localhost".into(), 22222));
+        assert_eq!(split_host_port("localhost:").unwrap(), ("localhost".into(), 22222));
+        assert_eq!(split_host_port("10.0.0.1:7000").unwrap(), ("10.0.0.1".into(), 7000));
+        assert_eq!(split_host_port("::1:22223").unwrap(), ("::1".into(), 22223));
+        // quirk kept: no port on an IPv6 literal reads the last group as the port
+        assert_eq!(split_host_port("::1").unwrap(), (":".into(), 1));
+        assert_eq!(split_host_port("[::1]:9").unwrap(), ("::1".into(), 9));
+        assert!(split_host_port("h:99999").is_err());
+        assert!(split_host_port("h:x").is_err());
+        assert!(split_host_port(":5").is_err());
+    }
+
+    #[test]
+    fn resolve_by_family() {
+        assert_eq!(resolve("127.0.0.1:5", false).unwrap(), "127.0.0.1:5".parse().unwrap());
+        assert!(resolve("127.0.0.1:5", true).is_err());
+        assert_eq!(resolve("::1:5", true).unwrap(), "[::1]:5".parse().unwrap());
+    }
+
+    #[test]
+    fn construction_does_no_io() {
+        let spec = NodeSpec {
+            url: "udp:192.0.2.1:1".into(),
+            transport: Transport::Udp,
+            address: "192.0.2.1:1".into(),
+            adv_address: None,
+            weight: 1,
+        };
+        let c = ControlClient::new(&spec, ClientOptions::default());
+        assert!(!c.is_connected());
+        assert_eq!(c.wait_fd(), None);
+        assert_eq!(c.poll_timeout(), None);
+        assert_eq!(c.framing(), Framing::Datagram);
+    }
+
+    #[test]
+    fn rtpio_without_socket_is_unavailable() {
+        let spec = NodeSpec {
+            url: "rtp.io:auto".into(),
+            transport: Transport::RtpIo,
+            address: String::new(),
+            adv_address: None,
+            weight: 1,
+        };
+        let mut c = ControlClient::new(&spec, ClientOptions::default());
+        let mut g = CookieGen::new(1, 2);
+        assert!(matches!(c.send(&mut g, &Command::version()), Err(TransportError::Unavailable(_))));
+        // no cookie was used for a stream transport
+        assert_eq!(g.peek_seq(), 0);
+    }
+}

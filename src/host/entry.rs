@@ -1,0 +1,368 @@
+//! Every `extern "C"` function OpenSIPS calls. Each body is one call through
+//! [`guard::call`]; the logic lives in safe functions below or in `core`.
+
+use std::ffi::{c_int, c_void, CStr};
+
+use crate::core::config::{ConfigError, ModuleConfig, Transport};
+
+use super::mi::{self, Json};
+use super::state::{self, ModuleState, NodeView, SetView};
+use super::sys::{self, mi_response_t};
+use super::{cstr, events, guard, log, shared};
+
+// ---- modparams -----------------------------------------------------------------------------
+
+/// Handles one `modparam("rtpproxy", name, value)` line.
+///
+/// # Safety
+/// `val` is what OpenSIPS passes for a `USE_FUNC_PARAM` of type `ty`: a NUL-terminated string
+/// for `STR_PARAM`, an integer cast to a pointer for `INT_PARAM`.
+unsafe fn set_modparam(name: &'static str, ty: sys::modparam_t, val: *mut c_void) -> c_int {
+    log::install();
+    let (shown, result) = if ty & sys::STR_PARAM != 0 {
+        // SAFETY: per the contract, a string modparam value is a NUL-terminated C string.
+        match unsafe { cstr::cstr_to_string(val.cast()) } {
+            None => (String::new(), Ok(())),
+            Some(Err(lossy)) => {
+                (lossy, Err(ConfigError::NotUtf8))
+            }
+            Some(Ok(s)) => {
+                let r = state::with_params(|p| p.set_str(name, &s));
+                (s, r)
+            }
+        }
+    } else {
+        let v = val as isize as c_int;
+        (v.to_string(), state::with_params(|p| p.set_int(name, i64::from(v))))
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("bad modparam {name}={shown:?}: {e}");
+            -1
+        }
+    }
+}
+
+macro_rules! modparam_fn {
+    ($($f:ident => $name:literal),* $(,)?) => {$(
+        /// `USE_FUNC_PARAM` setter of the modparam of the same name.
+        pub(crate) unsafe extern "C" fn $f(ty: sys::modparam_t, val: *mut c_void) -> c_int {
+            // SAFETY: OpenSIPS calls this with the value layout `set_modparam` documents.
+            guard::call(concat!("modparam ", $name), -1, || unsafe { set_modparam($name, ty, val) })
+        }
+    )*};
+}
+
+modparam_fn! {
+    mp_nortpproxy_str => "nortpproxy_str",
+    mp_rtpproxy_sock => "rtpproxy_sock",
+    mp_rtpproxy_disable_tout => "rtpproxy_disable_tout",
+    mp_rtpproxy_retr => "rtpproxy_retr",
+    mp_rtpproxy_timeout => "rtpproxy_timeout",
+    mp_rtpproxy_autobridge => "rtpproxy_autobridge",
+    mp_default_set => "default_set",
+    mp_db_url => "db_url",
+    mp_db_table => "db_table",
+    mp_rtpp_socket_col => "rtpp_socket_col",
+    mp_set_id_col => "set_id_col",
+    mp_rtpp_notify_socket => "rtpp_notify_socket",
+    mp_generated_sdp_port_min => "generated_sdp_port_min",
+    mp_generated_sdp_port_max => "generated_sdp_port_max",
+    mp_generated_sdp_media_ip => "generated_sdp_media_ip",
+}
+
+// ---- lifecycle -----------------------------------------------------------------------------
+
+/// `preinit_f`: runs in the main process before any `mod_init`.
+pub(crate) unsafe extern "C" fn mod_preinit() -> c_int {
+    guard::call("mod_preinit", -1, || {
+        log::install();
+        0
+    })
+}
+
+/// `init_f` (`mod_init`): validates the configuration and sets up shared state, before fork.
+pub(crate) unsafe extern "C" fn mod_init() -> c_int {
+    guard::call("mod_init", -1, || match init() {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e}");
+            -1
+        }
+    })
+}
+
+/// Whether another loaded module exports a function of this name (`find_export`).
+fn module_exports_fn(name: &CStr) -> bool {
+    // SAFETY: `find_export` only reads the loaded modules' tables.
+    unsafe { !(super::api::api().find_export)(name.as_ptr(), 0).is_null() }
+}
+
+fn init() -> Result<(), String> {
+    log::install();
+    tracing::info!("initializing (Rust rtpproxy module)");
+    let params = state::with_params(|p| p.clone());
+    let mut config: ModuleConfig =
+        params.finish().map_err(|e| format!("bad configuration: {e}"))?;
+
+    config
+        .resolve_missing_sockets(module_exports_fn(c"rtp_io_getchildsock"))
+        .map_err(|e| format!("{e}"))?;
+    if config.db.is_some() {
+        return Err("db_url is set, but loading RTPProxy nodes from a database is not \
+                    implemented yet in this module; use rtpproxy_sock"
+            .into());
+    }
+    if config.notify.is_some() && !module_exports_fn(c"load_dlg") {
+        return Err("rtpp_notify_socket is set, so the dialog module must be loaded".into());
+    }
+    if config.autobridge {
+        tracing::warn!("rtpproxy_autobridge is enabled: it does not work with forking");
+    }
+
+    let sets: Vec<SetView> = config
+        .sets
+        .iter()
+        .map(|s| SetView {
+            id: s.id,
+            nodes: s.nodes.iter().map(|n| NodeView { index: n.index, spec: n.clone() }).collect(),
+        })
+        .collect();
+    let node_count = config.node_count();
+    if !sets.iter().any(|s| s.id == config.default_set) {
+        tracing::warn!(
+            "default_set {} has no nodes: functions called without a set id will fail",
+            config.default_set
+        );
+    }
+    let shared = shared::SharedNodes::allocate(node_count.max(64))
+        .ok_or_else(|| "out of shared memory for the node table".to_string())?;
+    let events = events::publish()?;
+    for s in &sets {
+        for n in &s.nodes {
+            if n.spec.transport == Transport::RtpIo {
+                tracing::debug!("node {} uses the rtp.io module", n.spec.url);
+            }
+        }
+    }
+    state::install(ModuleState { config, sets, shared, events })?;
+    Ok(())
+}
+
+/// `init_child_f`: per-process set-up after fork.
+pub(crate) unsafe extern "C" fn child_init(rank: c_int) -> c_int {
+    guard::call("child_init", -1, || {
+        tracing::debug!("child_init({rank})");
+        0
+    })
+}
+
+/// `destroy_f`: main process at shutdown.
+pub(crate) unsafe extern "C" fn mod_destroy() {
+    guard::call("mod_destroy", (), || {
+        tracing::debug!("module destroyed");
+    })
+}
+
+// ---- script functions ----------------------------------------------------------------------
+
+fn not_implemented(name: &str) -> c_int {
+    tracing::error!("{name}() is not implemented yet in this module; the call fails");
+    -1
+}
+
+macro_rules! script_fn_pending {
+    ($($f:ident => $name:literal),* $(,)?) => {$(
+        /// Script function of the same name (not implemented yet: logs and fails).
+        pub(crate) unsafe extern "C" fn $f(
+            _msg: *mut sys::sip_msg,
+            _p1: *mut c_void, _p2: *mut c_void, _p3: *mut c_void, _p4: *mut c_void,
+            _p5: *mut c_void, _p6: *mut c_void, _p7: *mut c_void, _p8: *mut c_void,
+        ) -> c_int {
+            guard::call($name, -1, || not_implemented($name))
+        }
+    )*};
+}
+
+script_fn_pending! {
+    rtpproxy_unforce_f => "rtpproxy_unforce",
+    rtpproxy_engage_f => "rtpproxy_engage",
+    rtpproxy_start_recording_f => "rtpproxy_start_recording",
+    rtpproxy_offer_f => "rtpproxy_offer",
+    rtpproxy_answer_f => "rtpproxy_answer",
+    rtpproxy_stream2uac_f => "rtpproxy_stream2uac",
+    rtpproxy_stream2uas_f => "rtpproxy_stream2uas",
+    rtpproxy_stop_stream2uac_f => "rtpproxy_stop_stream2uac",
+    rtpproxy_stop_stream2uas_f => "rtpproxy_stop_stream2uas",
+    rtpproxy_stats_f => "rtpproxy_stats",
+    rtpproxy_all_stats_f => "rtpproxy_all_stats",
+    load_rtpproxy_f => "load_rtpproxy",
+}
+
+// ---- MI ------------------------------------------------------------------------------------
+
+/// `rtpproxy_show`: sets and nodes with their live state.
+pub(crate) unsafe extern "C" fn mi_show_rtpproxies(
+    _params: *const sys::mi_params_t,
+    _async: *mut sys::mi_handler,
+) -> *mut mi_response_t {
+    guard::call("rtpproxy_show", mi::error(500, "Internal error"), || {
+        let Some(st) = state::get() else {
+            return mi::error(500, "module not initialized");
+        };
+        mi::reply(&show_json(st))
+    })
+}
+
+fn show_json(st: &ModuleState) -> Json {
+    Json::Arr(
+        st.sets
+            .iter()
+            .map(|s| {
+                let nodes = s
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        let (disabled, recheck) = st.slot(n).map(|x| x.snapshot()).unwrap_or((0, 0));
+                        Json::Obj(vec![
+                            ("url", Json::Str(n.spec.url.clone())),
+                            ("index", Json::Num(n.index as f64)),
+                            ("disabled", Json::Num(f64::from(disabled))),
+                            ("weight", Json::Num(f64::from(n.spec.weight))),
+                            ("recheck_ticks", Json::Num(f64::from(recheck))),
+                        ])
+                    })
+                    .collect();
+                Json::Obj(vec![("Set", Json::Num(f64::from(s.id))), ("Nodes", Json::Arr(nodes))])
+            })
+            .collect(),
+    )
+}
+
+/// `rtpproxy_enable url enable`.
+pub(crate) unsafe extern "C" fn mi_enable_rtp_proxy_1(
+    params: *const sys::mi_params_t,
+    _async: *mut sys::mi_handler,
+) -> *mut mi_response_t {
+    // SAFETY: `params` is the live parameter set of this MI call.
+    guard::call("rtpproxy_enable", mi::error(500, "Internal error"), || unsafe {
+        mi_enable(params, false)
+    })
+}
+
+/// `rtpproxy_enable url enable setid`.
+pub(crate) unsafe extern "C" fn mi_enable_rtp_proxy_2(
+    params: *const sys::mi_params_t,
+    _async: *mut sys::mi_handler,
+) -> *mut mi_response_t {
+    // SAFETY: `params` is the live parameter set of this MI call.
+    guard::call("rtpproxy_enable", mi::error(500, "Internal error"), || unsafe {
+        mi_enable(params, true)
+    })
+}
+
+/// Shared body of both `rtpproxy_enable` recipes.
+///
+/// # Safety
+/// `params` must be the live parameter set of the MI call being served.
+unsafe fn mi_enable(params: *const sys::mi_params_t, with_set: bool) -> *mut mi_response_t {
+    {
+        let Some(st) = state::get() else {
+            return mi::error(500, "module not initialized");
+        };
+        if st.sets.is_empty() {
+            return mi::error(404, "RTP proxy not found");
+        }
+        // SAFETY: `params` is the live parameter set of this MI call.
+        let Some(url) = (unsafe { mi::string_param(params, c"url") }) else {
+            return mi::param_error();
+        };
+        if url.is_empty() {
+            return mi::error(400, "Empty url");
+        }
+        // SAFETY: as above.
+        let Some(enable) = (unsafe { mi::int_param(params, c"enable") }) else {
+            return mi::param_error();
+        };
+        let set = if with_set {
+            // SAFETY: as above.
+            match unsafe { mi::int_param(params, c"setid") } {
+                Some(id) => Some(id),
+                None => return mi::param_error(),
+            }
+        } else {
+            None
+        };
+        let now = ticks();
+        let mut found = false;
+        for s in st.sets.iter().filter(|s| set.is_none_or(|id| id == s.id)) {
+            for n in s.nodes.iter().filter(|n| n.spec.url.as_bytes() == url.as_slice()) {
+                found = true;
+                let Some(slot) = st.slot(n) else { continue };
+                let (was_disabled, _) = slot.snapshot();
+                let (disabled, recheck) = match enable {
+                    0 => (true, u32::MAX),
+                    2 => (true, now.wrapping_add(st.config.disable_tout as u32)),
+                    _ => (false, 0),
+                };
+                slot.set(disabled, recheck);
+                if (was_disabled != 0) != disabled {
+                    events::raise_status(&st.events, &n.spec.url, !disabled);
+                }
+            }
+        }
+        if found {
+            mi::reply(&Json::Str("OK".into()))
+        } else {
+            mi::error(404, "RTP proxy not found")
+        }
+    }
+}
+
+/// `rtpproxy_reload`: reload the node list from the database.
+pub(crate) unsafe extern "C" fn mi_reload_rtpproxies(
+    _params: *const sys::mi_params_t,
+    _async: *mut sys::mi_handler,
+) -> *mut mi_response_t {
+    guard::call("rtpproxy_reload", mi::error(500, "Internal error"), || {
+        match state::get() {
+            Some(st) if st.config.db.is_some() => {
+                mi::error(500, "Reloading from the database is not implemented yet")
+            }
+            _ => mi::error(400, "Dynamic loading not enabled"),
+        }
+    })
+}
+
+/// Per-process init of the MI command `rtpproxy_reload`.
+pub(crate) unsafe extern "C" fn mi_child_init() -> c_int {
+    guard::call("mi_child_init", -1, || 0)
+}
+
+/// OpenSIPS seconds-since-start clock.
+fn ticks() -> u32 {
+    // SAFETY: `get_ticks` reads the core's tick counter.
+    unsafe { (super::api::api().get_ticks)() }
+}
+
+/// Modparam dependency of `db_url`: an SQL database module, as the core's
+/// `get_deps_sqldb_url` declares it for function-style parameters (`DEP_WARN`).
+pub(crate) unsafe extern "C" fn get_deps_db_url(
+    _param: *const sys::param_export_t,
+) -> *mut sys::module_dependency_t {
+    guard::call("get_deps_db_url", std::ptr::null_mut(), || {
+        let size = 2 * std::mem::size_of::<sys::module_dependency_t>();
+        let p = super::mem::pkg_malloc(size).cast::<sys::module_dependency_t>();
+        if p.is_null() {
+            return p;
+        }
+        // SAFETY: `p` is a fresh pkg block for two entries; the core frees it with pkg_free.
+        unsafe {
+            std::ptr::write_bytes(p.cast::<u8>(), 0, size);
+            (*p).mod_type = sys::module_type_MOD_TYPE_SQLDB;
+            (*p).type_ = sys::DEP_WARN;
+        }
+        p
+    })
+}

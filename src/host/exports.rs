@@ -1,0 +1,312 @@
+//! The `exports` table OpenSIPS reads with `dlsym`, and the tables it points to.
+//!
+//! Names, parameter kinds and allowed routes mirror the C module 3.6.8 (ABI spec §2.3) so that
+//! every existing script passes `opensips -c` unchanged. Nothing else lives here.
+
+use std::ffi::{c_char, CStr};
+
+use super::entry;
+use super::sys::{self, cmd_param, mi_recipe_t};
+
+/// `Sync` wrapper for host tables made of raw pointers to static data.
+#[repr(transparent)]
+pub(crate) struct HostTable<T>(pub(crate) T);
+// SAFETY: the tables are immutable after compilation and only hold pointers to other statics
+// (string literals, functions, tables); sharing them between threads is harmless.
+unsafe impl<T> Sync for HostTable<T> {}
+
+const fn param(flags: u32) -> cmd_param {
+    cmd_param { flags: flags as i32, fixup: None, free_fixup: None }
+}
+
+const INT_OPT: cmd_param = param(sys::CMD_PARAM_INT | sys::CMD_PARAM_OPT);
+const STR_OPT: cmd_param = param(sys::CMD_PARAM_STR | sys::CMD_PARAM_OPT);
+const VAR_OPT: cmd_param = param(sys::CMD_PARAM_VAR | sys::CMD_PARAM_OPT);
+const INT: cmd_param = param(sys::CMD_PARAM_INT);
+const STR: cmd_param = param(sys::CMD_PARAM_STR);
+const VAR: cmd_param = param(sys::CMD_PARAM_VAR);
+const END: cmd_param = param(0);
+
+/// Pads a parameter list to the host's fixed array, the terminator included.
+const fn params<const N: usize>(list: [cmd_param; N]) -> [cmd_param; sys::MAX_CMD_PARAMS as usize + 1] {
+    let mut out = [END; sys::MAX_CMD_PARAMS as usize + 1];
+    let mut i = 0;
+    while i < N {
+        out[i] = list[i];
+        i += 1;
+    }
+    out
+}
+
+const fn cname(s: &'static CStr) -> *const c_char {
+    s.as_ptr()
+}
+
+const R_REQ: i32 = sys::REQUEST_ROUTE as i32;
+const R_FAIL: i32 = sys::FAILURE_ROUTE as i32;
+const R_REPLY: i32 = sys::ONREPLY_ROUTE as i32;
+const R_BRANCH: i32 = sys::BRANCH_ROUTE as i32;
+const R_LOCAL: i32 = sys::LOCAL_ROUTE as i32;
+const R_ALL5: i32 = R_REQ | R_REPLY | R_FAIL | R_BRANCH | R_LOCAL;
+
+macro_rules! cmd {
+    ($name:literal, $f:path, [$($p:expr),*], $routes:expr) => {
+        sys::cmd_export_ {
+            name: cname($name),
+            function: Some($f),
+            params: params([$($p),*]),
+            flags: $routes,
+        }
+    };
+}
+
+/// Script functions, in the C module's order.
+pub(crate) static CMDS: HostTable<[sys::cmd_export_t; 13]> = HostTable([
+    cmd!(c"rtpproxy_unforce", entry::rtpproxy_unforce_f, [INT_OPT, VAR_OPT], R_ALL5),
+    cmd!(
+        c"rtpproxy_engage",
+        entry::rtpproxy_engage_f,
+        [STR_OPT, STR_OPT, INT_OPT, VAR_OPT, VAR_OPT],
+        R_ALL5
+    ),
+    cmd!(
+        c"rtpproxy_start_recording",
+        entry::rtpproxy_start_recording_f,
+        [INT_OPT, VAR_OPT, STR_OPT, STR_OPT, INT_OPT],
+        R_REQ | R_REPLY | R_BRANCH | R_FAIL
+    ),
+    cmd!(
+        c"rtpproxy_offer",
+        entry::rtpproxy_offer_f,
+        [STR_OPT, STR_OPT, INT_OPT, VAR_OPT, VAR_OPT, VAR_OPT],
+        R_ALL5
+    ),
+    cmd!(
+        c"rtpproxy_answer",
+        entry::rtpproxy_answer_f,
+        [STR_OPT, STR_OPT, INT_OPT, VAR_OPT, VAR_OPT, VAR_OPT],
+        R_ALL5
+    ),
+    cmd!(
+        c"rtpproxy_stream2uac",
+        entry::rtpproxy_stream2uac_f,
+        [STR, INT, INT_OPT, VAR_OPT],
+        R_REQ | R_REPLY | R_LOCAL
+    ),
+    cmd!(
+        c"rtpproxy_stream2uas",
+        entry::rtpproxy_stream2uas_f,
+        [STR, INT, INT_OPT, VAR_OPT],
+        R_REQ | R_REPLY | R_LOCAL
+    ),
+    cmd!(
+        c"rtpproxy_stop_stream2uac",
+        entry::rtpproxy_stop_stream2uac_f,
+        [INT_OPT, VAR_OPT],
+        R_REQ | R_REPLY | R_LOCAL
+    ),
+    cmd!(
+        c"rtpproxy_stop_stream2uas",
+        entry::rtpproxy_stop_stream2uas_f,
+        [INT_OPT, VAR_OPT],
+        R_REQ | R_REPLY | R_LOCAL
+    ),
+    cmd!(
+        c"rtpproxy_stats",
+        entry::rtpproxy_stats_f,
+        [VAR, VAR, VAR, VAR, INT_OPT, VAR_OPT],
+        R_ALL5
+    ),
+    cmd!(c"rtpproxy_all_stats", entry::rtpproxy_all_stats_f, [VAR, INT_OPT, VAR_OPT], R_ALL5),
+    cmd!(c"load_rtpproxy", entry::load_rtpproxy_f, [], 0),
+    sys::cmd_export_ { name: std::ptr::null(), function: None, params: params([]), flags: 0 },
+]);
+
+macro_rules! modparam {
+    ($name:literal, $ty:expr, $f:path) => {
+        sys::param_export_ {
+            name: cname($name),
+            type_: $ty | sys::USE_FUNC_PARAM,
+            param_pointer: $f as *mut std::ffi::c_void,
+        }
+    };
+}
+
+const P_STR: u32 = sys::STR_PARAM;
+const P_INT: u32 = sys::INT_PARAM;
+
+/// The 15 modparams. All use `USE_FUNC_PARAM`, so OpenSIPS never writes into our memory.
+pub(crate) static PARAMS: HostTable<[sys::param_export_t; 16]> = HostTable([
+    modparam!(c"nortpproxy_str", P_STR, entry::mp_nortpproxy_str),
+    modparam!(c"rtpproxy_sock", P_STR, entry::mp_rtpproxy_sock),
+    modparam!(c"rtpproxy_disable_tout", P_INT, entry::mp_rtpproxy_disable_tout),
+    modparam!(c"rtpproxy_retr", P_INT, entry::mp_rtpproxy_retr),
+    modparam!(c"rtpproxy_timeout", P_STR, entry::mp_rtpproxy_timeout),
+    modparam!(c"rtpproxy_autobridge", P_INT, entry::mp_rtpproxy_autobridge),
+    modparam!(c"default_set", P_INT, entry::mp_default_set),
+    modparam!(c"db_url", P_STR, entry::mp_db_url),
+    modparam!(c"db_table", P_STR, entry::mp_db_table),
+    modparam!(c"rtpp_socket_col", P_STR, entry::mp_rtpp_socket_col),
+    modparam!(c"set_id_col", P_STR, entry::mp_set_id_col),
+    modparam!(c"rtpp_notify_socket", P_STR, entry::mp_rtpp_notify_socket),
+    modparam!(c"generated_sdp_port_min", P_INT, entry::mp_generated_sdp_port_min),
+    modparam!(c"generated_sdp_port_max", P_INT, entry::mp_generated_sdp_port_max),
+    modparam!(c"generated_sdp_media_ip", P_STR, entry::mp_generated_sdp_media_ip),
+    sys::param_export_ { name: std::ptr::null(), type_: 0, param_pointer: std::ptr::null_mut() },
+]);
+
+const EMPTY_RECIPE: mi_recipe_t = mi_recipe_t { cmd: None, params: [std::ptr::null_mut(); 10] };
+
+type MiHandler = unsafe extern "C" fn(*const sys::mi_params_t, *mut sys::mi_handler) -> *mut sys::mi_response_t;
+
+const fn recipe(cmd: MiHandler, names: &[&'static CStr]) -> mi_recipe_t {
+    let mut r = mi_recipe_t { cmd: Some(cmd), params: [std::ptr::null_mut(); 10] };
+    let mut i = 0;
+    while i < names.len() {
+        r.params[i] = names[i].as_ptr().cast_mut();
+        i += 1;
+    }
+    r
+}
+
+const fn recipes(list: &[mi_recipe_t]) -> [mi_recipe_t; sys::MAX_MI_RECIPES as usize] {
+    let mut out = [EMPTY_RECIPE; sys::MAX_MI_RECIPES as usize];
+    let mut i = 0;
+    while i < list.len() {
+        out[i] = list[i];
+        i += 1;
+    }
+    out
+}
+
+const fn mi(
+    name: &'static CStr,
+    init: Option<unsafe extern "C" fn() -> i32>,
+    list: &[mi_recipe_t],
+) -> sys::mi_export_t {
+    sys::mi_export_ {
+        name: name.as_ptr().cast_mut(),
+        help: std::ptr::null_mut(),
+        flags: 0,
+        init_f: init,
+        recipes: recipes(list),
+    }
+}
+
+/// MI commands under their 3.6 names.
+pub(crate) static MI_CMDS: HostTable<[sys::mi_export_t; 4]> = HostTable([
+    mi(
+        c"rtpproxy_enable",
+        None,
+        &[
+            recipe(entry::mi_enable_rtp_proxy_1, &[c"url", c"enable"]),
+            recipe(entry::mi_enable_rtp_proxy_2, &[c"url", c"enable", c"setid"]),
+        ],
+    ),
+    mi(c"rtpproxy_show", None, &[recipe(entry::mi_show_rtpproxies, &[])]),
+    mi(
+        c"rtpproxy_reload",
+        Some(entry::mi_child_init),
+        &[recipe(entry::mi_reload_rtpproxies, &[])],
+    ),
+    sys::mi_export_ {
+        name: std::ptr::null_mut(),
+        help: std::ptr::null_mut(),
+        flags: 0,
+        init_f: None,
+        recipes: [EMPTY_RECIPE; sys::MAX_MI_RECIPES as usize],
+    },
+]);
+
+const fn dep(ty: sys::module_type, name: Option<&'static CStr>, flags: u32) -> sys::module_dependency_t {
+    sys::module_dependency {
+        mod_type: ty,
+        mod_name: match name {
+            Some(n) => n.as_ptr().cast_mut(),
+            None => std::ptr::null_mut(),
+        },
+        type_: flags,
+    }
+}
+
+const NO_DEP: sys::module_dependency_t = dep(sys::module_type_MOD_TYPE_NULL, None, 0);
+
+/// Dependencies as the C module declares them: tm is required, dialog is optional,
+/// rtp_relay initialises after us, and `db_url` pulls in an SQL module.
+pub(crate) static DEPS: HostTable<sys::dep_export_rtpproxy_t> = HostTable(sys::dep_export_rtpproxy {
+    md: [
+        dep(sys::module_type_MOD_TYPE_DEFAULT, Some(c"tm"), sys::DEP_ABORT),
+        dep(sys::module_type_MOD_TYPE_DEFAULT, Some(c"dialog"), sys::DEP_SILENT),
+        dep(sys::module_type_MOD_TYPE_DEFAULT, Some(c"rtp_relay"), sys::DEP_SILENT | sys::DEP_REVERSE),
+        NO_DEP,
+        NO_DEP,
+        NO_DEP,
+        NO_DEP,
+        NO_DEP,
+        NO_DEP,
+        NO_DEP,
+    ],
+    mpd: [
+        sys::modparam_dependency {
+            script_param: c"db_url".as_ptr().cast_mut(),
+            get_deps_f: Some(entry::get_deps_db_url),
+        },
+        sys::modparam_dependency { script_param: std::ptr::null_mut(), get_deps_f: None },
+    ],
+});
+
+/// The module descriptor. `ver_info.scm` is overwritten with the core's own values by
+/// [`copy_core_scm`] while `dlopen()` runs, before OpenSIPS checks it.
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static mut exports: sys::module_exports = sys::module_exports {
+    name: cname(c"rtpproxy"),
+    type_: sys::module_type_MOD_TYPE_DEFAULT,
+    ver_info: sys::module_ver_info {
+        version: sys::OPENSIPS_FULL_VERSION.as_ptr(),
+        compile_flags: sys::OPENSIPS_COMPILE_FLAGS.as_ptr(),
+        scm: sys::scm_version { type_: cname(c"unknown"), rev: cname(c"") },
+    },
+    dlflags: 0,
+    load_f: None,
+    deps: &DEPS.0,
+    cmds: &CMDS.0 as *const _ as *const sys::cmd_export_t,
+    acmds: std::ptr::null(),
+    params: &PARAMS.0 as *const _ as *const sys::param_export_t,
+    stats: std::ptr::null(),
+    mi_cmds: &MI_CMDS.0 as *const _ as *const sys::mi_export_t,
+    items: std::ptr::null(),
+    trans: std::ptr::null(),
+    procs: std::ptr::null(),
+    preinit_f: Some(entry::mod_preinit),
+    init_f: Some(entry::mod_init),
+    response_f: None,
+    destroy_f: Some(entry::mod_destroy),
+    init_child_f: Some(entry::child_init),
+    reload_ack_f: None,
+};
+
+/// Copies the running core's SCM type/revision into `exports` (runs inside `dlopen()`).
+///
+/// OpenSIPS compares `scm.type` exactly ("unknown" for tarball builds, "git" for checkouts), so
+/// the module follows whatever core loads it. The symbol is looked up dynamically so that
+/// test binaries, which have no OpenSIPS core, link and run.
+extern "C" fn copy_core_scm() {
+    // SAFETY: dlsym on the global namespace has no preconditions; `core_scm_ver` is a
+    // `const struct scm_version` (two `const char*`) in the core binary when present.
+    unsafe {
+        let Ok(api) = super::api::try_api() else {
+            return;
+        };
+        let core = &*api.core_scm_ver;
+        if !core.type_.is_null() {
+            let e = &raw mut exports;
+            (*e).ver_info.scm.type_ = core.type_;
+            (*e).ver_info.scm.rev = if core.rev.is_null() { cname(c"") } else { core.rev };
+        }
+    }
+}
+
+#[used]
+#[link_section = ".init_array"]
+static COPY_CORE_SCM: extern "C" fn() = copy_core_scm;

@@ -1,0 +1,285 @@
+//! Harness for the end-to-end tests: a real OpenSIPS (`OPENSIPS_BIN`) loading our module,
+//! optionally the C module of the same build for comparison, opensips-cli for MI, and the real
+//! RTPProxy engine from PyPI `rtp.io` (or `RTPPROXY_BIN`) as the relay.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+/// What the environment provides.
+pub struct Env {
+    pub opensips: PathBuf,
+    /// The OpenSIPS modules directory (tm.so, mi_fifo.so, ...).
+    pub mpath: PathBuf,
+    /// Our module.
+    pub ours: PathBuf,
+    /// The C module of the same OpenSIPS build, when present.
+    pub c_module: Option<PathBuf>,
+}
+
+/// Which module a configuration loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Impl {
+    Ours,
+    C,
+}
+
+impl Env {
+    /// The environment, or `None` after printing a loud SKIPPED line.
+    pub fn get(test: &str) -> Option<Self> {
+        let Some(bin) = std::env::var_os("OPENSIPS_BIN").filter(|v| !v.is_empty()) else {
+            println!("SKIPPED {test}: OPENSIPS_BIN is not set (point it at an OpenSIPS 3.6.8 binary)");
+            return None;
+        };
+        let opensips = PathBuf::from(bin);
+        let mpath = match std::env::var_os("OPENSIPS_MODULES") {
+            Some(p) => PathBuf::from(p),
+            None => {
+                let prefix = opensips.parent().and_then(Path::parent).unwrap_or(Path::new("/"));
+                ["lib64/opensips/modules", "lib/opensips/modules", "lib/x86_64-linux-gnu/opensips/modules"]
+                    .iter()
+                    .map(|d| prefix.join(d))
+                    .find(|d| d.join("tm.so").exists())
+                    .unwrap_or_else(|| prefix.join("lib64/opensips/modules"))
+            }
+        };
+        assert!(
+            mpath.join("tm.so").exists(),
+            "no tm.so in {} (set OPENSIPS_MODULES to the OpenSIPS modules directory)",
+            mpath.display()
+        );
+        let ours = our_module();
+        let c_module = Some(mpath.join("rtpproxy.so")).filter(|p| p.exists());
+        Some(Self { opensips, mpath, ours, c_module })
+    }
+
+    pub fn module(&self, which: Impl) -> &Path {
+        match which {
+            Impl::Ours => &self.ours,
+            Impl::C => self.c_module.as_deref().expect("C module not available"),
+        }
+    }
+}
+
+/// The cdylib cargo built next to this test binary (`target/<profile>/librtpproxy.so`).
+pub fn our_module() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let so = dir.join("librtpproxy.so");
+    assert!(so.exists(), "{} not built (run cargo build first)", so.display());
+    so
+}
+
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// A port number unlikely to collide with other tests of this run.
+pub fn port() -> u16 {
+    if NEXT_PORT.load(Ordering::Relaxed) == 0 {
+        let base = 20000 + (std::process::id() % 2000) as u16 * 10;
+        let _ = NEXT_PORT.compare_exchange(0, base, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    NEXT_PORT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A scratch directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rtpproxy-e2e-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// An OpenSIPS configuration that loads `module` with `modparams` (full modparam lines).
+pub struct Cfg {
+    pub text: String,
+    pub fifo: PathBuf,
+    pub path: PathBuf,
+}
+
+pub fn cfg(env: &Env, which: Impl, dir: &Path, modparams: &str, extra: &str, routes: &str) -> Cfg {
+    let fifo = dir.join(format!("fifo-{which:?}"));
+    let path = dir.join(format!("opensips-{which:?}.cfg"));
+    let sip = port();
+    let text = format!(
+        r#"log_level=4
+stderror_enabled=yes
+syslog_enabled=no
+udp_workers=2
+socket=udp:127.0.0.1:{sip}
+mpath="{mpath}/"
+loadmodule "proto_udp.so"
+loadmodule "tm.so"
+loadmodule "mi_fifo.so"
+modparam("mi_fifo", "fifo_name", "{fifo}")
+{extra}
+loadmodule "{module}"
+{modparams}
+{routes}
+"#,
+        mpath = env.mpath.display(),
+        fifo = fifo.display(),
+        module = env.module(which).display(),
+    );
+    let routes_default = if routes.is_empty() { "route { exit; }\n" } else { "" };
+    let text = format!("{text}{routes_default}");
+    std::fs::write(&path, &text).unwrap();
+    Cfg { text, fifo, path }
+}
+
+/// `opensips -c -f cfg`.
+pub fn check(env: &Env, cfg: &Cfg) -> Output {
+    Command::new(&env.opensips).arg("-c").arg("-f").arg(&cfg.path).output().unwrap()
+}
+
+/// A running OpenSIPS, killed on drop.
+pub struct OpenSips {
+    pub child: Option<Child>,
+    pub log: PathBuf,
+    pub fifo: PathBuf,
+}
+
+impl OpenSips {
+    /// Starts OpenSIPS in the foreground; waits until its MI FIFO exists, or until it exits.
+    pub fn start(env: &Env, cfg: &Cfg) -> Result<Self, String> {
+        let log = cfg.path.with_extension("log");
+        let f = std::fs::File::create(&log).unwrap();
+        let child = Command::new(&env.opensips)
+            .arg("-F")
+            .arg("-f")
+            .arg(&cfg.path)
+            .stdout(Stdio::from(f.try_clone().unwrap()))
+            .stderr(Stdio::from(f))
+            .spawn()
+            .unwrap();
+        let mut me = Self { child: Some(child), log, fifo: cfg.fifo.clone() };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(st) = me.child.as_mut().unwrap().try_wait().unwrap() {
+                me.child = None;
+                return Err(format!("opensips exited at start-up ({st}):\n{}", me.log_text()));
+            }
+            if me.fifo.exists() && me.mi("which", &[]).is_ok() {
+                return Ok(me);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!("opensips did not come up:\n{}", me.log_text()))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs `opensips-cli -x mi <cmd> <args>` against this instance.
+    pub fn mi(&self, cmd: &str, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("opensips-cli")
+            .arg("-o")
+            .arg(format!("fifo_file={}", self.fifo.display()))
+            .arg("-o")
+            .arg("fifo_reply_dir=/tmp")
+            .arg("-x")
+            .arg("mi")
+            .arg(cmd)
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run opensips-cli: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && !text.contains("ERROR") {
+            Ok(text)
+        } else {
+            Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+
+    /// Stops OpenSIPS with SIGTERM and returns its exit status and log.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().unwrap();
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return (st, self.log_text());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let st = child.wait().unwrap();
+                return (st, format!("{}\n(killed: did not stop)", self.log_text()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for OpenSips {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A real RTPProxy engine serving the given control sockets (`udp:127.0.0.1:PORT`, ...).
+pub struct Relay {
+    child: Child,
+}
+
+impl Relay {
+    /// Starts `RTPPROXY_BIN` if set, else the engine of PyPI `rtp.io`; `None` if neither exists.
+    pub fn start(sockets: &[String]) -> Option<Self> {
+        let mut args: Vec<String> = vec!["-F".into()];
+        for s in sockets {
+            args.push("-s".into());
+            args.push(s.clone());
+        }
+        args.extend(["-l".into(), "127.0.0.1".into(), "-m".into(), port_range_low()]);
+        let mut child = if let Some(bin) = std::env::var_os("RTPPROXY_BIN").filter(|v| !v.is_empty()) {
+            let mut a = args.clone();
+            a.push("-f".into());
+            Command::new(bin).args(&a).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().ok()?
+        } else {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/relay.py");
+            Command::new("python3")
+                .arg(script)
+                .args(&args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .ok()?
+        };
+        if std::env::var_os("RTPPROXY_BIN").is_none() {
+            let out = child.stdout.take().unwrap();
+            let mut line = String::new();
+            BufReader::new(out).read_line(&mut line).ok()?;
+            if !line.starts_with("READY") {
+                let _ = child.kill();
+                let _ = child.wait();
+                println!("relay did not start: {line}");
+                return None;
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Some(Self { child })
+    }
+}
+
+fn port_range_low() -> String {
+    (30000 + (std::process::id() % 1000) * 20).to_string()
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Parses opensips-cli's JSON output.
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The test command (see README): formatting, lints, all tests, and the export check.
+#
+# OPENSIPS_BIN   an OpenSIPS 3.6.8 binary: enables the end-to-end tests (default: /opt/opensips/sbin/opensips if present)
+# RTPPROXY_BIN   an rtpproxy daemon to use instead of PyPI rtp.io's embedded engine
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -z "${OPENSIPS_BIN:-}" ] && [ -x /opt/opensips/sbin/opensips ]; then
+    export OPENSIPS_BIN=/opt/opensips/sbin/opensips
+fi
+if [ -z "${RTPPROXY_BIN:-}" ] && [ -x /opt/rtpproxy/bin/rtpproxy ]; then
+    export RTPPROXY_BIN=/opt/rtpproxy/bin/rtpproxy
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo build (the module)"
+cargo build
+echo "== exported symbols"
+syms=$(nm -D --defined-only target/debug/librtpproxy.so | awk '{print $3}' | grep -v '^_\?_\?\(init\|fini\|edata\|end\|bss_start\)$' || true)
+if [ "$syms" != "exports" ]; then
+    echo "unexpected exported symbols:"; echo "$syms"; exit 1
+fi
+echo "only 'exports' is exported"
+echo "== cargo test"
+set +e
+cargo test -- --nocapture > target/test-output.txt 2>&1
+rc=$?
+set -e
+grep -E '^(test |SKIPPED|test result|---- )' target/test-output.txt || true
+if [ "$rc" -ne 0 ]; then
+    echo "cargo test failed (exit $rc); the end of its output:"
+    tail -100 target/test-output.txt
+    exit "$rc"
+fi
+passed=$(grep -E '^test result' target/test-output.txt | grep -o '[0-9]* passed' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -E '^test result' target/test-output.txt | grep -o '[0-9]* failed' | awk '{s+=$1} END {print s+0}')
+echo "${passed} passed, ${failed} failed"
