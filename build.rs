@@ -23,11 +23,22 @@ F_MALLOC, HP_MALLOC, F_PARALLEL_MALLOC, DBG_MALLOC, FAST_LOCK-ADAPTIVE_WAIT";
 /// Compile-flag items the declared layouts depend on.
 const REQUIRED_FLAGS: &[&str] = &["DBG_MALLOC", "SHM_MMAP", "PKG_MALLOC", "FAST_LOCK"];
 /// Compile-flag items that would change layouts or inline helpers we re-implement.
-const REFUSED_FLAGS: &[&str] =
-    &["DBG_LOCK", "FUTEX", "SHM_EXTRA_STATS", "NOSMP", "USE_PTHREAD_MUTEX", "USE_POSIX_SEM"];
+const REFUSED_FLAGS: &[&str] = &[
+    "DBG_LOCK",
+    "FUTEX",
+    "SHM_EXTRA_STATS",
+    "NOSMP",
+    "USE_PTHREAD_MUTEX",
+    "USE_POSIX_SEM",
+];
 
 fn main() {
-    for var in ["OPENSIPS_BIN", "OPENSIPS_FULL_VERSION", "OPENSIPS_COMPILE_FLAGS", "PATH"] {
+    for var in [
+        "OPENSIPS_BIN",
+        "OPENSIPS_FULL_VERSION",
+        "OPENSIPS_COMPILE_FLAGS",
+        "PATH",
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rerun-if-changed=include/opensips_abi.h");
@@ -82,13 +93,20 @@ fn main() {
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))
         .generate()
         .unwrap_or_else(|e| {
-            fail(&format!("bindgen failed on include/opensips_abi.h: {e} (is libclang-dev installed?)"))
+            fail(&format!(
+                "bindgen failed on include/opensips_abi.h: {e} (is libclang-dev installed?)"
+            ))
         });
-    bindings.write_to_file(out.join("opensips_abi.rs")).expect("write bindings");
+    bindings
+        .write_to_file(out.join("opensips_abi.rs"))
+        .expect("write bindings");
 }
 
 fn host_signature() -> (String, String, String) {
-    if let (Ok(v), Ok(f)) = (env::var("OPENSIPS_FULL_VERSION"), env::var("OPENSIPS_COMPILE_FLAGS")) {
+    if let (Ok(v), Ok(f)) = (
+        env::var("OPENSIPS_FULL_VERSION"),
+        env::var("OPENSIPS_COMPILE_FLAGS"),
+    ) {
         return (v, f, "OPENSIPS_FULL_VERSION/OPENSIPS_COMPILE_FLAGS".into());
     }
     let explicit = env::var("OPENSIPS_BIN").ok().filter(|s| !s.is_empty());
@@ -97,15 +115,23 @@ fn host_signature() -> (String, String, String) {
         Ok(out) => {
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
             let field = |key: &str| {
-                text.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().to_string())
+                text.lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .map(|v| v.trim().to_string())
             };
             match (field("version:"), field("flags:")) {
                 (Some(v), Some(f)) => (v, f, format!("`{bin} -V`")),
-                _ => fail(&format!("`{bin} -V` did not print version: and flags: lines")),
+                _ => fail(&format!(
+                    "`{bin} -V` did not print version: and flags: lines"
+                )),
             }
         }
         Err(e) if explicit.is_some() => fail(&format!("cannot run OPENSIPS_BIN={bin}: {e}")),
-        Err(_) => (DEFAULT_VERSION.into(), DEFAULT_FLAGS.into(), "stock 3.6.8 defaults".into()),
+        Err(_) => (
+            DEFAULT_VERSION.into(),
+            DEFAULT_FLAGS.into(),
+            "stock 3.6.8 defaults".into(),
+        ),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Crate-wide error type joining the per-layer errors.
 
 use crate::core::config::ConfigError;
+use crate::core::proto::ProtoError;
+use crate::io::transport::TransportError;
 
 /// Any error this module can report.
 #[derive(Debug, thiserror::Error)]
@@ -8,6 +10,12 @@ pub enum Error {
     /// A modparam or configuration value is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A command could not be built, or a reply could not be understood.
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    /// A relay did not answer.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
     /// A feature that belongs to a later milestone.
     #[error("{0} is not implemented yet")]
     NotImplemented(&'static str),

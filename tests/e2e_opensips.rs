@@ -97,9 +97,18 @@ loadmodule "dialog.so""#;
 
 #[test]
 fn doc_examples_pass_check_start_and_stop_cleanly() {
-    let Some(env) = Env::get("doc_examples_pass_check_start_and_stop_cleanly") else { return };
+    let Some(env) = Env::get("doc_examples_pass_check_start_and_stop_cleanly") else {
+        return;
+    };
     let dir = scratch("doc");
-    let c = cfg(&env, Impl::Ours, &dir, DOC_MODPARAMS, SIP_MODULES, ALL_FUNCTIONS);
+    let c = cfg(
+        &env,
+        Impl::Ours,
+        &dir,
+        DOC_MODPARAMS,
+        SIP_MODULES,
+        ALL_FUNCTIONS,
+    );
     let out = check(&env, &c);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "opensips -c failed:\n{stderr}");
@@ -112,19 +121,27 @@ fn doc_examples_pass_check_start_and_stop_cleanly() {
     let sets = show.as_array().unwrap();
     assert_eq!(sets.len(), 2, "{show}");
     let (status, log) = os.stop();
-    assert!(status.success(), "opensips did not exit cleanly ({status}):\n{log}");
+    assert!(
+        status.success(),
+        "opensips did not exit cleanly ({status}):\n{log}"
+    );
     assert!(!log.contains("CRITICAL"), "{log}");
     assert!(!log.contains("internal error"), "{log}");
 }
 
 #[test]
 fn script_functions_check_like_the_c_module() {
-    let Some(env) = Env::get("script_functions_check_like_the_c_module") else { return };
+    let Some(env) = Env::get("script_functions_check_like_the_c_module") else {
+        return;
+    };
     let dir = scratch("funcs");
     let params = r#"modparam("rtpproxy", "rtpproxy_sock", "udp:127.0.0.1:22222")"#;
     for which in [Impl::Ours, Impl::C] {
         if which == Impl::C && env.c_module.is_none() {
-            println!("SKIPPED C comparison: no rtpproxy.so in {}", env.mpath.display());
+            println!(
+                "SKIPPED C comparison: no rtpproxy.so in {}",
+                env.mpath.display()
+            );
             continue;
         }
         let c = cfg(&env, which, &dir, params, SIP_MODULES, ALL_FUNCTIONS);
@@ -143,7 +160,10 @@ fn script_functions_check_like_the_c_module() {
         }
         let c = cfg(&env, which, &dir, params, SIP_MODULES, bad);
         let out = check(&env, &c);
-        assert!(!out.status.success(), "{which:?}: stream2uac in failure_route was accepted");
+        assert!(
+            !out.status.success(),
+            "{which:?}: stream2uac in failure_route was accepted"
+        );
     }
 }
 
@@ -151,7 +171,9 @@ fn script_functions_check_like_the_c_module() {
 /// every node served by a real relay (so the C module's start-up probe finds them alive).
 #[test]
 fn show_matches_the_c_module() {
-    let Some(env) = Env::get("show_matches_the_c_module") else { return };
+    let Some(env) = Env::get("show_matches_the_c_module") else {
+        return;
+    };
     let Some(_) = env.c_module.as_ref() else {
         println!("SKIPPED show_matches_the_c_module: no C rtpproxy.so to compare with");
         return;
@@ -192,22 +214,58 @@ modparam("rtpproxy", "rtpproxy_sock", "3==udp:127.0.0.1:{p1}")
 
 #[test]
 fn bad_modparams_are_refused_with_a_clear_message() {
-    let Some(env) = Env::get("bad_modparams_are_refused_with_a_clear_message") else { return };
+    let Some(env) = Env::get("bad_modparams_are_refused_with_a_clear_message") else {
+        return;
+    };
     let dir = scratch("bad");
     let ok_sock = r#"modparam("rtpproxy", "rtpproxy_sock", "udp:127.0.0.1:22222")"#;
     let cases: &[(&str, &str)] = &[
-        (r#"modparam("rtpproxy", "rtpproxy_sock", "x == udp:127.0.0.1:22222")"#, "rtpproxy_sock"),
-        (r#"modparam("rtpproxy", "rtpproxy_sock", "1 == ")"#, "rtpproxy_sock"),
-        (r#"modparam("rtpproxy", "rtpproxy_sock", "udp:127.0.0.1:22222=heavy")"#, "rtpproxy_sock"),
-        (r#"modparam("rtpproxy", "rtpproxy_sock", "udp:127.0.0.1:99999")"#, "rtpproxy_sock"),
-        (r#"modparam("rtpproxy", "rtpproxy_timeout", "fast")"#, "rtpproxy_timeout"),
-        (r#"modparam("rtpproxy", "rtpproxy_retr", 0)"#, "rtpproxy_retr"),
-        (r#"modparam("rtpproxy", "rtpp_notify_socket", "tcp:not-an-ip:9999")"#, "rtpp_notify_socket"),
-        (r#"modparam("rtpproxy", "generated_sdp_port_min", 70000)"#, "generated_sdp_port_min"),
-        (r#"modparam("rtpproxy", "generated_sdp_media_ip", "")"#, "generated_sdp_media_ip"),
+        (
+            r#"modparam("rtpproxy", "rtpproxy_sock", "x == udp:127.0.0.1:22222")"#,
+            "rtpproxy_sock",
+        ),
+        (
+            r#"modparam("rtpproxy", "rtpproxy_sock", "1 == ")"#,
+            "rtpproxy_sock",
+        ),
+        (
+            r#"modparam("rtpproxy", "rtpproxy_sock", "udp:127.0.0.1:22222=heavy")"#,
+            "rtpproxy_sock",
+        ),
+        (
+            r#"modparam("rtpproxy", "rtpproxy_sock", "udp:127.0.0.1:99999")"#,
+            "rtpproxy_sock",
+        ),
+        (
+            r#"modparam("rtpproxy", "rtpproxy_timeout", "fast")"#,
+            "rtpproxy_timeout",
+        ),
+        (
+            r#"modparam("rtpproxy", "rtpproxy_retr", 0)"#,
+            "rtpproxy_retr",
+        ),
+        (
+            r#"modparam("rtpproxy", "rtpp_notify_socket", "tcp:not-an-ip:9999")"#,
+            "rtpp_notify_socket",
+        ),
+        (
+            r#"modparam("rtpproxy", "generated_sdp_port_min", 70000)"#,
+            "generated_sdp_port_min",
+        ),
+        (
+            r#"modparam("rtpproxy", "generated_sdp_media_ip", "")"#,
+            "generated_sdp_media_ip",
+        ),
     ];
     for (line, name) in cases {
-        let c = cfg(&env, Impl::Ours, &dir, &format!("{ok_sock}\n{line}"), "", "");
+        let c = cfg(
+            &env,
+            Impl::Ours,
+            &dir,
+            &format!("{ok_sock}\n{line}"),
+            "",
+            "",
+        );
         let os = OpenSips::start(&env, &c);
         let log = match os {
             Ok(os) => {
@@ -221,32 +279,43 @@ fn bad_modparams_are_refused_with_a_clear_message() {
             ours.iter().any(|l| l.contains("ERROR") && l.contains(name)),
             "{line}: no clear error naming {name}:\n{log}"
         );
-        println!("{line}\n  -> {}", ours.iter().find(|l| l.contains(name)).unwrap().trim());
+        println!(
+            "{line}\n  -> {}",
+            ours.iter().find(|l| l.contains(name)).unwrap().trim()
+        );
     }
     // Without any rtpproxy_sock (and no db_url, no rtp.io) start-up fails, as in the C module.
     let c = cfg(&env, Impl::Ours, &dir, "", "", "");
-    let err = OpenSips::start(&env, &c).err().expect("started without rtpproxy_sock");
+    let err = OpenSips::start(&env, &c)
+        .err()
+        .expect("started without rtpproxy_sock");
     assert!(err.contains("no rtpproxy set specified"), "{err}");
 }
 
 #[test]
 fn mi_enable_and_show_reflect_state() {
-    let Some(env) = Env::get("mi_enable_and_show_reflect_state") else { return };
+    let Some(env) = Env::get("mi_enable_and_show_reflect_state") else {
+        return;
+    };
     let dir = scratch("enable");
     let params = r#"modparam("rtpproxy", "rtpproxy_sock", "udp:127.0.0.1:22222 udp:127.0.0.1:22223")
 modparam("rtpproxy", "rtpproxy_sock", "5 == udp:127.0.0.1:22222")"#;
     let c = cfg(&env, Impl::Ours, &dir, params, "", "");
     let os = OpenSips::start(&env, &c).unwrap();
-    os.mi("rtpproxy_enable", &["udp:127.0.0.1:22222", "0"]).unwrap();
+    os.mi("rtpproxy_enable", &["udp:127.0.0.1:22222", "0"])
+        .unwrap();
     let v = json(&os.mi("rtpproxy_show", &[]).unwrap());
     assert_eq!(v[0]["Nodes"][0]["disabled"], 1);
     assert_eq!(v[0]["Nodes"][0]["recheck_ticks"], 4294967295u64);
     assert_eq!(v[1]["Nodes"][0]["disabled"], 1);
-    os.mi("rtpproxy_enable", &["udp:127.0.0.1:22222", "1", "5"]).unwrap();
+    os.mi("rtpproxy_enable", &["udp:127.0.0.1:22222", "1", "5"])
+        .unwrap();
     let v = json(&os.mi("rtpproxy_show", &[]).unwrap());
     assert_eq!(v[0]["Nodes"][0]["disabled"], 1);
     assert_eq!(v[1]["Nodes"][0]["disabled"], 0);
-    let err = os.mi("rtpproxy_enable", &["udp:127.0.0.1:1", "1"]).unwrap_err();
+    let err = os
+        .mi("rtpproxy_enable", &["udp:127.0.0.1:1", "1"])
+        .unwrap_err();
     assert!(err.contains("RTP proxy not found"), "{err}");
     let err = os.mi("rtpproxy_reload", &[]).unwrap_err();
     assert!(err.contains("Dynamic loading not enabled"), "{err}");

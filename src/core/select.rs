@@ -19,7 +19,9 @@ pub const RECHECK_FOREVER: u32 = u32::MAX;
 /// 256; so the hash is the same for any Call-ID on either platform. It is computed here with
 /// signed bytes, the x86-64 reading.
 pub fn call_id_hash(call_id: &[u8]) -> u8 {
-    let sum = call_id.iter().fold(0u32, |acc, &b| acc.wrapping_add(b as i8 as i32 as u32));
+    let sum = call_id
+        .iter()
+        .fold(0u32, |acc, &b| acc.wrapping_add(b as i8 as i32 as u32));
     (sum & 0xFF) as u8
 }
 
@@ -49,7 +51,11 @@ pub fn select_node(nodes: &[(u32, bool)], call_id: &[u8]) -> Option<usize> {
     }
     let hash = i64::from(call_id_hash(call_id));
     let total: i64 = nodes.iter().map(|&(w, _)| i64::from(w)).sum();
-    let active: i64 = nodes.iter().filter(|n| n.1).map(|&(w, _)| i64::from(w)).sum();
+    let active: i64 = nodes
+        .iter()
+        .filter(|n| n.1)
+        .map(|&(w, _)| i64::from(w))
+        .sum();
     // `active > 0` implies `total > 0`
     let mut cut = if active > 0 { hash % total } else { -1 };
     let mut redistributed = false;
@@ -137,7 +143,10 @@ pub struct NodeHealth {
 
 impl NodeHealth {
     /// An enabled node.
-    pub const ENABLED: Self = Self { disabled: false, recheck_at: 0 };
+    pub const ENABLED: Self = Self {
+        disabled: false,
+        recheck_at: 0,
+    };
 
     /// Whether selection may choose the node.
     pub fn is_enabled(&self) -> bool {
@@ -178,10 +187,14 @@ impl NodeHealth {
     pub fn apply_mi_enable(&mut self, what: MiEnable, now: u32, disable_tout: i32) -> bool {
         let was = self.disabled;
         *self = match what {
-            MiEnable::DisableForever => Self { disabled: true, recheck_at: RECHECK_FOREVER },
-            MiEnable::DisableAndRecheck => {
-                Self { disabled: true, recheck_at: recheck_deadline(now, disable_tout) }
-            }
+            MiEnable::DisableForever => Self {
+                disabled: true,
+                recheck_at: RECHECK_FOREVER,
+            },
+            MiEnable::DisableAndRecheck => Self {
+                disabled: true,
+                recheck_at: recheck_deadline(now, disable_tout),
+            },
             MiEnable::Enable => Self::ENABLED,
         };
         was != self.disabled
@@ -217,13 +230,13 @@ mod tests {
     use super::*;
 
     const CALL_IDS: [&[u8]; 7] = [
-        b"abc",                  // 97+98+99 = 294 -> 38
-        b"a84b4c76e66710@pc33",  // -> 21
-        b"1-12345@192.0.2.1",    // -> 86
-        "\u{e9}@x".as_bytes(),   // C3 A9 40 78: signed -61-87+64+120 = 36; unsigned 548 & 0xFF = 36
-        b"\xff\x80\x01",         // signed -1-128+1 = -128 -> 0x80; unsigned 384 & 0xFF = 128
-        b"",                     // 0
-        b"Z",                    // 90
+        b"abc",                 // 97+98+99 = 294 -> 38
+        b"a84b4c76e66710@pc33", // -> 21
+        b"1-12345@192.0.2.1",   // -> 86
+        "\u{e9}@x".as_bytes(),  // C3 A9 40 78: signed -61-87+64+120 = 36; unsigned 548 & 0xFF = 36
+        b"\xff\x80\x01",        // signed -1-128+1 = -128 -> 0x80; unsigned 384 & 0xFF = 128
+        b"",                    // 0
+        b"Z",                   // 90
     ];
 
     #[test]
@@ -245,13 +258,25 @@ mod tests {
     fn c_mapping_table() {
         let s = Some;
         // abc: 38 % 3 = 2; a84b..: 21 % 3 = 0; 86 % 3 = 2; 36 % 3 = 0; 128 % 3 = 2; 0; 90 % 3 = 0
-        assert_eq!(pick_all(&[(1, true), (1, true), (1, true)]), [s(2), s(0), s(2), s(0), s(2), s(0), s(0)]);
+        assert_eq!(
+            pick_all(&[(1, true), (1, true), (1, true)]),
+            [s(2), s(0), s(2), s(0), s(2), s(0), s(0)]
+        );
         // total 6: 38 % 6 = 2 -> past node 0 (w1), cut 1 < 2 -> node 1; 21 % 6 = 3 -> node 2
-        assert_eq!(pick_all(&[(1, true), (2, true), (3, true)]), [s(1), s(2), s(1), s(0), s(1), s(0), s(0)]);
+        assert_eq!(
+            pick_all(&[(1, true), (2, true), (3, true)]),
+            [s(1), s(2), s(1), s(0), s(1), s(0), s(0)]
+        );
         // node 1 down: only calls that landed on it move (redistributed with % 4 over 0 and 2)
-        assert_eq!(pick_all(&[(1, true), (2, false), (3, true)]), [s(2), s(2), s(2), s(0), s(0), s(0), s(0)]);
+        assert_eq!(
+            pick_all(&[(1, true), (2, false), (3, true)]),
+            [s(2), s(2), s(2), s(0), s(0), s(0), s(0)]
+        );
         // first node down, the rest share by % 2
-        assert_eq!(pick_all(&[(2, false), (1, true), (1, true)]), [s(1), s(2), s(1), s(1), s(1), s(1), s(1)]);
+        assert_eq!(
+            pick_all(&[(2, false), (1, true), (1, true)]),
+            [s(1), s(2), s(1), s(1), s(1), s(1), s(1)]
+        );
     }
 
     #[test]
@@ -300,7 +325,13 @@ mod tests {
         assert!(h.is_enabled());
         assert_eq!(h.probe_gate(10, false), ProbeGate::Skip { disabled: false });
         h.on_transport_failure(100, 60);
-        assert_eq!(h, NodeHealth { disabled: true, recheck_at: 160 });
+        assert_eq!(
+            h,
+            NodeHealth {
+                disabled: true,
+                recheck_at: 160
+            }
+        );
         assert!(!h.is_due_for_recheck(159));
         assert!(h.is_due_for_recheck(160));
         assert_eq!(h.probe_gate(159, false), ProbeGate::Skip { disabled: true });
@@ -328,13 +359,22 @@ mod tests {
         assert!(h.apply_mi_enable(MiEnable::from_value(0), 50, 60));
         assert!(h.is_disabled_forever());
         assert!(!h.is_due_for_recheck(u32::MAX));
-        assert_eq!(h.probe_gate(u32::MAX, true), ProbeGate::Skip { disabled: true });
+        assert_eq!(
+            h.probe_gate(u32::MAX, true),
+            ProbeGate::Skip { disabled: true }
+        );
         // transport failures and probes do not undo "forever"
         h.on_transport_failure(70, 60);
         h.on_probe_success();
         assert!(h.is_disabled_forever());
         assert!(!h.apply_mi_enable(MiEnable::from_value(2), 80, 60));
-        assert_eq!(h, NodeHealth { disabled: true, recheck_at: 140 });
+        assert_eq!(
+            h,
+            NodeHealth {
+                disabled: true,
+                recheck_at: 140
+            }
+        );
         assert!(h.apply_mi_enable(MiEnable::from_value(1), 90, 60));
         assert_eq!(h, NodeHealth::ENABLED);
         for v in [-1, 5, 1] {

@@ -81,6 +81,8 @@ core_api! {
             *mut evi_params_t, *const host_str, *const c_void, c_int) -> c_int,
         evi_raise_event: unsafe extern "C" fn(c_int, *mut evi_params_t) -> c_int,
         evi_free_params: unsafe extern "C" fn(*mut evi_params_t),
+        parse_headers_aux: unsafe extern "C" fn(*mut sip_msg, u64, c_int, c_int) -> c_int,
+        parse_from_header: unsafe extern "C" fn(*mut sip_msg) -> c_int,
         pv_get_spec_value: unsafe extern "C" fn(*mut sip_msg, *mut pv_spec_t, *mut pv_value_t) -> c_int,
         pv_set_value: unsafe extern "C" fn(*mut sip_msg, *mut pv_spec_t, c_int, *mut pv_value_t) -> c_int,
     }
@@ -118,7 +120,10 @@ fn symbol(name: &'static str) -> Result<*mut c_void, String> {
     // SAFETY: `dlsym` on the global namespace with a NUL-terminated name.
     let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) };
     if p.is_null() {
-        Err(format!("OpenSIPS core symbol {} not found", &name[..name.len() - 1]))
+        Err(format!(
+            "OpenSIPS core symbol {} not found",
+            &name[..name.len() - 1]
+        ))
     } else {
         Ok(p)
     }
@@ -128,7 +133,9 @@ static API: OnceLock<Result<Api, String>> = OnceLock::new();
 
 /// The core API, or why it is unavailable (not running inside OpenSIPS).
 pub(crate) fn try_api() -> Result<&'static Api, &'static str> {
-    API.get_or_init(Api::resolve).as_ref().map_err(String::as_str)
+    API.get_or_init(Api::resolve)
+        .as_ref()
+        .map_err(String::as_str)
 }
 
 /// The core API. Inside OpenSIPS every symbol exists (checked at the first modparam), so a

@@ -48,15 +48,15 @@ pub(crate) unsafe fn cstr_to_string(p: *const c_char) -> Option<Result<String, S
     }
     // SAFETY: the caller guarantees `p` is a NUL-terminated readable string.
     let bytes = unsafe { CStr::from_ptr(p) }.to_bytes();
-    Some(
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| String::from_utf8_lossy(bytes).into_owned()),
-    )
+    Some(String::from_utf8(bytes.to_vec()).map_err(|_| String::from_utf8_lossy(bytes).into_owned()))
 }
 
 /// A `str` view of a Rust byte slice, for host APIs that only read the value during the call.
 pub(crate) fn borrowed_str(bytes: &[u8]) -> host_str {
-    host_str { s: bytes.as_ptr().cast_mut().cast::<c_char>(), len: clamp_len(bytes.len()) }
+    host_str {
+        s: bytes.as_ptr().cast_mut().cast::<c_char>(),
+        len: clamp_len(bytes.len()),
+    }
 }
 
 /// A length the host's `int` fields can hold.
@@ -67,7 +67,10 @@ pub(crate) fn clamp_len(len: usize) -> c_int {
 /// Copies bytes into a NUL-terminated owned buffer (interior NULs replaced by `?`), for host
 /// calls that need a `char*` valid for the call.
 pub(crate) fn to_c_buffer(bytes: &[u8]) -> Vec<u8> {
-    let mut v: Vec<u8> = bytes.iter().map(|&b| if b == 0 { b'?' } else { b }).collect();
+    let mut v: Vec<u8> = bytes
+        .iter()
+        .map(|&b| if b == 0 { b'?' } else { b })
+        .collect();
     v.push(0);
     v
 }

@@ -8,7 +8,8 @@ use crate::core::config::{ConfigError, ModuleConfig, Transport};
 use super::mi::{self, Json};
 use super::state::{self, ModuleState, NodeView, SetView};
 use super::sys::{self, mi_response_t};
-use super::{cstr, events, guard, log, shared};
+use super::{control, cstr, events, functions, guard, log, shared};
+use crate::core::select::MiEnable;
 
 // ---- modparams -----------------------------------------------------------------------------
 
@@ -23,9 +24,7 @@ unsafe fn set_modparam(name: &'static str, ty: sys::modparam_t, val: *mut c_void
         // SAFETY: per the contract, a string modparam value is a NUL-terminated C string.
         match unsafe { cstr::cstr_to_string(val.cast()) } {
             None => (String::new(), Ok(())),
-            Some(Err(lossy)) => {
-                (lossy, Err(ConfigError::NotUtf8))
-            }
+            Some(Err(lossy)) => (lossy, Err(ConfigError::NotUtf8)),
             Some(Ok(s)) => {
                 let r = state::with_params(|p| p.set_str(name, &s));
                 (s, r)
@@ -33,7 +32,10 @@ unsafe fn set_modparam(name: &'static str, ty: sys::modparam_t, val: *mut c_void
         }
     } else {
         let v = val as isize as c_int;
-        (v.to_string(), state::with_params(|p| p.set_int(name, i64::from(v))))
+        (
+            v.to_string(),
+            state::with_params(|p| p.set_int(name, i64::from(v))),
+        )
     };
     match result {
         Ok(()) => 0,
@@ -103,16 +105,19 @@ fn init() -> Result<(), String> {
     log::install();
     tracing::info!("initializing (Rust rtpproxy module)");
     let params = state::with_params(|p| p.clone());
-    let mut config: ModuleConfig =
-        params.finish().map_err(|e| format!("bad configuration: {e}"))?;
+    let mut config: ModuleConfig = params
+        .finish()
+        .map_err(|e| format!("bad configuration: {e}"))?;
 
     config
         .resolve_missing_sockets(module_exports_fn(c"rtp_io_getchildsock"))
         .map_err(|e| format!("{e}"))?;
     if config.db.is_some() {
-        return Err("db_url is set, but loading RTPProxy nodes from a database is not \
+        return Err(
+            "db_url is set, but loading RTPProxy nodes from a database is not \
                     implemented yet in this module; use rtpproxy_sock"
-            .into());
+                .into(),
+        );
     }
     if config.notify.is_some() && !module_exports_fn(c"load_dlg") {
         return Err("rtpp_notify_socket is set, so the dialog module must be loaded".into());
@@ -126,7 +131,14 @@ fn init() -> Result<(), String> {
         .iter()
         .map(|s| SetView {
             id: s.id,
-            nodes: s.nodes.iter().map(|n| NodeView { index: n.index, spec: n.clone() }).collect(),
+            nodes: s
+                .nodes
+                .iter()
+                .map(|n| NodeView {
+                    index: n.index,
+                    spec: n.clone(),
+                })
+                .collect(),
         })
         .collect();
     let node_count = config.node_count();
@@ -146,7 +158,12 @@ fn init() -> Result<(), String> {
             }
         }
     }
-    state::install(ModuleState { config, sets, shared, events })?;
+    state::install(ModuleState {
+        config,
+        sets,
+        shared,
+        events,
+    })?;
     Ok(())
 }
 
@@ -185,8 +202,27 @@ macro_rules! script_fn_pending {
     )*};
 }
 
+/// `rtpproxy_unforce([set_id], [sock_var])`.
+pub(crate) unsafe extern "C" fn rtpproxy_unforce_f(
+    msg: *mut sys::sip_msg,
+    p1: *mut c_void,
+    p2: *mut c_void,
+    _p3: *mut c_void,
+    _p4: *mut c_void,
+    _p5: *mut c_void,
+    _p6: *mut c_void,
+    _p7: *mut c_void,
+    _p8: *mut c_void,
+) -> c_int {
+    guard::call("rtpproxy_unforce", -1, || {
+        // SAFETY: the arguments are those OpenSIPS passed for this call.
+        guard::script_code("rtpproxy_unforce", unsafe {
+            functions::unforce(msg, p1, p2)
+        })
+    })
+}
+
 script_fn_pending! {
-    rtpproxy_unforce_f => "rtpproxy_unforce",
     rtpproxy_engage_f => "rtpproxy_engage",
     rtpproxy_start_recording_f => "rtpproxy_start_recording",
     rtpproxy_offer_f => "rtpproxy_offer",
@@ -224,7 +260,8 @@ fn show_json(st: &ModuleState) -> Json {
                     .nodes
                     .iter()
                     .map(|n| {
-                        let (disabled, recheck) = st.slot(n).map(|x| x.snapshot()).unwrap_or((0, 0));
+                        let (disabled, recheck) =
+                            st.slot(n).map(|x| x.snapshot()).unwrap_or((0, 0));
                         Json::Obj(vec![
                             ("url", Json::Str(n.spec.url.clone())),
                             ("index", Json::Num(n.index as f64)),
@@ -234,7 +271,10 @@ fn show_json(st: &ModuleState) -> Json {
                         ])
                     })
                     .collect();
-                Json::Obj(vec![("Set", Json::Num(f64::from(s.id))), ("Nodes", Json::Arr(nodes))])
+                Json::Obj(vec![
+                    ("Set", Json::Num(f64::from(s.id))),
+                    ("Nodes", Json::Arr(nodes)),
+                ])
             })
             .collect(),
     )
@@ -246,9 +286,11 @@ pub(crate) unsafe extern "C" fn mi_enable_rtp_proxy_1(
     _async: *mut sys::mi_handler,
 ) -> *mut mi_response_t {
     // SAFETY: `params` is the live parameter set of this MI call.
-    guard::call("rtpproxy_enable", mi::error(500, "Internal error"), || unsafe {
-        mi_enable(params, false)
-    })
+    guard::call(
+        "rtpproxy_enable",
+        mi::error(500, "Internal error"),
+        || unsafe { mi_enable(params, false) },
+    )
 }
 
 /// `rtpproxy_enable url enable setid`.
@@ -257,9 +299,11 @@ pub(crate) unsafe extern "C" fn mi_enable_rtp_proxy_2(
     _async: *mut sys::mi_handler,
 ) -> *mut mi_response_t {
     // SAFETY: `params` is the live parameter set of this MI call.
-    guard::call("rtpproxy_enable", mi::error(500, "Internal error"), || unsafe {
-        mi_enable(params, true)
-    })
+    guard::call(
+        "rtpproxy_enable",
+        mi::error(500, "Internal error"),
+        || unsafe { mi_enable(params, true) },
+    )
 }
 
 /// Shared body of both `rtpproxy_enable` recipes.
@@ -294,21 +338,23 @@ unsafe fn mi_enable(params: *const sys::mi_params_t, with_set: bool) -> *mut mi_
         } else {
             None
         };
-        let now = ticks();
+        let now = control::now();
         let mut found = false;
         for s in st.sets.iter().filter(|s| set.is_none_or(|id| id == s.id)) {
-            for n in s.nodes.iter().filter(|n| n.spec.url.as_bytes() == url.as_slice()) {
+            for n in s
+                .nodes
+                .iter()
+                .filter(|n| n.spec.url.as_bytes() == url.as_slice())
+            {
                 found = true;
                 let Some(slot) = st.slot(n) else { continue };
-                let (was_disabled, _) = slot.snapshot();
-                let (disabled, recheck) = match enable {
-                    0 => (true, u32::MAX),
-                    2 => (true, now.wrapping_add(st.config.disable_tout as u32)),
-                    _ => (false, 0),
-                };
-                slot.set(disabled, recheck);
-                if (was_disabled != 0) != disabled {
-                    events::raise_status(&st.events, &n.spec.url, !disabled);
+                let what = MiEnable::from_value(i64::from(enable));
+                let (before, after) =
+                    slot.update(|h| _ = h.apply_mi_enable(what, now, st.config.disable_tout));
+                if before.disabled != after.disabled {
+                    // The C module raises this event with the status inverted; we send the
+                    // state the node is now in (doc/differences.md).
+                    events::raise_status(&st.events, &n.spec.url, !after.disabled);
                 }
             }
         }
@@ -325,14 +371,16 @@ pub(crate) unsafe extern "C" fn mi_reload_rtpproxies(
     _params: *const sys::mi_params_t,
     _async: *mut sys::mi_handler,
 ) -> *mut mi_response_t {
-    guard::call("rtpproxy_reload", mi::error(500, "Internal error"), || {
-        match state::get() {
+    guard::call(
+        "rtpproxy_reload",
+        mi::error(500, "Internal error"),
+        || match state::get() {
             Some(st) if st.config.db.is_some() => {
                 mi::error(500, "Reloading from the database is not implemented yet")
             }
             _ => mi::error(400, "Dynamic loading not enabled"),
-        }
-    })
+        },
+    )
 }
 
 /// Per-process init of the MI command `rtpproxy_reload`.
@@ -340,10 +388,9 @@ pub(crate) unsafe extern "C" fn mi_child_init() -> c_int {
     guard::call("mi_child_init", -1, || 0)
 }
 
-/// OpenSIPS seconds-since-start clock.
-fn ticks() -> u32 {
-    // SAFETY: `get_ticks` reads the core's tick counter.
-    unsafe { (super::api::api().get_ticks)() }
+/// Body of the prober process (`procs`); OpenSIPS exits the process if it returns.
+pub(crate) unsafe extern "C" fn prober_process(_no: c_int) {
+    guard::call("prober", (), control::run_prober)
 }
 
 /// Modparam dependency of `db_url`: an SQL database module, as the core's

@@ -15,12 +15,18 @@ pub(crate) fn publish() -> Result<Events, String> {
         // SAFETY: the core stores the name by reference; a literal lives as long as the module.
         let id = unsafe { (super::api::api().evi_publish_event)(borrowed_str(name)) };
         if id < 0 {
-            Err(format!("cannot publish event {}", String::from_utf8_lossy(name)))
+            Err(format!(
+                "cannot publish event {}",
+                String::from_utf8_lossy(name)
+            ))
         } else {
             Ok(id)
         }
     };
-    Ok(Events { status: one(b"E_RTPPROXY_STATUS")?, dtmf: one(b"E_RTPPROXY_DTMF")? })
+    Ok(Events {
+        status: one(b"E_RTPPROXY_STATUS")?,
+        dtmf: one(b"E_RTPPROXY_DTMF")?,
+    })
 }
 
 /// Raises `E_RTPPROXY_STATUS` for node `url` with `active` / `inactive`.
@@ -43,9 +49,18 @@ pub(crate) fn raise_status(events: &Events, url: &str, active: bool) {
         let n_status = borrowed_str(b"status");
         let v_status = borrowed_str(status);
         let flags = sys::EVI_STR_VAL as i32;
-        if (super::api::api().evi_param_add)(list, &n_socket, (&v_socket as *const sys::host_str).cast(), flags) < 0
-            || (super::api::api().evi_param_add)(list, &n_status, (&v_status as *const sys::host_str).cast(), flags)
-                < 0
+        if (super::api::api().evi_param_add)(
+            list,
+            &n_socket,
+            (&v_socket as *const sys::host_str).cast(),
+            flags,
+        ) < 0
+            || (super::api::api().evi_param_add)(
+                list,
+                &n_status,
+                (&v_status as *const sys::host_str).cast(),
+                flags,
+            ) < 0
         {
             tracing::error!("cannot add E_RTPPROXY_STATUS parameters");
             (super::api::api().evi_free_params)(list);

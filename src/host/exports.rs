@@ -16,7 +16,11 @@ pub(crate) struct HostTable<T>(pub(crate) T);
 unsafe impl<T> Sync for HostTable<T> {}
 
 const fn param(flags: u32) -> cmd_param {
-    cmd_param { flags: flags as i32, fixup: None, free_fixup: None }
+    cmd_param {
+        flags: flags as i32,
+        fixup: None,
+        free_fixup: None,
+    }
 }
 
 const INT_OPT: cmd_param = param(sys::CMD_PARAM_INT | sys::CMD_PARAM_OPT);
@@ -28,7 +32,9 @@ const VAR: cmd_param = param(sys::CMD_PARAM_VAR);
 const END: cmd_param = param(0);
 
 /// Pads a parameter list to the host's fixed array, the terminator included.
-const fn params<const N: usize>(list: [cmd_param; N]) -> [cmd_param; sys::MAX_CMD_PARAMS as usize + 1] {
+const fn params<const N: usize>(
+    list: [cmd_param; N],
+) -> [cmd_param; sys::MAX_CMD_PARAMS as usize + 1] {
     let mut out = [END; sys::MAX_CMD_PARAMS as usize + 1];
     let mut i = 0;
     while i < N {
@@ -62,7 +68,12 @@ macro_rules! cmd {
 
 /// Script functions, in the C module's order.
 pub(crate) static CMDS: HostTable<[sys::cmd_export_t; 13]> = HostTable([
-    cmd!(c"rtpproxy_unforce", entry::rtpproxy_unforce_f, [INT_OPT, VAR_OPT], R_ALL5),
+    cmd!(
+        c"rtpproxy_unforce",
+        entry::rtpproxy_unforce_f,
+        [INT_OPT, VAR_OPT],
+        R_ALL5
+    ),
     cmd!(
         c"rtpproxy_engage",
         entry::rtpproxy_engage_f,
@@ -117,9 +128,19 @@ pub(crate) static CMDS: HostTable<[sys::cmd_export_t; 13]> = HostTable([
         [VAR, VAR, VAR, VAR, INT_OPT, VAR_OPT],
         R_ALL5
     ),
-    cmd!(c"rtpproxy_all_stats", entry::rtpproxy_all_stats_f, [VAR, INT_OPT, VAR_OPT], R_ALL5),
+    cmd!(
+        c"rtpproxy_all_stats",
+        entry::rtpproxy_all_stats_f,
+        [VAR, INT_OPT, VAR_OPT],
+        R_ALL5
+    ),
     cmd!(c"load_rtpproxy", entry::load_rtpproxy_f, [], 0),
-    sys::cmd_export_ { name: std::ptr::null(), function: None, params: params([]), flags: 0 },
+    sys::cmd_export_ {
+        name: std::ptr::null(),
+        function: None,
+        params: params([]),
+        flags: 0,
+    },
 ]);
 
 macro_rules! modparam {
@@ -139,7 +160,11 @@ const P_INT: u32 = sys::INT_PARAM;
 pub(crate) static PARAMS: HostTable<[sys::param_export_t; 16]> = HostTable([
     modparam!(c"nortpproxy_str", P_STR, entry::mp_nortpproxy_str),
     modparam!(c"rtpproxy_sock", P_STR, entry::mp_rtpproxy_sock),
-    modparam!(c"rtpproxy_disable_tout", P_INT, entry::mp_rtpproxy_disable_tout),
+    modparam!(
+        c"rtpproxy_disable_tout",
+        P_INT,
+        entry::mp_rtpproxy_disable_tout
+    ),
     modparam!(c"rtpproxy_retr", P_INT, entry::mp_rtpproxy_retr),
     modparam!(c"rtpproxy_timeout", P_STR, entry::mp_rtpproxy_timeout),
     modparam!(c"rtpproxy_autobridge", P_INT, entry::mp_rtpproxy_autobridge),
@@ -149,18 +174,41 @@ pub(crate) static PARAMS: HostTable<[sys::param_export_t; 16]> = HostTable([
     modparam!(c"rtpp_socket_col", P_STR, entry::mp_rtpp_socket_col),
     modparam!(c"set_id_col", P_STR, entry::mp_set_id_col),
     modparam!(c"rtpp_notify_socket", P_STR, entry::mp_rtpp_notify_socket),
-    modparam!(c"generated_sdp_port_min", P_INT, entry::mp_generated_sdp_port_min),
-    modparam!(c"generated_sdp_port_max", P_INT, entry::mp_generated_sdp_port_max),
-    modparam!(c"generated_sdp_media_ip", P_STR, entry::mp_generated_sdp_media_ip),
-    sys::param_export_ { name: std::ptr::null(), type_: 0, param_pointer: std::ptr::null_mut() },
+    modparam!(
+        c"generated_sdp_port_min",
+        P_INT,
+        entry::mp_generated_sdp_port_min
+    ),
+    modparam!(
+        c"generated_sdp_port_max",
+        P_INT,
+        entry::mp_generated_sdp_port_max
+    ),
+    modparam!(
+        c"generated_sdp_media_ip",
+        P_STR,
+        entry::mp_generated_sdp_media_ip
+    ),
+    sys::param_export_ {
+        name: std::ptr::null(),
+        type_: 0,
+        param_pointer: std::ptr::null_mut(),
+    },
 ]);
 
-const EMPTY_RECIPE: mi_recipe_t = mi_recipe_t { cmd: None, params: [std::ptr::null_mut(); 10] };
+const EMPTY_RECIPE: mi_recipe_t = mi_recipe_t {
+    cmd: None,
+    params: [std::ptr::null_mut(); 10],
+};
 
-type MiHandler = unsafe extern "C" fn(*const sys::mi_params_t, *mut sys::mi_handler) -> *mut sys::mi_response_t;
+type MiHandler =
+    unsafe extern "C" fn(*const sys::mi_params_t, *mut sys::mi_handler) -> *mut sys::mi_response_t;
 
 const fn recipe(cmd: MiHandler, names: &[&'static CStr]) -> mi_recipe_t {
-    let mut r = mi_recipe_t { cmd: Some(cmd), params: [std::ptr::null_mut(); 10] };
+    let mut r = mi_recipe_t {
+        cmd: Some(cmd),
+        params: [std::ptr::null_mut(); 10],
+    };
     let mut i = 0;
     while i < names.len() {
         r.params[i] = names[i].as_ptr().cast_mut();
@@ -203,7 +251,11 @@ pub(crate) static MI_CMDS: HostTable<[sys::mi_export_t; 4]> = HostTable([
             recipe(entry::mi_enable_rtp_proxy_2, &[c"url", c"enable", c"setid"]),
         ],
     ),
-    mi(c"rtpproxy_show", None, &[recipe(entry::mi_show_rtpproxies, &[])]),
+    mi(
+        c"rtpproxy_show",
+        None,
+        &[recipe(entry::mi_show_rtpproxies, &[])],
+    ),
     mi(
         c"rtpproxy_reload",
         Some(entry::mi_child_init),
@@ -218,7 +270,11 @@ pub(crate) static MI_CMDS: HostTable<[sys::mi_export_t; 4]> = HostTable([
     },
 ]);
 
-const fn dep(ty: sys::module_type, name: Option<&'static CStr>, flags: u32) -> sys::module_dependency_t {
+const fn dep(
+    ty: sys::module_type,
+    name: Option<&'static CStr>,
+    flags: u32,
+) -> sys::module_dependency_t {
     sys::module_dependency {
         mod_type: ty,
         mod_name: match name {
@@ -233,27 +289,64 @@ const NO_DEP: sys::module_dependency_t = dep(sys::module_type_MOD_TYPE_NULL, Non
 
 /// Dependencies as the C module declares them: tm is required, dialog is optional,
 /// rtp_relay initialises after us, and `db_url` pulls in an SQL module.
-pub(crate) static DEPS: HostTable<sys::dep_export_rtpproxy_t> = HostTable(sys::dep_export_rtpproxy {
-    md: [
-        dep(sys::module_type_MOD_TYPE_DEFAULT, Some(c"tm"), sys::DEP_ABORT),
-        dep(sys::module_type_MOD_TYPE_DEFAULT, Some(c"dialog"), sys::DEP_SILENT),
-        dep(sys::module_type_MOD_TYPE_DEFAULT, Some(c"rtp_relay"), sys::DEP_SILENT | sys::DEP_REVERSE),
-        NO_DEP,
-        NO_DEP,
-        NO_DEP,
-        NO_DEP,
-        NO_DEP,
-        NO_DEP,
-        NO_DEP,
-    ],
-    mpd: [
-        sys::modparam_dependency {
-            script_param: c"db_url".as_ptr().cast_mut(),
-            get_deps_f: Some(entry::get_deps_db_url),
-        },
-        sys::modparam_dependency { script_param: std::ptr::null_mut(), get_deps_f: None },
-    ],
-});
+pub(crate) static DEPS: HostTable<sys::dep_export_rtpproxy_t> =
+    HostTable(sys::dep_export_rtpproxy {
+        md: [
+            dep(
+                sys::module_type_MOD_TYPE_DEFAULT,
+                Some(c"tm"),
+                sys::DEP_ABORT,
+            ),
+            dep(
+                sys::module_type_MOD_TYPE_DEFAULT,
+                Some(c"dialog"),
+                sys::DEP_SILENT,
+            ),
+            dep(
+                sys::module_type_MOD_TYPE_DEFAULT,
+                Some(c"rtp_relay"),
+                sys::DEP_SILENT | sys::DEP_REVERSE,
+            ),
+            NO_DEP,
+            NO_DEP,
+            NO_DEP,
+            NO_DEP,
+            NO_DEP,
+            NO_DEP,
+            NO_DEP,
+        ],
+        mpd: [
+            sys::modparam_dependency {
+                script_param: c"db_url".as_ptr().cast_mut(),
+                get_deps_f: Some(entry::get_deps_db_url),
+            },
+            sys::modparam_dependency {
+                script_param: std::ptr::null_mut(),
+                get_deps_f: None,
+            },
+        ],
+    });
+
+/// Extra processes: the background prober that re-enables failed nodes (and probes every
+/// node once at start-up), so that no SIP worker ever waits for a recheck.
+pub(crate) static PROCS: HostTable<[sys::proc_export_t; 2]> = HostTable([
+    sys::proc_export_ {
+        name: cname(c"RTPProxy prober"),
+        pre_fork_function: None,
+        post_fork_function: None,
+        function: Some(entry::prober_process),
+        no: 1,
+        flags: 0,
+    },
+    sys::proc_export_ {
+        name: std::ptr::null(),
+        pre_fork_function: None,
+        post_fork_function: None,
+        function: None,
+        no: 0,
+        flags: 0,
+    },
+]);
 
 /// The module descriptor. `ver_info.scm` is overwritten with the core's own values by
 /// [`copy_core_scm`] while `dlopen()` runs, before OpenSIPS checks it.
@@ -265,7 +358,10 @@ pub static mut exports: sys::module_exports = sys::module_exports {
     ver_info: sys::module_ver_info {
         version: sys::OPENSIPS_FULL_VERSION.as_ptr(),
         compile_flags: sys::OPENSIPS_COMPILE_FLAGS.as_ptr(),
-        scm: sys::scm_version { type_: cname(c"unknown"), rev: cname(c"") },
+        scm: sys::scm_version {
+            type_: cname(c"unknown"),
+            rev: cname(c""),
+        },
     },
     dlflags: 0,
     load_f: None,
@@ -277,7 +373,7 @@ pub static mut exports: sys::module_exports = sys::module_exports {
     mi_cmds: &MI_CMDS.0 as *const _ as *const sys::mi_export_t,
     items: std::ptr::null(),
     trans: std::ptr::null(),
-    procs: std::ptr::null(),
+    procs: &PROCS.0 as *const _ as *const sys::proc_export_t,
     preinit_f: Some(entry::mod_preinit),
     init_f: Some(entry::mod_init),
     response_f: None,
@@ -302,7 +398,11 @@ extern "C" fn copy_core_scm() {
         if !core.type_.is_null() {
             let e = &raw mut exports;
             (*e).ver_info.scm.type_ = core.type_;
-            (*e).ver_info.scm.rev = if core.rev.is_null() { cname(c"") } else { core.rev };
+            (*e).ver_info.scm.rev = if core.rev.is_null() {
+                cname(c"")
+            } else {
+                core.rev
+            };
         }
     }
 }

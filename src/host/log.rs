@@ -12,7 +12,6 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
 
-
 use super::sys;
 
 static INSTALL: Once = Once::new();
@@ -79,13 +78,17 @@ pub(crate) fn emit(lev: c_int, func: &str, msg: &str) {
     let syslog_fmt = format!("%s{lvl}:rtpproxy:%s: %s\0");
     let mut tbuf = [0 as c_char; 32];
     let time_ptr = time_text(&mut tbuf);
+    let api = super::api::api();
     // SAFETY: all pointers are NUL-terminated buffers alive for the call; the variadic list is
     // (time, pid, prefix, func, message) as every dprint consumer expects (ABI spec §4.1),
     // and the user part of the format is a constant "%s".
-    let api = super::api::api();
     unsafe {
         let prefix = *api.log_prefix;
-        let prefix = if prefix.is_null() { c"".as_ptr() } else { prefix.cast_const() };
+        let prefix = if prefix.is_null() {
+            c"".as_ptr()
+        } else {
+            prefix.cast_const()
+        };
         (api.dprint)(
             lev,
             *api.log_facility,
@@ -142,7 +145,10 @@ impl Visit for MessageVisitor {
 }
 
 impl Subscriber for HostLog {
-    fn register_callsite(&self, _meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+    fn register_callsite(
+        &self,
+        _meta: &'static Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
         // The host level can change at run time (cfg, MI `log_level`): never cache a decision.
         tracing::subscriber::Interest::sometimes()
     }
@@ -159,7 +165,10 @@ impl Subscriber for HostLog {
         let mut v = MessageVisitor(String::new());
         event.record(&mut v);
         // The module path stands in for the C function name ("rtpproxy::host::entry" -> "entry").
-        let func = meta.module_path().and_then(|p| p.rsplit("::").next()).unwrap_or("rtpproxy");
+        let func = meta
+            .module_path()
+            .and_then(|p| p.rsplit("::").next())
+            .unwrap_or("rtpproxy");
         let lev = if meta.target().ends_with("::notice") {
             L_NOTICE
         } else {

@@ -14,12 +14,18 @@ const FUNC: &std::ffi::CStr = c"rtpproxy";
 
 /// Allocates `size` bytes of pkg memory; NULL when the host allocator is exhausted.
 pub(crate) fn pkg_malloc(size: usize) -> *mut c_void {
+    let a = api();
     // SAFETY: `gen_pkg_malloc` and `mem_block` are set by the core before any module code
     // runs; the file/func strings are static, as the debug allocator stores them.
     unsafe {
-        let a = api();
         match *a.gen_pkg_malloc {
-            Some(f) => f(*a.mem_block, size as _, FILE.as_ptr(), FUNC.as_ptr(), line!()),
+            Some(f) => f(
+                *a.mem_block,
+                size as _,
+                FILE.as_ptr(),
+                FUNC.as_ptr(),
+                line!(),
+            ),
             None => std::ptr::null_mut(),
         }
     }
@@ -41,9 +47,9 @@ pub(crate) fn pkg_copy(bytes: &[u8]) -> Option<*mut c_char> {
 /// # Safety
 /// `p` must come from this process's pkg allocator and not be used afterwards.
 pub(crate) unsafe fn pkg_free(p: *mut c_void) {
+    let a = api();
     // SAFETY: per the contract, `p` is a live pkg block of this process.
     unsafe {
-        let a = api();
         if let Some(f) = *a.gen_pkg_free {
             f(*a.mem_block, p, FILE.as_ptr(), FUNC.as_ptr(), line!());
         }
@@ -52,8 +58,8 @@ pub(crate) unsafe fn pkg_free(p: *mut c_void) {
 
 /// The core's global shm lock (`mem_lock`): its first byte is an x86 xchg spin lock.
 fn with_mem_lock<R>(f: impl FnOnce() -> R) -> R {
-    // SAFETY: reading two core globals set up before modules are initialised.
     let a = api();
+    // SAFETY: reading two core globals set up before modules are initialised.
     let (use_lock, lock) = unsafe { (*a.shm_use_global_lock != 0, *a.mem_lock) };
     if !use_lock || lock.is_null() {
         return f();
@@ -77,8 +83,8 @@ fn with_mem_lock<R>(f: impl FnOnce() -> R) -> R {
 
 /// The inline `shm_threshold_check()` of the core: raises the shm threshold event if due.
 fn shm_threshold_check() {
-    // SAFETY: plain reads of core globals; the pointers are checked before use, as in C.
     let a = api();
+    // SAFETY: plain reads of core globals; the pointers are checked before use, as in C.
     unsafe {
         let block = *a.shm_block;
         let (last, pending) = (*a.event_shm_last, *a.event_shm_pending);
@@ -110,11 +116,17 @@ fn shm_threshold_check() {
 /// Allocates zeroed shm memory (visible to every process forked afterwards).
 pub(crate) fn shm_malloc_zeroed(size: usize) -> *mut c_void {
     let p = with_mem_lock(|| {
-        // SAFETY: the allocator pointer and block are core globals set before mod_init.
         let a = api();
+        // SAFETY: the allocator pointer and block are core globals set before mod_init.
         let p = unsafe {
             match *a.gen_shm_malloc {
-                Some(f) => f(*a.shm_block, size as _, FILE.as_ptr(), FUNC.as_ptr(), line!()),
+                Some(f) => f(
+                    *a.shm_block,
+                    size as _,
+                    FILE.as_ptr(),
+                    FUNC.as_ptr(),
+                    line!(),
+                ),
                 None => std::ptr::null_mut(),
             }
         };
@@ -134,8 +146,8 @@ pub(crate) fn shm_malloc_zeroed(size: usize) -> *mut c_void {
 /// `p` must be a live shm block that no process uses any more.
 pub(crate) unsafe fn shm_free(p: *mut c_void) {
     with_mem_lock(|| {
-        // SAFETY: per the contract `p` is a live shm block.
         let a = api();
+        // SAFETY: per the contract `p` is a live shm block.
         unsafe {
             if let Some(f) = *a.gen_shm_free {
                 f(*a.shm_block, p, FILE.as_ptr(), FUNC.as_ptr(), line!());

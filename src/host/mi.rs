@@ -22,12 +22,18 @@ pub(crate) fn reply(value: &Json) -> *mut mi_response_t {
             Json::Arr(_) => (super::api::api().init_mi_result_array)(&mut item),
             Json::Obj(_) => (super::api::api().init_mi_result_object)(&mut item),
             Json::Str(s) => {
-                return (super::api::api().init_mi_result_string)(s.as_ptr().cast(), clamp_len(s.len()));
+                return (super::api::api().init_mi_result_string)(
+                    s.as_ptr().cast(),
+                    clamp_len(s.len()),
+                );
             }
             Json::Num(n) => {
                 // No number-root helper is used by this module; render as a string.
                 let s = n.to_string();
-                return (super::api::api().init_mi_result_string)(s.as_ptr().cast(), clamp_len(s.len()));
+                return (super::api::api().init_mi_result_string)(
+                    s.as_ptr().cast(),
+                    clamp_len(s.len()),
+                );
             }
         }
     };
@@ -56,7 +62,10 @@ fn add(to: *mut mi_item_t, name: &[u8], value: &Json) -> bool {
     unsafe {
         match value {
             Json::Num(x) => (super::api::api().add_mi_number)(to, n, nl, *x) >= 0,
-            Json::Str(s) => (super::api::api().add_mi_string)(to, n, nl, s.as_ptr().cast(), clamp_len(s.len())) >= 0,
+            Json::Str(s) => {
+                (super::api::api().add_mi_string)(to, n, nl, s.as_ptr().cast(), clamp_len(s.len()))
+                    >= 0
+            }
             Json::Arr(items) => {
                 let a = (super::api::api().add_mi_array)(to, n, nl);
                 !a.is_null() && items.iter().all(|v| add(a, b"", v))
@@ -73,7 +82,13 @@ fn add(to: *mut mi_item_t, name: &[u8], value: &Json) -> bool {
 pub(crate) fn error(code: i32, msg: &str) -> *mut mi_response_t {
     // SAFETY: the message is copied by the core during the call.
     unsafe {
-        (super::api::api().init_mi_error_extra)(code, msg.as_ptr().cast(), clamp_len(msg.len()), std::ptr::null(), 0)
+        (super::api::api().init_mi_error_extra)(
+            code,
+            msg.as_ptr().cast(),
+            clamp_len(msg.len()),
+            std::ptr::null(),
+            0,
+        )
     }
 }
 
@@ -87,12 +102,21 @@ pub(crate) fn param_error() -> *mut mi_response_t {
 ///
 /// # Safety
 /// `params` must be the live parameter set of the MI call being served.
-pub(crate) unsafe fn string_param(params: *const sys::mi_params_t, name: &std::ffi::CStr) -> Option<Vec<u8>> {
+pub(crate) unsafe fn string_param(
+    params: *const sys::mi_params_t,
+    name: &std::ffi::CStr,
+) -> Option<Vec<u8>> {
     let mut p: *mut c_char = std::ptr::null_mut();
     let mut len: i32 = 0;
     // SAFETY: per the contract; the value is copied before the call returns.
     unsafe {
-        if (super::api::api().get_mi_string_param)(params, name.as_ptr().cast_mut(), &mut p, &mut len) < 0 {
+        if (super::api::api().get_mi_string_param)(
+            params,
+            name.as_ptr().cast_mut(),
+            &mut p,
+            &mut len,
+        ) < 0
+        {
             return None;
         }
         Some(super::cstr::ptr_len_bytes(p, len).to_vec())
@@ -103,9 +127,13 @@ pub(crate) unsafe fn string_param(params: *const sys::mi_params_t, name: &std::f
 ///
 /// # Safety
 /// `params` must be the live parameter set of the MI call being served.
-pub(crate) unsafe fn int_param(params: *const sys::mi_params_t, name: &std::ffi::CStr) -> Option<i32> {
+pub(crate) unsafe fn int_param(
+    params: *const sys::mi_params_t,
+    name: &std::ffi::CStr,
+) -> Option<i32> {
     let mut v: i32 = 0;
     // SAFETY: per the contract.
-    let rc = unsafe { (super::api::api().get_mi_int_param)(params, name.as_ptr().cast_mut(), &mut v) };
+    let rc =
+        unsafe { (super::api::api().get_mi_int_param)(params, name.as_ptr().cast_mut(), &mut v) };
     (rc >= 0).then_some(v)
 }

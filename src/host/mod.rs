@@ -4,16 +4,21 @@
 //! C strings are converted only in `cstr`; memory the host frees comes from `mem`; state shared
 //! between processes lives in `shared` (shm atomics, allocated before fork).
 #![allow(unsafe_code)]
+// Building blocks for offer/answer (message access, pkg memory) land before their callers.
+#![allow(dead_code)]
 
 pub(crate) mod api;
+pub(crate) mod control;
 pub(crate) mod cstr;
 pub(crate) mod entry;
 pub(crate) mod events;
 pub(crate) mod exports;
+pub(crate) mod functions;
 pub(crate) mod guard;
 pub(crate) mod log;
 pub(crate) mod mem;
 pub(crate) mod mi;
+pub(crate) mod msg;
 pub(crate) mod shared;
 pub(crate) mod state;
 pub(crate) mod sys;

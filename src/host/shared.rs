@@ -5,20 +5,22 @@
 //! only what changes at run time (node health, capabilities) lives here.
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::core::proto::caps::Capabilities;
+use crate::core::select::NodeHealth;
 
 use super::mem;
 
 /// Run-time state of one node, shared by all processes.
 #[repr(C)]
 pub(crate) struct NodeSlot {
-    /// 1 when the node must not be selected.
-    pub(crate) disabled: AtomicU32,
-    /// OpenSIPS tick at which a disabled node may be probed again; `u32::MAX` = never (MI).
-    pub(crate) recheck_ticks: AtomicU32,
-    /// Capability bits learnt by probing.
+    /// `NodeHealth` packed as `recheck_at << 1 | disabled`, so both change in one atomic step.
+    health: AtomicU64,
+    /// Capability bits learnt by probing (only ever added, as in the C module).
     pub(crate) caps: AtomicU32,
-    _reserved: AtomicU32,
+    /// Bit 0: the node has been probed at least once since start.
+    flags: AtomicU32,
 }
 
 /// The shm array of node slots.
@@ -53,15 +55,61 @@ impl SharedNodes {
     }
 }
 
+fn pack(h: NodeHealth) -> u64 {
+    (u64::from(h.recheck_at) << 1) | u64::from(h.disabled)
+}
+
+fn unpack(v: u64) -> NodeHealth {
+    NodeHealth {
+        disabled: v & 1 == 1,
+        recheck_at: (v >> 1) as u32,
+    }
+}
+
 impl NodeSlot {
-    /// `(disabled, recheck_ticks)` as MI shows them.
-    pub(crate) fn snapshot(&self) -> (u32, u32) {
-        (self.disabled.load(Ordering::Acquire), self.recheck_ticks.load(Ordering::Acquire))
+    /// The node's health now.
+    pub(crate) fn health(&self) -> NodeHealth {
+        unpack(self.health.load(Ordering::Acquire))
     }
 
-    /// Sets both health fields.
-    pub(crate) fn set(&self, disabled: bool, recheck_ticks: u32) {
-        self.recheck_ticks.store(recheck_ticks, Ordering::Release);
-        self.disabled.store(u32::from(disabled), Ordering::Release);
+    /// Applies `f` atomically (retrying on concurrent changes); returns `(before, after)`.
+    pub(crate) fn update(&self, f: impl Fn(&mut NodeHealth)) -> (NodeHealth, NodeHealth) {
+        let mut cur = self.health.load(Ordering::Acquire);
+        loop {
+            let before = unpack(cur);
+            let mut after = before;
+            f(&mut after);
+            match self.health.compare_exchange_weak(
+                cur,
+                pack(after),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return (before, after),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// `(disabled, recheck_ticks)` as MI shows them.
+    pub(crate) fn snapshot(&self) -> (u32, u32) {
+        let h = self.health();
+        (u32::from(h.disabled), h.recheck_at)
+    }
+
+    /// Capabilities learnt so far.
+    pub(crate) fn capabilities(&self) -> Capabilities {
+        Capabilities::from_bits_truncate(self.caps.load(Ordering::Acquire))
+    }
+
+    /// Whether the node was probed since start.
+    pub(crate) fn probed(&self) -> bool {
+        self.flags.load(Ordering::Acquire) & 1 == 1
+    }
+
+    /// Records a finished probe; returns true for the first one since start.
+    pub(crate) fn mark_probed(&self, caps: Capabilities) -> bool {
+        self.caps.fetch_or(caps.bits(), Ordering::AcqRel);
+        self.flags.fetch_or(1, Ordering::AcqRel) & 1 == 0
     }
 }

@@ -47,7 +47,9 @@ impl ModuleState {
 
 /// Publishes the state; only `mod_init` calls this, once.
 pub(crate) fn install(state: ModuleState) -> Result<(), &'static str> {
-    STATE.set(state).map_err(|_| "module state initialised twice")
+    STATE
+        .set(state)
+        .map_err(|_| "module state initialised twice")
 }
 
 /// The module state, once `mod_init` has run.

@@ -1,8 +1,93 @@
 //! Generated bindings of `include/opensips_abi.h`, plus the host signature fixed by `build.rs`.
 //!
 //! Everything here is a plain declaration; the safe wrappers live in the sibling modules.
-#![allow(non_camel_case_types, non_upper_case_globals, non_snake_case, dead_code)]
+#![allow(
+    non_camel_case_types,
+    non_upper_case_globals,
+    non_snake_case,
+    dead_code
+)]
 #![allow(unreachable_pub, clippy::all, clippy::undocumented_unsafe_blocks)]
 
 include!(concat!(env!("OUT_DIR"), "/opensips_abi.rs"));
 include!(concat!(env!("OUT_DIR"), "/host_version.rs"));
+
+/// Pins the layouts OpenSIPS 3.6.8 reads from us to the values measured on the real headers
+/// (ABI spec §2, Appendix A). A wrong edit of `include/opensips_abi.h` fails here.
+#[cfg(test)]
+mod layout {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    #[test]
+    fn module_exports_matches_3_6_8() {
+        assert_eq!(size_of::<module_exports>(), 184);
+        let offsets = [
+            (offset_of!(module_exports, name), 0),
+            (offset_of!(module_exports, type_), 8),
+            (offset_of!(module_exports, ver_info), 16),
+            (offset_of!(module_exports, dlflags), 48),
+            (offset_of!(module_exports, load_f), 56),
+            (offset_of!(module_exports, deps), 64),
+            (offset_of!(module_exports, cmds), 72),
+            (offset_of!(module_exports, acmds), 80),
+            (offset_of!(module_exports, params), 88),
+            (offset_of!(module_exports, stats), 96),
+            (offset_of!(module_exports, mi_cmds), 104),
+            (offset_of!(module_exports, items), 112),
+            (offset_of!(module_exports, trans), 120),
+            (offset_of!(module_exports, procs), 128),
+            (offset_of!(module_exports, preinit_f), 136),
+            (offset_of!(module_exports, init_f), 144),
+            (offset_of!(module_exports, response_f), 152),
+            (offset_of!(module_exports, destroy_f), 160),
+            (offset_of!(module_exports, init_child_f), 168),
+            (offset_of!(module_exports, reload_ack_f), 176),
+        ];
+        for (i, (got, want)) in offsets.iter().enumerate() {
+            assert_eq!(got, want, "module_exports field #{i}");
+        }
+        assert_eq!(size_of::<module_ver_info>(), 32);
+    }
+
+    #[test]
+    fn export_tables_match_3_6_8() {
+        assert_eq!(size_of::<host_str>(), 16);
+        assert_eq!(size_of::<cmd_param>(), 24);
+        assert_eq!(offset_of!(cmd_param, fixup), 8);
+        assert_eq!(offset_of!(cmd_param, free_fixup), 16);
+        assert_eq!(size_of::<cmd_export_t>(), 240);
+        assert_eq!(offset_of!(cmd_export_t, function), 8);
+        assert_eq!(offset_of!(cmd_export_t, params), 16);
+        assert_eq!(offset_of!(cmd_export_t, flags), 232);
+        assert_eq!(size_of::<acmd_export_t>(), 232);
+        assert_eq!(size_of::<param_export_t>(), 24);
+        assert_eq!(offset_of!(param_export_t, type_), 8);
+        assert_eq!(offset_of!(param_export_t, param_pointer), 16);
+        assert_eq!(size_of::<mi_recipe_t>(), 88);
+        assert_eq!(size_of::<mi_export_t>(), 4256);
+        assert_eq!(offset_of!(mi_export_t, flags), 16);
+        assert_eq!(offset_of!(mi_export_t, init_f), 24);
+        assert_eq!(offset_of!(mi_export_t, recipes), 32);
+        assert_eq!(size_of::<mi_params_t>(), 16);
+        assert_eq!(size_of::<proc_export_t>(), 40);
+        assert_eq!(offset_of!(proc_export_t, function), 24);
+        assert_eq!(offset_of!(proc_export_t, no), 32);
+        assert_eq!(offset_of!(proc_export_t, flags), 36);
+        assert_eq!(size_of::<module_dependency_t>(), 24);
+        assert_eq!(size_of::<modparam_dependency_t>(), 16);
+        assert_eq!(offset_of!(dep_export_rtpproxy_t, mpd), 240);
+        assert_eq!(size_of::<stat_export_t>(), 24);
+    }
+
+    #[test]
+    fn value_types_match_3_6_8() {
+        assert_eq!(size_of::<pv_value_t>(), 24);
+        assert_eq!(offset_of!(pv_value_t, ri), 16);
+        assert_eq!(offset_of!(pv_value_t, flags), 20);
+        assert_eq!(size_of::<pv_spec_t>(), 112);
+        assert_eq!(offset_of!(pv_spec_t, pvp), 24);
+        assert_eq!(offset_of!(pv_spec_t, pvc), 96);
+        assert_eq!(size_of::<scm_version>(), 16);
+    }
+}

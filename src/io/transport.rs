@@ -41,9 +41,6 @@ use crate::core::proto::{
     Reply, StreamExchange,
 };
 
-/// Port used when an `udp:`/`tcp:` address has none (spec §1.2 rule 5).
-pub const DEFAULT_PORT: u16 = 22222;
-
 /// Receive buffer; anything longer than `MAX_REPLY_LEN` plus a cookie is refused anyway.
 const RECV_BUF_LEN: usize = 4096;
 
@@ -66,7 +63,10 @@ pub struct ClientOptions {
 impl Default for ClientOptions {
     /// The C module's defaults: 1 s, 5 attempts.
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(1), retr: 5 }
+        Self {
+            timeout: Duration::from_secs(1),
+            retr: 5,
+        }
     }
 }
 
@@ -141,35 +141,24 @@ impl TransportError {
     }
 }
 
-/// Splits `host[:port]` by the last `:` (spec §1.2 rule 5): no `:` or an empty port gives
-/// [`DEFAULT_PORT`]. IPv6 literals are written without brackets (`::1:22222`); brackets are
-/// tolerated. Quirk kept: `::1` alone reads as host `:` `:` and port 1.
-pub fn split_host_port(address: &str) -> Result<(String, u16), TransportError> {
-    let (host, port) = match address.rfind(':') {
-        Some(i) => (&address[..i], &address[i + 1..]),
-        None => (address, ""),
+/// Resolves `host` to the first address of the wanted family (IPv6 for `*6` transports,
+/// IPv4 otherwise), as the C module does with `getaddrinfo`. Brackets around an IPv6 literal
+/// are tolerated.
+pub fn resolve(host: &str, port: u16, ipv6: bool) -> Result<SocketAddr, TransportError> {
+    let err = |reason: String| TransportError::Resolve {
+        address: format!("{host}:{port}"),
+        reason,
     };
-    let port = if port.is_empty() {
-        DEFAULT_PORT
-    } else {
-        port.parse::<u16>().map_err(|_| TransportError::Resolve {
-            address: address.to_owned(),
-            reason: format!("bad port {port:?}"),
-        })?
-    };
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     if host.is_empty() {
-        return Err(TransportError::Resolve { address: address.to_owned(), reason: "empty host".into() });
+        return Err(err("empty host".into()));
     }
-    Ok((host.to_owned(), port))
-}
-
-/// Resolves `address` to the first address of the wanted family (IPv6 for `*6` transports,
-/// IPv4 otherwise), as the C module does with `getaddrinfo`.
-pub fn resolve(address: &str, ipv6: bool) -> Result<SocketAddr, TransportError> {
-    let (host, port) = split_host_port(address)?;
-    let err = |reason: String| TransportError::Resolve { address: address.to_owned(), reason };
-    let addrs = (host.as_str(), port).to_socket_addrs().map_err(|e| err(e.to_string()))?;
+    let addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| err(e.to_string()))?;
     addrs
         .into_iter()
         .find(|a| a.is_ipv6() == ipv6)
@@ -269,7 +258,12 @@ fn read_event(conn: &mut Conn, buf: &mut [u8]) -> io::Result<ReadEvent> {
 enum Pending {
     Datagram(DatagramExchange),
     Stream(StreamExchange),
-    OneShot { ex: StreamExchange, conn: Conn, cmd: Command, retried: bool },
+    OneShot {
+        ex: StreamExchange,
+        conn: Conn,
+        cmd: Command,
+        retried: bool,
+    },
 }
 
 impl Pending {
@@ -301,6 +295,8 @@ pub struct ControlClient {
     url: String,
     transport: Transport,
     address: String,
+    host: Option<String>,
+    port: Option<u16>,
     options: ClientOptions,
     conn: Option<Conn>,
     peer: Option<SocketAddr>,
@@ -315,6 +311,8 @@ impl ControlClient {
             url: node.url.clone(),
             transport: node.transport,
             address: node.address.clone(),
+            host: node.host().map(str::to_owned),
+            port: node.port(),
             options,
             conn: None,
             peer: None,
@@ -330,6 +328,8 @@ impl ControlClient {
             url: url.to_owned(),
             transport: Transport::RtpIo,
             address: String::new(),
+            host: None,
+            port: None,
             options,
             conn: Some(Conn::Unix(stream)),
             peer: None,
@@ -395,14 +395,22 @@ impl ControlClient {
     ///
     /// `cookies` is the process-wide cookie generator; it is advanced only for UDP nodes.
     /// On any error the caller should treat the node as failed (spec §2.4).
-    pub fn send(&mut self, cookies: &mut CookieGen, cmd: &Command) -> Result<Reply, TransportError> {
+    pub fn send(
+        &mut self,
+        cookies: &mut CookieGen,
+        cmd: &Command,
+    ) -> Result<Reply, TransportError> {
         let body = self.send_raw(cookies, cmd)?;
         Reply::parse(&body).map_err(|e| TransportError::Garbage(e.into()))
     }
 
     /// Sends `cmd` and waits for its reply body (cookie and trailing newline removed).
-    pub fn send_raw(&mut self, cookies: &mut CookieGen, cmd: &Command) -> Result<Vec<u8>, TransportError> {
-        self.start(cookies, cmd, Instant::now())?;
+    pub fn send_raw(
+        &mut self,
+        cookies: &mut CookieGen,
+        cmd: &Command,
+    ) -> Result<Vec<u8>, TransportError> {
+        self.start(cookies, cmd)?;
         loop {
             if let Some(r) = self.take_outcome() {
                 return r;
@@ -431,12 +439,13 @@ impl ControlClient {
     }
 
     /// Starts `cmd` without waiting for the reply: connects if needed (blocking, bounded by
-    /// the timeout), drains stale input, and writes the request.
+    /// the timeout), drains stale input, and writes the request. The reply timer starts when
+    /// the request is written.
     ///
     /// Then wait for [`ControlClient::wait_fd`] to be readable (call
     /// [`ControlClient::on_readable`]) or for [`ControlClient::poll_timeout`] (call
     /// [`ControlClient::on_timeout`]).
-    pub fn start(&mut self, cookies: &mut CookieGen, cmd: &Command, now: Instant) -> Result<(), TransportError> {
+    pub fn start(&mut self, cookies: &mut CookieGen, cmd: &Command) -> Result<(), TransportError> {
         if self.pending.is_some() {
             return Err(TransportError::Busy);
         }
@@ -450,7 +459,12 @@ impl ControlClient {
                 if let Err(e) = r {
                     return Err(self.fail(e));
                 }
-                Pending::Datagram(DatagramExchange::new(cookies.next_cookie(), cmd, self.options.retr, timeout))
+                Pending::Datagram(DatagramExchange::new(
+                    cookies.next_cookie(),
+                    cmd,
+                    self.options.retr,
+                    timeout,
+                ))
             }
             Framing::Stream => {
                 let r = self.connect().and_then(|()| self.drain());
@@ -473,7 +487,7 @@ impl ControlClient {
             }
         };
         self.pending = Some(pending);
-        match self.transmit(now) {
+        match self.transmit(Instant::now()) {
             Ok(()) => Ok(()),
             Err(e) => Err(self.fail(e)),
         }
@@ -492,11 +506,10 @@ impl ControlClient {
         self.pending.as_ref().and_then(Pending::poll_timeout)
     }
 
-    /// Reads what is available without blocking and returns the outcome once complete.
-    pub fn on_readable(&mut self, _now: Instant) -> Option<Result<Vec<u8>, TransportError>> {
-        if self.pending.is_none() {
-            return None;
-        }
+    /// Reads what is available without blocking and returns the outcome once complete
+    /// (`None`: keep waiting, or no command outstanding).
+    pub fn on_readable(&mut self) -> Option<Result<Vec<u8>, TransportError>> {
+        self.pending.as_ref()?;
         if let Some(r) = self.take_outcome() {
             return Some(r);
         }
@@ -530,18 +543,27 @@ impl ControlClient {
         match self.transport {
             Transport::Udp | Transport::Udp6 => {
                 let v6 = self.transport == Transport::Udp6;
-                let addr = resolve(&self.address, v6)?;
-                let local: SocketAddr =
-                    if v6 { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() } else { (std::net::Ipv4Addr::UNSPECIFIED, 0).into() };
-                let connect_err = |source| TransportError::Connect { address: self.address.clone(), source };
+                let addr = self.resolve(v6)?;
+                let local: SocketAddr = if v6 {
+                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+                } else {
+                    (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+                };
+                let connect_err = |source| TransportError::Connect {
+                    address: self.address.clone(),
+                    source,
+                };
                 let sock = UdpSocket::bind(local).map_err(connect_err)?;
                 sock.connect(addr).map_err(connect_err)?;
                 self.peer = Some(addr);
                 Ok(Conn::Udp(sock))
             }
             Transport::Tcp | Transport::Tcp6 => {
-                let addr = resolve(&self.address, self.transport == Transport::Tcp6)?;
-                let connect_err = |source| TransportError::Connect { address: self.address.clone(), source };
+                let addr = self.resolve(self.transport == Transport::Tcp6)?;
+                let connect_err = |source| TransportError::Connect {
+                    address: self.address.clone(),
+                    source,
+                };
                 let s = TcpStream::connect_timeout(&addr, timeout).map_err(connect_err)?;
                 // std already checks SO_ERROR after the non-blocking connect; ask once more so a
                 // refused connection can never pass as connected (D25)
@@ -554,11 +576,25 @@ impl ControlClient {
             }
             Transport::Cunix | Transport::Unix => {
                 let path = PathBuf::from(&self.address);
-                let s = UnixStream::connect(&path)
-                    .map_err(|source| TransportError::Connect { address: self.address.clone(), source })?;
+                let s = UnixStream::connect(&path).map_err(|source| TransportError::Connect {
+                    address: self.address.clone(),
+                    source,
+                })?;
                 Ok(Conn::Unix(s))
             }
-            Transport::RtpIo => Err(TransportError::Unavailable("rtp.io socket not handed over to this process")),
+            Transport::RtpIo => Err(TransportError::Unavailable(
+                "rtp.io socket not handed over to this process",
+            )),
+        }
+    }
+
+    fn resolve(&self, ipv6: bool) -> Result<SocketAddr, TransportError> {
+        match (&self.host, self.port) {
+            (Some(h), Some(p)) => resolve(h, p, ipv6),
+            _ => Err(TransportError::Resolve {
+                address: self.address.clone(),
+                reason: "not a host[:port] address".into(),
+            }),
         }
     }
 
@@ -573,7 +609,9 @@ impl ControlClient {
     /// Discards whatever is queued on the persistent socket (late replies to earlier
     /// commands). A stream that turns out closed or broken is reopened.
     fn drain(&mut self) -> Result<(), TransportError> {
-        let Some(conn) = self.conn.as_mut() else { return Ok(()) };
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
         let datagram = matches!(conn, Conn::Udp(_));
         conn.set_nonblocking(true)?;
         let mut reopen = false;
@@ -613,13 +651,19 @@ impl ControlClient {
     /// Writes whatever the exchange wants sent now.
     fn transmit(&mut self, now: Instant) -> Result<(), TransportError> {
         let timeout = self.options.timeout;
-        let Some(pending) = self.pending.as_mut() else { return Ok(()) };
+        let Some(pending) = self.pending.as_mut() else {
+            return Ok(());
+        };
         let (bytes, conn) = match pending {
             Pending::Datagram(x) => (x.poll_transmit(now).map(<[u8]>::to_vec), self.conn.as_mut()),
             Pending::Stream(x) => (x.poll_transmit(now).map(<[u8]>::to_vec), self.conn.as_mut()),
-            Pending::OneShot { ex, conn, .. } => (ex.poll_transmit(now).map(<[u8]>::to_vec), Some(conn)),
+            Pending::OneShot { ex, conn, .. } => {
+                (ex.poll_transmit(now).map(<[u8]>::to_vec), Some(conn))
+            }
         };
-        let (Some(bytes), Some(conn)) = (bytes, conn) else { return Ok(()) };
+        let (Some(bytes), Some(conn)) = (bytes, conn) else {
+            return Ok(());
+        };
         if !matches!(conn, Conn::Udp(_)) {
             conn.set_write_timeout(timeout)?;
         }
@@ -640,7 +684,9 @@ impl ControlClient {
     }
 
     fn read_into(&mut self, wait: Option<Duration>, buf: &mut [u8]) -> Result<(), TransportError> {
-        let Some(pending) = self.pending.as_mut() else { return Ok(()) };
+        let Some(pending) = self.pending.as_mut() else {
+            return Ok(());
+        };
         let conn = match pending {
             Pending::OneShot { conn, .. } => conn,
             _ => self.conn.as_mut().ok_or(TransportError::Closed)?,
@@ -678,14 +724,18 @@ impl ControlClient {
             (ReadEvent::Data(n), Pending::Stream(x) | Pending::OneShot { ex: x, .. }) => {
                 x.handle_data(now, &buf[..n]);
             }
-            (ReadEvent::Eof, Pending::Stream(x) | Pending::OneShot { ex: x, .. }) => x.handle_eof(now),
+            (ReadEvent::Eof, Pending::Stream(x) | Pending::OneShot { ex: x, .. }) => {
+                x.handle_eof(now)
+            }
             (ReadEvent::Eof, Pending::Datagram(_)) => {}
         }
         Ok(())
     }
 
     fn retry_one_shot(&mut self, now: Instant) -> Result<(), TransportError> {
-        let Some(Pending::OneShot { cmd, .. }) = self.pending.take() else { return Ok(()) };
+        let Some(Pending::OneShot { cmd, .. }) = self.pending.take() else {
+            return Ok(());
+        };
         let conn = self.open_unix_once()?;
         let timeout = self.options.timeout.max(MIN_WAIT);
         self.pending = Some(Pending::OneShot {
@@ -710,7 +760,10 @@ impl ControlClient {
     /// step now) and reopened on next use, as `badproxy` in rtpproxy.c does.
     fn fail(&mut self, e: TransportError) -> TransportError {
         self.pending = None;
-        if matches!(self.transport, Transport::Tcp | Transport::Tcp6 | Transport::Cunix) {
+        if matches!(
+            self.transport,
+            Transport::Tcp | Transport::Tcp6 | Transport::Cunix
+        ) {
             self.conn = None;
         }
         e
@@ -721,37 +774,28 @@ impl ControlClient {
 mod tests {
     use super::*;
 
-    #[test]
-    fn host_port_rules() {
-        assert_eq!(split_host_port("localhost").unwrap(), ("localhost".into(), 22222));
-        assert_eq!(split_host_port("localhost:").unwrap(), ("localhost".into(), 22222));
-        assert_eq!(split_host_port("10.0.0.1:7000").unwrap(), ("10.0.0.1".into(), 7000));
-        assert_eq!(split_host_port("::1:22223").unwrap(), ("::1".into(), 22223));
-        // quirk kept: no port on an IPv6 literal reads the last group as the port
-        assert_eq!(split_host_port("::1").unwrap(), (":".into(), 1));
-        assert_eq!(split_host_port("[::1]:9").unwrap(), ("::1".into(), 9));
-        assert!(split_host_port("h:99999").is_err());
-        assert!(split_host_port("h:x").is_err());
-        assert!(split_host_port(":5").is_err());
+    fn spec(url: &str) -> NodeSpec {
+        crate::core::config::parse_node_list(url).unwrap().remove(0)
     }
 
     #[test]
     fn resolve_by_family() {
-        assert_eq!(resolve("127.0.0.1:5", false).unwrap(), "127.0.0.1:5".parse().unwrap());
-        assert!(resolve("127.0.0.1:5", true).is_err());
-        assert_eq!(resolve("::1:5", true).unwrap(), "[::1]:5".parse().unwrap());
+        assert_eq!(
+            resolve("127.0.0.1", 5, false).unwrap(),
+            "127.0.0.1:5".parse().unwrap()
+        );
+        assert!(resolve("127.0.0.1", 5, true).is_err());
+        assert_eq!(resolve("::1", 5, true).unwrap(), "[::1]:5".parse().unwrap());
+        assert_eq!(
+            resolve("[::1]", 5, true).unwrap(),
+            "[::1]:5".parse().unwrap()
+        );
+        assert!(resolve("", 5, false).is_err());
     }
 
     #[test]
     fn construction_does_no_io() {
-        let spec = NodeSpec {
-            url: "udp:192.0.2.1:1".into(),
-            transport: Transport::Udp,
-            address: "192.0.2.1:1".into(),
-            adv_address: None,
-            weight: 1,
-        };
-        let c = ControlClient::new(&spec, ClientOptions::default());
+        let c = ControlClient::new(&spec("udp:192.0.2.1:1"), ClientOptions::default());
         assert!(!c.is_connected());
         assert_eq!(c.wait_fd(), None);
         assert_eq!(c.poll_timeout(), None);
@@ -760,16 +804,12 @@ mod tests {
 
     #[test]
     fn rtpio_without_socket_is_unavailable() {
-        let spec = NodeSpec {
-            url: "rtp.io:auto".into(),
-            transport: Transport::RtpIo,
-            address: String::new(),
-            adv_address: None,
-            weight: 1,
-        };
-        let mut c = ControlClient::new(&spec, ClientOptions::default());
+        let mut c = ControlClient::new(&NodeSpec::rtpio_auto(), ClientOptions::default());
         let mut g = CookieGen::new(1, 2);
-        assert!(matches!(c.send(&mut g, &Command::version()), Err(TransportError::Unavailable(_))));
+        assert!(matches!(
+            c.send(&mut g, &Command::version()),
+            Err(TransportError::Unavailable(_))
+        ));
         // no cookie was used for a stream transport
         assert_eq!(g.peek_seq(), 0);
     }

@@ -32,19 +32,28 @@ impl Env {
     /// The environment, or `None` after printing a loud SKIPPED line.
     pub fn get(test: &str) -> Option<Self> {
         let Some(bin) = std::env::var_os("OPENSIPS_BIN").filter(|v| !v.is_empty()) else {
-            println!("SKIPPED {test}: OPENSIPS_BIN is not set (point it at an OpenSIPS 3.6.8 binary)");
+            println!(
+                "SKIPPED {test}: OPENSIPS_BIN is not set (point it at an OpenSIPS 3.6.8 binary)"
+            );
             return None;
         };
         let opensips = PathBuf::from(bin);
         let mpath = match std::env::var_os("OPENSIPS_MODULES") {
             Some(p) => PathBuf::from(p),
             None => {
-                let prefix = opensips.parent().and_then(Path::parent).unwrap_or(Path::new("/"));
-                ["lib64/opensips/modules", "lib/opensips/modules", "lib/x86_64-linux-gnu/opensips/modules"]
-                    .iter()
-                    .map(|d| prefix.join(d))
-                    .find(|d| d.join("tm.so").exists())
-                    .unwrap_or_else(|| prefix.join("lib64/opensips/modules"))
+                let prefix = opensips
+                    .parent()
+                    .and_then(Path::parent)
+                    .unwrap_or(Path::new("/"));
+                [
+                    "lib64/opensips/modules",
+                    "lib/opensips/modules",
+                    "lib/x86_64-linux-gnu/opensips/modules",
+                ]
+                .iter()
+                .map(|d| prefix.join(d))
+                .find(|d| d.join("tm.so").exists())
+                .unwrap_or_else(|| prefix.join("lib64/opensips/modules"))
             }
         };
         assert!(
@@ -54,7 +63,12 @@ impl Env {
         );
         let ours = our_module();
         let c_module = Some(mpath.join("rtpproxy.so")).filter(|p| p.exists());
-        Some(Self { opensips, mpath, ours, c_module })
+        Some(Self {
+            opensips,
+            mpath,
+            ours,
+            c_module,
+        })
     }
 
     pub fn module(&self, which: Impl) -> &Path {
@@ -70,7 +84,11 @@ pub fn our_module() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let so = dir.join("librtpproxy.so");
-    assert!(so.exists(), "{} not built (run cargo build first)", so.display());
+    assert!(
+        so.exists(),
+        "{} not built (run cargo build first)",
+        so.display()
+    );
     so
 }
 
@@ -124,7 +142,11 @@ loadmodule "{module}"
         fifo = fifo.display(),
         module = env.module(which).display(),
     );
-    let routes_default = if routes.is_empty() { "route { exit; }\n" } else { "" };
+    let routes_default = if routes.is_empty() {
+        "route { exit; }\n"
+    } else {
+        ""
+    };
     let text = format!("{text}{routes_default}");
     std::fs::write(&path, &text).unwrap();
     Cfg { text, fifo, path }
@@ -132,7 +154,12 @@ loadmodule "{module}"
 
 /// `opensips -c -f cfg`.
 pub fn check(env: &Env, cfg: &Cfg) -> Output {
-    Command::new(&env.opensips).arg("-c").arg("-f").arg(&cfg.path).output().unwrap()
+    Command::new(&env.opensips)
+        .arg("-c")
+        .arg("-f")
+        .arg(&cfg.path)
+        .output()
+        .unwrap()
 }
 
 /// A running OpenSIPS, killed on drop.
@@ -155,12 +182,19 @@ impl OpenSips {
             .stderr(Stdio::from(f))
             .spawn()
             .unwrap();
-        let mut me = Self { child: Some(child), log, fifo: cfg.fifo.clone() };
+        let mut me = Self {
+            child: Some(child),
+            log,
+            fifo: cfg.fifo.clone(),
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(st) = me.child.as_mut().unwrap().try_wait().unwrap() {
                 me.child = None;
-                return Err(format!("opensips exited at start-up ({st}):\n{}", me.log_text()));
+                return Err(format!(
+                    "opensips exited at start-up ({st}):\n{}",
+                    me.log_text()
+                ));
             }
             if me.fifo.exists() && me.mi("which", &[]).is_ok() {
                 return Ok(me);
@@ -198,7 +232,10 @@ impl OpenSips {
     /// Stops OpenSIPS with SIGTERM and returns its exit status and log.
     pub fn stop(mut self) -> (std::process::ExitStatus, String) {
         let mut child = self.child.take().unwrap();
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(st) = child.try_wait().unwrap() {
@@ -236,21 +273,32 @@ impl Relay {
             args.push("-s".into());
             args.push(s.clone());
         }
-        args.extend(["-l".into(), "127.0.0.1".into(), "-m".into(), port_range_low()]);
-        let mut child = if let Some(bin) = std::env::var_os("RTPPROXY_BIN").filter(|v| !v.is_empty()) {
-            let mut a = args.clone();
-            a.push("-f".into());
-            Command::new(bin).args(&a).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().ok()?
-        } else {
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/relay.py");
-            Command::new("python3")
-                .arg(script)
-                .args(&args)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .ok()?
-        };
+        args.extend([
+            "-l".into(),
+            "127.0.0.1".into(),
+            "-m".into(),
+            port_range_low(),
+        ]);
+        let mut child =
+            if let Some(bin) = std::env::var_os("RTPPROXY_BIN").filter(|v| !v.is_empty()) {
+                let mut a = args.clone();
+                a.push("-f".into());
+                Command::new(bin)
+                    .args(&a)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .ok()?
+            } else {
+                let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/relay.py");
+                Command::new("python3")
+                    .arg(script)
+                    .args(&args)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .ok()?
+            };
         if std::env::var_os("RTPPROXY_BIN").is_none() {
             let out = child.stdout.take().unwrap();
             let mut line = String::new();

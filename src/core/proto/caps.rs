@@ -82,7 +82,10 @@ impl Capabilities {
 
     /// Names of the present capabilities, in probe order.
     pub fn names(self) -> impl Iterator<Item = &'static str> {
-        OPTIONAL_CAPS.iter().filter(move |c| self.contains(c.cap)).map(|c| c.name)
+        OPTIONAL_CAPS
+            .iter()
+            .filter(move |c| self.contains(c.cap))
+            .map(|c| c.name)
     }
 }
 
@@ -112,16 +115,56 @@ pub struct OptionalCap {
 
 /// Optional capabilities in the order the C module probes them (`rtpp_test` in rtpproxy.c).
 pub const OPTIONAL_CAPS: [OptionalCap; 10] = [
-    OptionalCap { date: 20071116, cap: Capabilities::REPACK, name: "REPACK" },
-    OptionalCap { date: 20081102, cap: Capabilities::CODECS, name: "CODECS" },
-    OptionalCap { date: 20090810, cap: Capabilities::AUTOBRIDGE, name: "AUTOBRIDGE" },
-    OptionalCap { date: 20081224, cap: Capabilities::NOTIFY, name: "NOTIFY" },
-    OptionalCap { date: 20080403, cap: Capabilities::STATS, name: "STATS" },
-    OptionalCap { date: 20150617, cap: Capabilities::NOTIFY_WILD, name: "NOTIFY_WILD" },
-    OptionalCap { date: 20150420, cap: Capabilities::STATS_EXTRA, name: "STATS_EXTRA" },
-    OptionalCap { date: 20170313, cap: Capabilities::TTL_CHANGE, name: "TTL_CHANGE" },
-    OptionalCap { date: 20071218, cap: Capabilities::RECORD, name: "RECORD" },
-    OptionalCap { date: 20191015, cap: Capabilities::SUBCOMMAND, name: "SUBCOMMAND" },
+    OptionalCap {
+        date: 20071116,
+        cap: Capabilities::REPACK,
+        name: "REPACK",
+    },
+    OptionalCap {
+        date: 20081102,
+        cap: Capabilities::CODECS,
+        name: "CODECS",
+    },
+    OptionalCap {
+        date: 20090810,
+        cap: Capabilities::AUTOBRIDGE,
+        name: "AUTOBRIDGE",
+    },
+    OptionalCap {
+        date: 20081224,
+        cap: Capabilities::NOTIFY,
+        name: "NOTIFY",
+    },
+    OptionalCap {
+        date: 20080403,
+        cap: Capabilities::STATS,
+        name: "STATS",
+    },
+    OptionalCap {
+        date: 20150617,
+        cap: Capabilities::NOTIFY_WILD,
+        name: "NOTIFY_WILD",
+    },
+    OptionalCap {
+        date: 20150420,
+        cap: Capabilities::STATS_EXTRA,
+        name: "STATS_EXTRA",
+    },
+    OptionalCap {
+        date: 20170313,
+        cap: Capabilities::TTL_CHANGE,
+        name: "TTL_CHANGE",
+    },
+    OptionalCap {
+        date: 20071218,
+        cap: Capabilities::RECORD,
+        name: "RECORD",
+    },
+    OptionalCap {
+        date: 20191015,
+        cap: Capabilities::SUBCOMMAND,
+        name: "SUBCOMMAND",
+    },
 ];
 
 /// Why a probe declared the node unusable.
@@ -151,11 +194,17 @@ impl fmt::Display for ProbeFailure {
         match self {
             Self::VersionNoReply => f.write_str("no reply to the version query"),
             Self::UnsupportedVersion(v) => {
-                write!(f, "unsupported protocol version {v} (need {SUPPORTED_PROTOCOL_VERSION})")
+                write!(
+                    f,
+                    "unsupported protocol version {v} (need {SUPPORTED_PROTOCOL_VERSION})"
+                )
             }
             Self::RequiredFeatureNoReply => f.write_str("relay went down during the version query"),
             Self::RequiredFeatureMissing => {
-                write!(f, "required protocol feature {REQUIRED_FEATURE_DATE} not supported")
+                write!(
+                    f,
+                    "required protocol feature {REQUIRED_FEATURE_DATE} not supported"
+                )
             }
         }
     }
@@ -203,7 +252,12 @@ impl Default for Probe {
 impl Probe {
     /// A probe that has sent nothing yet.
     pub fn new() -> Self {
-        Self { step: Step::Version, caps: Capabilities::NONE, optional_failures: 0, outcome: None }
+        Self {
+            step: Step::Version,
+            caps: Capabilities::NONE,
+            optional_failures: 0,
+            outcome: None,
+        }
     }
 
     /// The command to send next, or `None` once the probe is finished.
@@ -274,7 +328,10 @@ impl Probe {
             let r = send(&cmd);
             p.handle_reply(r.as_deref());
         }
-        let out = p.outcome.clone().unwrap_or(ProbeOutcome::Failed(ProbeFailure::VersionNoReply));
+        let out = p
+            .outcome
+            .clone()
+            .unwrap_or(ProbeOutcome::Failed(ProbeFailure::VersionNoReply));
         (out, p.optional_failures)
     }
 
@@ -309,15 +366,29 @@ mod tests {
         // REPACK yes, CODECS yes, AUTOBRIDGE no, NOTIFY yes, STATS E1, NOTIFY_WILD yes,
         // STATS_EXTRA 0, TTL_CHANGE 0, RECORD yes, SUBCOMMAND yes
         replies.extend(
-            ["1", "1", "0", "1", "E1", "1", "0", "0", "1", "1"].iter().map(|s| Some(*s)),
+            ["1", "1", "0", "1", "E1", "1", "0", "0", "1", "1"]
+                .iter()
+                .map(|s| Some(*s)),
         );
         let (out, sent, fails) = script(&replies);
-        let sent: Vec<String> = sent.iter().map(|s| String::from_utf8(s.clone()).unwrap()).collect();
+        let sent: Vec<String> = sent
+            .iter()
+            .map(|s| String::from_utf8(s.clone()).unwrap())
+            .collect();
         assert_eq!(
             sent,
             [
-                "V", "VF 20050322", "VF 20071116", "VF 20081102", "VF 20090810", "VF 20081224",
-                "VF 20080403", "VF 20150617", "VF 20150420", "VF 20170313", "VF 20071218",
+                "V",
+                "VF 20050322",
+                "VF 20071116",
+                "VF 20081102",
+                "VF 20090810",
+                "VF 20081224",
+                "VF 20080403",
+                "VF 20150617",
+                "VF 20150420",
+                "VF 20170313",
+                "VF 20071218",
                 "VF 20191015"
             ]
         );
@@ -334,7 +405,10 @@ mod tests {
 
     #[test]
     fn failures() {
-        assert_eq!(script(&[None]).0, ProbeOutcome::Failed(ProbeFailure::VersionNoReply));
+        assert_eq!(
+            script(&[None]).0,
+            ProbeOutcome::Failed(ProbeFailure::VersionNoReply)
+        );
         assert_eq!(
             script(&[Some("E0\n")]).0,
             ProbeOutcome::Failed(ProbeFailure::UnsupportedVersion(0))
@@ -344,7 +418,10 @@ mod tests {
             ProbeOutcome::Failed(ProbeFailure::UnsupportedVersion(20040108))
         );
         let (out, sent, _) = script(&[Some("20040107"), None]);
-        assert_eq!(out, ProbeOutcome::Failed(ProbeFailure::RequiredFeatureNoReply));
+        assert_eq!(
+            out,
+            ProbeOutcome::Failed(ProbeFailure::RequiredFeatureNoReply)
+        );
         assert_eq!(sent.len(), 2);
         assert_eq!(
             script(&[Some("20040107"), Some("0")]).0,
@@ -368,7 +445,7 @@ mod tests {
     #[test]
     fn optional_transport_failures_do_not_fail_the_probe() {
         let mut replies = vec![Some("20040107"), Some("1"), None, Some("1")];
-        replies.extend(std::iter::repeat(None).take(8));
+        replies.extend(std::iter::repeat_n(None, 8));
         let (out, sent, fails) = script(&replies);
         assert_eq!(out, ProbeOutcome::Enabled(Capabilities::CODECS));
         assert_eq!(sent.len(), 12);
@@ -379,7 +456,10 @@ mod tests {
     fn capability_set_helpers() {
         let c = Capabilities::from_bits_truncate(u32::MAX);
         assert_eq!(c.names().count(), 10);
-        assert_eq!(format!("{:?}", Capabilities::STATS.union(Capabilities::REPACK)), "Capabilities(REPACK|STATS)");
+        assert_eq!(
+            format!("{:?}", Capabilities::STATS.union(Capabilities::REPACK)),
+            "Capabilities(REPACK|STATS)"
+        );
         assert!(Capabilities::NONE.is_empty());
         for (i, c) in OPTIONAL_CAPS.iter().enumerate() {
             assert_eq!(c.cap.bits(), 1 << i);

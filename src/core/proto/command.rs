@@ -62,10 +62,17 @@ pub fn check_word(kind: WordKind, word: &[u8]) -> Result<(), ProtoError> {
         return Err(ProtoError::EmptyWord { what: kind.name() });
     }
     if word.len() > MAX_WORD_LEN {
-        return Err(ProtoError::WordTooLong { what: kind.name(), len: word.len() });
+        return Err(ProtoError::WordTooLong {
+            what: kind.name(),
+            len: word.len(),
+        });
     }
     if let Some(offset) = word.iter().position(|&b| kind.forbids(b)) {
-        return Err(ProtoError::ForbiddenByte { what: kind.name(), byte: word[offset], offset });
+        return Err(ProtoError::ForbiddenByte {
+            what: kind.name(),
+            byte: word[offset],
+            offset,
+        });
     }
     Ok(())
 }
@@ -89,20 +96,28 @@ pub struct Command {
 impl Command {
     /// `V`: ask for the control protocol version (reply `20040107`).
     pub fn version() -> Self {
-        Self { bytes: b"V".to_vec() }
+        Self {
+            bytes: b"V".to_vec(),
+        }
     }
 
     /// `VF <date>`: ask whether the feature dated `date` (e.g. `20081224`) is supported
     /// (reply `1` or `0`).
     pub fn version_feature(date: u32) -> Self {
-        Self { bytes: format!("VF {date}").into_bytes() }
+        Self {
+            bytes: format!("VF {date}").into_bytes(),
+        }
     }
 
     /// `D <callid> <from-tag>[ <to-tag>]`: delete a session.
     ///
     /// An empty `to_tag` is the same as `None` (the C module omits the part when the To-tag is
     /// empty). No media index is appended and tags are never swapped.
-    pub fn delete(call_id: &[u8], from_tag: &[u8], to_tag: Option<&[u8]>) -> Result<Self, ProtoError> {
+    pub fn delete(
+        call_id: &[u8],
+        from_tag: &[u8],
+        to_tag: Option<&[u8]>,
+    ) -> Result<Self, ProtoError> {
         let mut b = Self::builder(b"D")?;
         b.call_id(call_id)?.tag(from_tag)?;
         if let Some(t) = to_tag.filter(|t| !t.is_empty()) {
@@ -114,7 +129,9 @@ impl Command {
     /// Starts a command whose first word is `head` (the command letter plus modifiers).
     pub fn builder(head: &[u8]) -> Result<CommandBuilder, ProtoError> {
         check_word(WordKind::Head, head)?;
-        Ok(CommandBuilder { bytes: head.to_vec() })
+        Ok(CommandBuilder {
+            bytes: head.to_vec(),
+        })
     }
 
     /// The command body bytes (no cookie, no newline).
@@ -169,7 +186,9 @@ impl CommandBuilder {
     fn push_raw(&mut self, parts: &[&[u8]]) -> Result<&mut Self, ProtoError> {
         let add: usize = parts.iter().map(|p| p.len()).sum();
         if self.bytes.len() + add > MAX_COMMAND_LEN {
-            return Err(ProtoError::CommandTooLong { len: self.bytes.len() + add });
+            return Err(ProtoError::CommandTooLong {
+                len: self.bytes.len() + add,
+            });
         }
         for p in parts {
             self.bytes.extend_from_slice(p);
@@ -207,7 +226,9 @@ impl CommandBuilder {
 
     /// The command built so far.
     pub fn finish(&self) -> Command {
-        Command { bytes: self.bytes.clone() }
+        Command {
+            bytes: self.bytes.clone(),
+        }
     }
 }
 
@@ -218,7 +239,10 @@ mod tests {
     #[test]
     fn fixed_commands() {
         assert_eq!(Command::version().as_bytes(), b"V");
-        assert_eq!(Command::version_feature(20081224).as_bytes(), b"VF 20081224");
+        assert_eq!(
+            Command::version_feature(20081224).as_bytes(),
+            b"VF 20081224"
+        );
         assert_eq!(Command::version().letter(), b'V');
     }
 
@@ -261,17 +285,39 @@ mod tests {
 
     #[test]
     fn words_that_would_inject_are_refused() {
-        for bad in [&b"a b"[..], b"a\tb", b"a\nb", b"a\rb", b"a;b", b"a\0b", b"a\x7fb", b"a\x0bb"] {
-            assert!(matches!(validate_call_id(bad), Err(ProtoError::ForbiddenByte { .. })), "{bad:?}");
+        for bad in [
+            &b"a b"[..],
+            b"a\tb",
+            b"a\nb",
+            b"a\rb",
+            b"a;b",
+            b"a\0b",
+            b"a\x7fb",
+            b"a\x0bb",
+        ] {
+            assert!(
+                matches!(validate_call_id(bad), Err(ProtoError::ForbiddenByte { .. })),
+                "{bad:?}"
+            );
             assert!(validate_tag(bad).is_err());
         }
         assert_eq!(
             validate_tag(b"ab;c"),
-            Err(ProtoError::ForbiddenByte { what: "tag", byte: b';', offset: 2 })
+            Err(ProtoError::ForbiddenByte {
+                what: "tag",
+                byte: b';',
+                offset: 2
+            })
         );
-        assert_eq!(validate_call_id(b""), Err(ProtoError::EmptyWord { what: "call-id" }));
+        assert_eq!(
+            validate_call_id(b""),
+            Err(ProtoError::EmptyWord { what: "call-id" })
+        );
         let long = vec![b'x'; MAX_WORD_LEN + 1];
-        assert!(matches!(validate_call_id(&long), Err(ProtoError::WordTooLong { .. })));
+        assert!(matches!(
+            validate_call_id(&long),
+            Err(ProtoError::WordTooLong { .. })
+        ));
         assert!(validate_call_id(&long[..MAX_WORD_LEN]).is_ok());
         // non-ASCII bytes are fine, `;` is fine in a generic argument only
         assert!(validate_call_id("ça-va@host".as_bytes()).is_ok());

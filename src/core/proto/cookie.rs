@@ -85,7 +85,11 @@ impl CookieGen {
 
     /// Like [`CookieGen::new`] but starting at sequence number `seq` (tests, restarts).
     pub fn with_seq(pid: u32, rand: u32, seq: u32) -> Self {
-        Self { pid, rand: rand % COOKIE_RAND_MODULUS, seq }
+        Self {
+            pid,
+            rand: rand % COOKIE_RAND_MODULUS,
+            seq,
+        }
     }
 
     /// The cookie for the next command; advances the sequence (wrapping at `u32::MAX`).

@@ -157,7 +157,9 @@ impl DatagramExchange {
                     self.transmit_due = true;
                 } else {
                     self.done = true;
-                    self.outcome = Some(Err(ExchangeError::Timeout { attempts: self.attempts }));
+                    self.outcome = Some(Err(ExchangeError::Timeout {
+                        attempts: self.attempts,
+                    }));
                 }
             }
             _ => {}
@@ -378,7 +380,10 @@ mod tests {
     fn retr_zero_fails_at_once() {
         let mut ex = udp(0);
         assert_eq!(ex.poll_transmit(Instant::now()), None);
-        assert_eq!(ex.poll_outcome(), Some(Err(ExchangeError::Timeout { attempts: 0 })));
+        assert_eq!(
+            ex.poll_outcome(),
+            Some(Err(ExchangeError::Timeout { attempts: 0 }))
+        );
     }
 
     #[test]
@@ -399,7 +404,7 @@ mod tests {
         let mut ex = udp(1);
         ex.poll_transmit(t0);
         let mut d = b"7_42_3 ".to_vec();
-        d.extend(std::iter::repeat(b'1').take(MAX_REPLY_LEN + 1));
+        d.extend(std::iter::repeat_n(b'1', MAX_REPLY_LEN + 1));
         assert!(ex.handle_datagram(t0, &d));
         assert_eq!(ex.poll_outcome(), Some(Err(ExchangeError::ReplyTooLong)));
     }
@@ -440,7 +445,10 @@ mod tests {
         ex.handle_timeout(t0 + T / 2);
         assert_eq!(ex.poll_outcome(), None);
         ex.handle_timeout(t0 + T);
-        assert_eq!(ex.poll_outcome(), Some(Err(ExchangeError::Timeout { attempts: 1 })));
+        assert_eq!(
+            ex.poll_outcome(),
+            Some(Err(ExchangeError::Timeout { attempts: 1 }))
+        );
     }
 
     #[test]

@@ -54,7 +54,10 @@ impl Reply {
         if body.is_empty() {
             return Err(ProtoError::EmptyReply);
         }
-        if let Some(pos) = body.iter().position(|&b| b.is_ascii_control() && b != b'\t') {
+        if let Some(pos) = body
+            .iter()
+            .position(|&b| b.is_ascii_control() && b != b'\t')
+        {
             return Err(malformed(body, &format!("control byte at offset {pos}")));
         }
         let text = std::str::from_utf8(body).map_err(|_| malformed(body, "not utf-8"))?;
@@ -91,8 +94,9 @@ impl Reply {
     /// The first token as a signed decimal number (replies of `D`, `Q`, `VF`…).
     pub fn number(&self) -> Result<i64, ProtoError> {
         let text = self.data()?;
-        let (_, n) = terminated(signed, alt((space1, nom::combinator::eof)))(text)
-            .map_err(|_: nom::Err<nom::error::Error<&str>>| malformed(text.as_bytes(), "not a number"))?;
+        let (_, n) = terminated(signed, alt((space1, nom::combinator::eof)))(text).map_err(
+            |_: nom::Err<nom::error::Error<&str>>| malformed(text.as_bytes(), "not a number"),
+        )?;
         Ok(n)
     }
 
@@ -121,13 +125,21 @@ impl Reply {
         let (_, (port, addr, marker)) = all_consuming(media_main)(main)
             .map_err(|_| malformed(text.as_bytes(), "bad media reply"))?;
         let addr = match addr {
-            Some(a) => Some(a.parse::<IpAddr>().map_err(|_| malformed(text.as_bytes(), "bad address"))?),
+            Some(a) => Some(
+                a.parse::<IpAddr>()
+                    .map_err(|_| malformed(text.as_bytes(), "bad address"))?,
+            ),
             None => None,
         };
         let subcommand_results = subs
             .map(|s| s.split("&&").map(|r| r.trim().to_owned()).collect())
             .unwrap_or_default();
-        Ok(MediaReply { port, addr, ipv6: marker == Some("6"), subcommand_results })
+        Ok(MediaReply {
+            port,
+            addr,
+            ipv6: marker == Some("6"),
+            subcommand_results,
+        })
     }
 
     fn data(&self) -> Result<&str, ProtoError> {
@@ -144,7 +156,11 @@ impl Reply {
 /// Used where the C module decides on `atoi` of the reply (version and capability checks), so
 /// that odd replies are judged the same way.
 pub fn atoi(bytes: &[u8]) -> i64 {
-    let mut it = bytes.iter().copied().skip_while(|b| b.is_ascii_whitespace()).peekable();
+    let mut it = bytes
+        .iter()
+        .copied()
+        .skip_while(|b| b.is_ascii_whitespace())
+        .peekable();
     let neg = match it.peek() {
         Some(b'-') => {
             it.next();
@@ -173,16 +189,27 @@ fn strip_newline(body: &[u8]) -> &[u8] {
 }
 
 fn malformed(body: &[u8], why: &str) -> ProtoError {
-    let shown: String = body.iter().take(64).flat_map(|b| b.escape_ascii()).map(char::from).collect();
+    let shown: String = body
+        .iter()
+        .take(64)
+        .flat_map(|b| b.escape_ascii())
+        .map(char::from)
+        .collect();
     ProtoError::MalformedReply(format!("{why}: \"{shown}\""))
 }
 
 fn error_reply(i: &str) -> IResult<&str, u32> {
-    preceded(tag("E"), terminated(map_res(digit1, str::parse::<u32>), space0))(i)
+    preceded(
+        tag("E"),
+        terminated(map_res(digit1, str::parse::<u32>), space0),
+    )(i)
 }
 
 fn signed(i: &str) -> IResult<&str, i64> {
-    map_res(recognize(pair(opt(alt((ch('-'), ch('+')))), digit1)), str::parse::<i64>)(i)
+    map_res(
+        recognize(pair(opt(alt((ch('-'), ch('+')))), digit1)),
+        str::parse::<i64>,
+    )(i)
 }
 
 type MediaMain<'a> = (u16, Option<&'a str>, Option<&'a str>);
@@ -228,7 +255,10 @@ mod tests {
         assert!(matches!(p("E"), Err(ProtoError::MalformedReply(_))));
         assert!(matches!(p("Ex1"), Err(ProtoError::MalformedReply(_))));
         assert!(matches!(p("E1 2"), Err(ProtoError::MalformedReply(_))));
-        assert!(matches!(p("E99999999999"), Err(ProtoError::MalformedReply(_))));
+        assert!(matches!(
+            p("E99999999999"),
+            Err(ProtoError::MalformedReply(_))
+        ));
         assert_eq!(p("E8").unwrap().media(), Err(ProtoError::ErrorReply(8)));
     }
 
@@ -239,7 +269,10 @@ mod tests {
         assert_eq!(m.addr, Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2))));
         assert!(!m.ipv6);
         let m = p("40000 2001:db8::1 6\n").unwrap().media().unwrap();
-        assert_eq!(m.addr, Some(IpAddr::V6("2001:db8::1".parse::<Ipv6Addr>().unwrap())));
+        assert_eq!(
+            m.addr,
+            Some(IpAddr::V6("2001:db8::1".parse::<Ipv6Addr>().unwrap()))
+        );
         assert!(m.ipv6);
         let m = p("0\n").unwrap().media().unwrap();
         assert_eq!((m.port, m.addr, m.ipv6), (0, None, false));
@@ -258,7 +291,10 @@ mod tests {
         assert!(Reply::parse(b"\xff\xfe").is_err());
         assert!(Reply::parse(b"1\n2\n").is_err());
         assert!(Reply::parse(b"a\0b").is_err());
-        assert!(matches!(Reply::parse(&[b'1'; MAX_REPLY_LEN + 1]), Err(ProtoError::ReplyTooLong { .. })));
+        assert!(matches!(
+            Reply::parse(&[b'1'; MAX_REPLY_LEN + 1]),
+            Err(ProtoError::ReplyTooLong { .. })
+        ));
         // every short byte string either parses or errors
         for a in 0u8..=255 {
             for b in [b'0', b' ', b'E', b'\n', 0xc3, a] {

@@ -1,0 +1,207 @@
+//! The control plane as every process uses it: per-process clients and cookies, node choice
+//! over the shared health table, failure marking, and the background prober process.
+//!
+//! SIP workers never probe a disabled node: a node that fails is marked disabled in shm at
+//! once, for every process, and only the prober (a process of ours) brings it back.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+
+use crate::core::config::SetId;
+use crate::core::proto::caps::{Capabilities, ProbeOutcome};
+use crate::core::proto::command::Command;
+use crate::core::proto::cookie::CookieGen;
+use crate::core::proto::reply::Reply;
+use crate::core::select::{self, NodeHealth};
+use crate::io::transport::{ClientOptions, ControlClient, TransportError};
+
+use super::events;
+use super::state::{self, ModuleState, NodeView, SetView};
+
+/// Per-process control state, rebuilt when the process id changes (after a fork).
+struct Control {
+    pid: u32,
+    cookies: CookieGen,
+    clients: Vec<Option<ControlClient>>,
+}
+
+static CONTROL: Mutex<Option<Control>> = Mutex::new(None);
+
+fn options(st: &ModuleState) -> ClientOptions {
+    ClientOptions {
+        timeout: Duration::from_millis(u64::from(st.config.timeout_ms)),
+        retr: st.config.retr.max(0) as u32,
+    }
+}
+
+fn with_control<R>(f: impl FnOnce(&mut Control) -> R) -> R {
+    let pid = std::process::id();
+    let mut guard = CONTROL.lock().unwrap_or_else(|p| p.into_inner());
+    if guard.as_ref().is_none_or(|c| c.pid != pid) {
+        let seed = u64::from(pid)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+        let rand = rand::rngs::SmallRng::seed_from_u64(seed).gen_range(0..10_000);
+        *guard = Some(Control {
+            pid,
+            cookies: CookieGen::new(pid, rand),
+            clients: Vec::new(),
+        });
+    }
+    f(guard.as_mut().expect("initialised above"))
+}
+
+/// OpenSIPS seconds-since-start clock.
+pub(crate) fn now() -> u32 {
+    // SAFETY: `get_ticks` only reads the core's tick counter.
+    unsafe { (super::api::api().get_ticks)() }
+}
+
+/// Sends one command to `node` with the configured timeouts. A transport failure disables
+/// the node for every process (and raises `E_RTPPROXY_STATUS inactive` on the change).
+pub(crate) fn send(
+    st: &ModuleState,
+    node: &NodeView,
+    cmd: &Command,
+) -> Result<Reply, TransportError> {
+    let opts = options(st);
+    let r = with_control(|c| {
+        if c.clients.len() <= node.index {
+            c.clients.resize_with(node.index + 1, || None);
+        }
+        let client =
+            c.clients[node.index].get_or_insert_with(|| ControlClient::new(&node.spec, opts));
+        client.send(&mut c.cookies, cmd)
+    });
+    if let Err(e) = &r {
+        node_failed(st, node, &format!("{} failed: {e}", cmd.letter() as char));
+    }
+    r
+}
+
+/// Marks `node` failed for every process.
+pub(crate) fn node_failed(st: &ModuleState, node: &NodeView, why: &str) {
+    let Some(slot) = st.slot(node) else { return };
+    let now = now();
+    let (before, after) = slot.update(|h| h.on_transport_failure(now, st.config.disable_tout));
+    if before.disabled != after.disabled {
+        tracing::error!(
+            "RTPProxy {} disabled: {why}; re-probed after {}s by the prober",
+            node.spec.url,
+            st.config.disable_tout
+        );
+        events::raise_status(&st.events, &node.spec.url, false);
+    } else {
+        tracing::warn!("RTPProxy {}: {why}", node.spec.url);
+    }
+}
+
+/// The set to use: `set` if given, else `default_set`.
+pub(crate) fn find_set(st: &ModuleState, set: Option<SetId>) -> Option<&SetView> {
+    let id = set.unwrap_or(st.config.default_set);
+    st.sets.iter().find(|s| s.id == id)
+}
+
+/// Chooses the node of `set` for `call_id` (same node as the C module for the same Call-ID
+/// while the same nodes are enabled). Never does I/O.
+pub(crate) fn select<'a>(
+    st: &ModuleState,
+    set: &'a SetView,
+    call_id: &[u8],
+) -> Option<&'a NodeView> {
+    let table: Vec<(u32, bool)> = set
+        .nodes
+        .iter()
+        .map(|n| {
+            (
+                n.spec.weight,
+                st.slot(n).is_some_and(|s| s.health().is_enabled()),
+            )
+        })
+        .collect();
+    select::select_node(&table, call_id).map(|i| &set.nodes[i])
+}
+
+/// Capabilities of a node; probes it first from this process if nobody has yet (the start-up
+/// window before the prober's first round).
+pub(crate) fn capabilities(st: &ModuleState, node: &NodeView) -> Capabilities {
+    let Some(slot) = st.slot(node) else {
+        return Capabilities::NONE;
+    };
+    if !slot.probed() {
+        probe_node(st, node);
+    }
+    slot.capabilities()
+}
+
+/// Probes one node (`V` and the `VF` list) and records the result for every process.
+pub(crate) fn probe_node(st: &ModuleState, node: &NodeView) {
+    let Some(slot) = st.slot(node) else { return };
+    let opts = options(st);
+    let (outcome, _) = with_control(|c| {
+        if c.clients.len() <= node.index {
+            c.clients.resize_with(node.index + 1, || None);
+        }
+        let client =
+            c.clients[node.index].get_or_insert_with(|| ControlClient::new(&node.spec, opts));
+        client.probe(&mut c.cookies)
+    });
+    let now = now();
+    match outcome {
+        ProbeOutcome::Enabled(caps) => {
+            let first = slot.mark_probed(caps);
+            let (before, after) = slot.update(NodeHealth::on_probe_success);
+            if first || before.disabled != after.disabled {
+                if !after.disabled {
+                    tracing::info!(
+                        "RTPProxy {} is active (capabilities: {})",
+                        node.spec.url,
+                        caps.names().collect::<Vec<_>>().join(",")
+                    );
+                }
+                events::raise_status(&st.events, &node.spec.url, !after.disabled);
+            }
+        }
+        ProbeOutcome::Failed(why) => {
+            let first = slot.mark_probed(Capabilities::NONE);
+            let (before, after) = slot.update(|h| h.on_probe_failure(now, st.config.disable_tout));
+            if first || before.disabled != after.disabled {
+                tracing::error!(
+                    "RTPProxy {} is unavailable ({why}); re-probed every {}s",
+                    node.spec.url,
+                    st.config.disable_tout
+                );
+                events::raise_status(&st.events, &node.spec.url, false);
+            }
+        }
+    }
+}
+
+/// One round of the prober: every node never probed, and every disabled node whose recheck
+/// time has come.
+fn prober_round(st: &ModuleState) {
+    let now = now();
+    for node in st.sets.iter().flat_map(|s| s.nodes.iter()) {
+        let Some(slot) = st.slot(node) else { continue };
+        if !slot.probed() || slot.health().is_due_for_recheck(now) {
+            probe_node(st, node);
+        }
+    }
+}
+
+/// Body of the prober process: never returns.
+pub(crate) fn run_prober() {
+    let Some(st) = state::get() else {
+        tracing::error!("prober started without module state");
+        return;
+    };
+    tracing::info!("RTPProxy prober started");
+    loop {
+        prober_round(st);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
