@@ -5,5 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod offer;
 pub mod proto;
+pub mod sdp;
 pub mod select;

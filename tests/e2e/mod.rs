@@ -266,58 +266,42 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Starts `RTPPROXY_BIN` if set, else the engine of PyPI `rtp.io`; `None` if neither exists.
+    /// Starts `RTPPROXY_BIN` if set, else the engine of PyPI `rtp.io` (through the launcher
+    /// the I/O tests use); `None` if neither exists.
     pub fn start(sockets: &[String]) -> Option<Self> {
-        let mut args: Vec<String> = vec!["-F".into()];
-        for s in sockets {
-            args.push("-s".into());
-            args.push(s.clone());
-        }
-        args.extend([
-            "-l".into(),
-            "127.0.0.1".into(),
-            "-m".into(),
-            port_range_low(),
-        ]);
-        let mut child =
-            if let Some(bin) = std::env::var_os("RTPPROXY_BIN").filter(|v| !v.is_empty()) {
-                let mut a = args.clone();
-                a.push("-f".into());
-                Command::new(bin)
-                    .args(&a)
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .ok()?
-            } else {
-                let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/relay.py");
-                Command::new("python3")
-                    .arg(script)
-                    .args(&args)
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .ok()?
-            };
-        if std::env::var_os("RTPPROXY_BIN").is_none() {
-            let out = child.stdout.take().unwrap();
-            let mut line = String::new();
-            BufReader::new(out).read_line(&mut line).ok()?;
-            if !line.starts_with("READY") {
-                let _ = child.kill();
-                let _ = child.wait();
-                println!("relay did not start: {line}");
-                return None;
+        if let Some(bin) = std::env::var_os("RTPPROXY_BIN").filter(|v| !v.is_empty()) {
+            let mut cmd = Command::new(bin);
+            cmd.args(["-f", "-F", "-l", "127.0.0.1"]);
+            let pid = std::env::temp_dir().join(format!("rtpp-e2e-{}.pid", port()));
+            cmd.arg("-p").arg(pid);
+            for s in sockets {
+                cmd.arg("-s").arg(s);
             }
-        } else {
-            std::thread::sleep(Duration::from_millis(500));
+            let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+            let child = child.spawn().ok()?;
+            std::thread::sleep(Duration::from_millis(300));
+            return Some(Self { child });
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/rtpio_engine.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(sockets)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let out = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(out).read_line(&mut line).ok()?;
+        if !line.starts_with("READY") {
+            let _ = child.kill();
+            let _ = child.wait();
+            println!("relay did not start: {line}");
+            return None;
         }
         Some(Self { child })
     }
-}
-
-fn port_range_low() -> String {
-    (30000 + (std::process::id() % 1000) * 20).to_string()
 }
 
 impl Drop for Relay {

@@ -47,12 +47,12 @@ impl Span {
 
     /// One past the last byte.
     pub const fn end(self) -> usize {
-        self.offset + self.len
+        self.offset.saturating_add(self.len)
     }
 
     /// As a `Range` for slicing.
     pub const fn range(self) -> Range<usize> {
-        self.offset..self.offset + self.len
+        self.offset..self.end()
     }
 
     /// The bytes of `body` this span covers; empty when the span is out of range.

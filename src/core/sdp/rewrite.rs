@@ -94,7 +94,9 @@ impl<'s, 'a> Rewriter<'s, 'a> {
     /// 1. the `m=` port;
     /// 2. the value of the first `a=rtcp:` of the section → `<port+1> IN IP4|IP6 <address>`;
     /// 3. the media-level `c=`, or else the session-level `c=` (once per session);
-    /// 4. with `session_connection`: the session-level `c=` (once per session);
+    /// 4. with `session_connection`: the session-level `c=` (once per session), unless the
+    ///    replacement is a null (hold) address — then a later stream of the session does it
+    ///    (C writes the null address there, putting every stream that uses it on hold);
     /// 5. with `origin`: the `o=` address (once per session; on hold it becomes the null
     ///    address, as in C).
     ///
@@ -133,9 +135,13 @@ impl<'s, 'a> Rewriter<'s, 'a> {
             None => None,
         };
         let touches_session_conn = media.connection.is_none() && !self.session_conn_done[s];
+        // A stream on hold (null replacement) does not lend its null address to the
+        // session-level c= under flag `c`: other streams may rely on that line.
+        let holding = is_null_address(&answer.address, answer.family);
         let extra_session_conn: Option<Address> = match session.connection {
             Some(c)
                 if self.opts.session_connection
+                    && !holding
                     && !touches_session_conn
                     && !self.session_conn_done[s] =>
             {
@@ -164,7 +170,10 @@ impl<'s, 'a> Rewriter<'s, 'a> {
             v.extend_from_slice(&answer.address);
             push_if_changed(&mut new, body, rtcp, v);
         }
-        for addr in [main_conn, extra_session_conn, origin].into_iter().flatten() {
+        for addr in [main_conn, extra_session_conn, origin]
+            .into_iter()
+            .flatten()
+        {
             alter_address(&mut new, body, addr, &answer.address, answer.family);
         }
 
@@ -196,7 +205,11 @@ impl<'s, 'a> Rewriter<'s, 'a> {
 }
 
 fn check_address(addr: &[u8]) -> Result<(), SdpError> {
-    if addr.is_empty() || addr.iter().any(|&b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+    if addr.is_empty()
+        || addr
+            .iter()
+            .any(|&b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
         Err(SdpError::BadReplacementAddress)
     } else {
         Ok(())
@@ -307,7 +320,12 @@ mod tests {
         }
     }
 
-    fn rewrite(body: &[u8], opts: RewriteOptions, answers: &[MediaAnswer], marker: bool) -> Vec<u8> {
+    fn rewrite(
+        body: &[u8],
+        opts: RewriteOptions,
+        answers: &[MediaAnswer],
+        marker: bool,
+    ) -> Vec<u8> {
         let sdp = scan(body).unwrap();
         let mut r = Rewriter::new(&sdp, opts);
         for a in answers {
@@ -323,7 +341,12 @@ mod tests {
 
     #[test]
     fn session_c_port_and_marker() {
-        let out = rewrite(SIPP, RewriteOptions::default(), &[answer(0, 35000, "10.0.0.2", Family::Ipv4)], true);
+        let out = rewrite(
+            SIPP,
+            RewriteOptions::default(),
+            &[answer(0, 35000, "10.0.0.2", Family::Ipv4)],
+            true,
+        );
         assert_eq!(
             out,
             b"v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.1.1\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio 35000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=nortpproxy:yes\r\n"
@@ -336,7 +359,12 @@ mod tests {
             session_connection: false,
             origin: true,
         };
-        let out = rewrite(SIPP, opts, &[answer(0, 35000, "2001:db8::2", Family::Ipv6)], false);
+        let out = rewrite(
+            SIPP,
+            opts,
+            &[answer(0, 35000, "2001:db8::2", Family::Ipv6)],
+            false,
+        );
         assert_eq!(
             out,
             b"v=0\r\no=user1 53655765 2353687637 IN IP6 2001:db8::2\r\ns=-\r\nc=IN IP6 2001:db8::2\r\nt=0 0\r\nm=audio 35000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
@@ -346,11 +374,36 @@ mod tests {
     #[test]
     fn hold_is_kept() {
         let body = b"v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nc=IN IP4 0.0.0.0\r\nm=audio 4000 RTP/AVP 0\r\na=rtcp:4001\r\n";
-        let out = rewrite(body, RewriteOptions::default(), &[answer(0, 5000, "0.0.0.0", Family::Ipv4)], false);
+        let out = rewrite(
+            body,
+            RewriteOptions::default(),
+            &[answer(0, 5000, "0.0.0.0", Family::Ipv4)],
+            false,
+        );
         assert_eq!(
             out,
             b"v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nc=IN IP4 0.0.0.0\r\nm=audio 5000 RTP/AVP 0\r\na=rtcp:5001 IN IP4 0.0.0.0\r\n"
         );
+    }
+
+    #[test]
+    fn hold_stream_does_not_null_the_session_c_under_flag_c() {
+        // stream 1 is on hold with its own c=; stream 2 relies on the session c=
+        let body = b"v=0\r\no=- 1 1 IN IP4 1.0.0.1\r\nc=IN IP4 1.0.0.1\r\nm=audio 1 RTP/AVP 0\r\nc=IN IP4 0.0.0.0\r\nm=audio 2 RTP/AVP 0\r\n";
+        let opts = RewriteOptions {
+            session_connection: true,
+            origin: false,
+        };
+        let answers = [
+            answer(0, 3000, "0.0.0.0", Family::Ipv4),
+            answer(1, 3002, "10.0.0.2", Family::Ipv4),
+        ];
+        let once = rewrite(body, opts, &answers, false);
+        assert_eq!(
+            once,
+            b"v=0\r\no=- 1 1 IN IP4 1.0.0.1\r\nc=IN IP4 10.0.0.2\r\nm=audio 3000 RTP/AVP 0\r\nc=IN IP4 0.0.0.0\r\nm=audio 3002 RTP/AVP 0\r\n"
+        );
+        assert_eq!(rewrite(&once, opts, &answers, false), once);
     }
 
     #[test]
@@ -372,11 +425,23 @@ mod tests {
     fn errors_add_nothing() {
         let sdp = scan(SIPP).unwrap();
         let mut r = Rewriter::new(&sdp, RewriteOptions::default());
-        assert_eq!(r.add_media(&answer(1, 1, "1.1.1.1", Family::Ipv4)), Err(SdpError::NotProxied { media: 1 }));
-        assert_eq!(r.add_media(&answer(0, 1, "1.1 .1", Family::Ipv4)), Err(SdpError::BadReplacementAddress));
-        assert_eq!(r.add_media(&answer(0, 1, "", Family::Ipv4)), Err(SdpError::BadReplacementAddress));
+        assert_eq!(
+            r.add_media(&answer(1, 1, "1.1.1.1", Family::Ipv4)),
+            Err(SdpError::NotProxied { media: 1 })
+        );
+        assert_eq!(
+            r.add_media(&answer(0, 1, "1.1 .1", Family::Ipv4)),
+            Err(SdpError::BadReplacementAddress)
+        );
+        assert_eq!(
+            r.add_media(&answer(0, 1, "", Family::Ipv4)),
+            Err(SdpError::BadReplacementAddress)
+        );
         r.add_media(&answer(0, 1, "1.1.1.1", Family::Ipv4)).unwrap();
-        assert_eq!(r.add_media(&answer(0, 1, "1.1.1.1", Family::Ipv4)), Err(SdpError::DuplicateAnswer { media: 0 }));
+        assert_eq!(
+            r.add_media(&answer(0, 1, "1.1.1.1", Family::Ipv4)),
+            Err(SdpError::DuplicateAnswer { media: 0 })
+        );
         assert_eq!(r.finish().unwrap().len(), 2);
     }
 

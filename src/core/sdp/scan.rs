@@ -92,9 +92,7 @@ pub fn scan(body: &[u8]) -> Result<Sdp<'_>, SdpError> {
         let m_rel: Vec<usize> = (o_pos + 1..s_lines.len())
             .filter(|&i| starts(&s_lines[i], b"m="))
             .collect();
-        let first_m = *m_rel
-            .first()
-            .ok_or(SdpError::NoMedia { offset: s_start })?;
+        let first_m = *m_rel.first().ok_or(SdpError::NoMedia { offset: s_start })?;
         let origin = address_line(body, s_lines[o_pos]);
         let s_conn = s_lines[o_pos + 1..first_m]
             .iter()
@@ -265,7 +263,8 @@ fn media_line(body: &[u8], line: Line) -> Result<MediaParts, SdpError> {
         offset: line.start,
         what,
     };
-    let at = |rest: &[u8], tok: &[u8]| Span::new(base + value.len() - rest.len() - tok.len(), tok.len());
+    let at =
+        |rest: &[u8], tok: &[u8]| Span::new(base + value.len() - rest.len() - tok.len(), tok.len());
     let no_port = |_| bad("no port");
     let (r, _) = blanks0(value).map_err(no_port)?;
     let (r, media_type) = token(r).map_err(no_port)?;
@@ -355,8 +354,14 @@ mod tests {
     fn errors() {
         assert_eq!(scan(b""), Err(SdpError::NoSession));
         assert_eq!(scan(b" \r\n x=0"), Err(SdpError::NoSession));
-        assert!(matches!(scan(b"v=0\r\nm=audio 1 RTP/AVP 0\r\n"), Err(SdpError::NoOrigin { .. })));
-        assert!(matches!(scan(b"v=0\r\no=- 1 1 IN IP4 1.1.1.1\r\n"), Err(SdpError::NoMedia { .. })));
+        assert!(matches!(
+            scan(b"v=0\r\nm=audio 1 RTP/AVP 0\r\n"),
+            Err(SdpError::NoOrigin { .. })
+        ));
+        assert!(matches!(
+            scan(b"v=0\r\no=- 1 1 IN IP4 1.1.1.1\r\n"),
+            Err(SdpError::NoMedia { .. })
+        ));
         assert!(matches!(
             scan(b"v=0\r\no=- 1 1 IN IP4 1.1.1.1\r\nm=audio 1 RTP/AVP 0\r\n"),
             Err(SdpError::NoConnection { .. })
@@ -365,10 +370,18 @@ mod tests {
             scan(b"v=0\r\no=- 1 1 IN IP4 1.1.1.1\r\nc=IN IP4\r\nm=audio 1 RTP/AVP 0\r\n"),
             Err(SdpError::BadAddressLine { .. })
         ));
-        for bad in [&b"m=audio"[..], b"m=audio 1", b"m=audio 1 RTP/AVP", b"m=audio 1 RTP/AVP  "] {
+        for bad in [
+            &b"m=audio"[..],
+            b"m=audio 1",
+            b"m=audio 1 RTP/AVP",
+            b"m=audio 1 RTP/AVP  ",
+        ] {
             let mut b = b"v=0\r\no=- 1 1 IN IP4 1.1.1.1\r\nc=IN IP4 1.1.1.1\r\n".to_vec();
             b.extend_from_slice(bad);
-            assert!(matches!(scan(&b), Err(SdpError::BadMediaLine { .. })), "{bad:?}");
+            assert!(
+                matches!(scan(&b), Err(SdpError::BadMediaLine { .. })),
+                "{bad:?}"
+            );
         }
         // unsupported protocol: payloads not required, but the port/proto still are
         let b = b"v=0\r\no=- 1 1 IN IP4 1.1.1.1\r\nc=IN IP4 1.1.1.1\r\nm=message 1 TCP/MSRP\r\n";
@@ -390,7 +403,10 @@ mod tests {
     fn marker_at_line_start_only() {
         assert!(has_marker(b"a=nortpproxy:yes\r\n", b"a=nortpproxy:yes"));
         assert!(has_marker(b"v=0\ra=nortpproxy:yesno", b"a=nortpproxy:yes"));
-        assert!(!has_marker(b"v=0\r\n a=nortpproxy:yes", b"a=nortpproxy:yes"));
+        assert!(!has_marker(
+            b"v=0\r\n a=nortpproxy:yes",
+            b"a=nortpproxy:yes"
+        ));
         assert!(!has_marker(b"x", b""));
         assert!(!has_marker(b"", b"a"));
     }
