@@ -14,15 +14,23 @@ use rtpproxy::core::proto::cookie::CookieGen;
 use rtpproxy::io::transport::{ClientOptions, ControlClient};
 
 fn main() {
-    let sock = std::env::args().nth(1).unwrap_or_else(|| "udp:127.0.0.1:22222".into());
+    let sock = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "udp:127.0.0.1:22222".into());
     let (set, nodes) = match parse_sock_value(&sock, 0) {
         Ok(Some(v)) => v,
         Ok(None) => return eprintln!("no node in {sock:?}"),
         Err(e) => return eprintln!("bad rtpproxy_sock {sock:?}: {e}"),
     };
     let node = &nodes[0];
-    println!("set {set}, node {} ({:?}, weight {})", node.url, node.transport, node.weight);
-    let opts = ClientOptions { timeout: Duration::from_millis(500), retr: 3 };
+    println!(
+        "set {set}, node {} ({:?}, weight {})",
+        node.url, node.transport, node.weight
+    );
+    let opts = ClientOptions {
+        timeout: Duration::from_millis(500),
+        retr: 3,
+    };
     let mut client = ControlClient::new(node, opts);
     let mut cookies = CookieGen::new(std::process::id(), 4242);
 
@@ -37,7 +45,11 @@ fn main() {
     let mut answer = Command::builder(b"Lc0,8,101").expect("head");
     answer.call_id(call_id.as_bytes()).unwrap();
     answer.arg(b"192.0.2.20").unwrap().arg(b"5000").unwrap();
-    answer.indexed_tag(b"caller-tag", 1).unwrap().indexed_tag(b"callee-tag", 1).unwrap();
+    answer
+        .indexed_tag(b"caller-tag", 1)
+        .unwrap()
+        .indexed_tag(b"callee-tag", 1)
+        .unwrap();
     let delete = Command::delete(call_id.as_bytes(), b"caller-tag", Some(b"callee-tag")).unwrap();
 
     for cmd in [offer.finish(), answer.finish(), delete] {

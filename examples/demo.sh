@@ -8,16 +8,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --examples
+cargo build --release --lib --examples
 so=target/release/librtpproxy.so
 echo "built $so ($(stat -c %s "$so") bytes); exported symbols: $(nm -D --defined-only "$so" | awk '{print $3}' | tr '\n' ' ')"
 
 python3 -c 'import rtp.io' 2>/dev/null || python3 -m pip install -q rtp.io
 port=$((20000 + RANDOM % 20000))
 work=$(mktemp -d)
-cleanup() { kill "${os_pid:-}" "${relay_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() {
+    kill "${os_pid:-}" "${relay_pid:-}" 2>/dev/null || true
+    wait "${os_pid:-}" "${relay_pid:-}" 2>/dev/null || true
+    rm -rf "$work"
+}
 trap cleanup EXIT
-sleep 3600 | python3 tests/support/rtpio_engine.py "udp:127.0.0.1:$port" > "$work/relay.out" 2>"$work/relay.log" &
+RTPIO_ENGINE_FOREVER=1 python3 tests/support/rtpio_engine.py "udp:127.0.0.1:$port" > "$work/relay.out" 2>"$work/relay.log" &
 relay_pid=$!
 for _ in $(seq 50); do grep -q READY "$work/relay.out" 2>/dev/null && break; sleep 0.1; done
 echo "RTPProxy engine (rtp.io) listening on udp:127.0.0.1:$port"
@@ -41,6 +45,7 @@ loadmodule "proto_udp.so"
 loadmodule "tm.so"
 loadmodule "sl.so"
 loadmodule "rr.so"
+loadmodule "sipmsgops.so"
 loadmodule "mi_fifo.so"
 modparam("mi_fifo", "fifo_name", "$work/fifo")
 loadmodule "$PWD/$so"
@@ -61,6 +66,7 @@ CFG
 "$bin" -F -f "$work/opensips.cfg" > "$work/opensips.log" 2>&1 &
 os_pid=$!
 for _ in $(seq 100); do [ -p "$work/fifo" ] && break; sleep 0.1; done
+if [ ! -p "$work/fifo" ]; then echo "OpenSIPS did not start:"; tail -20 "$work/opensips.log"; exit 1; fi
 sleep 1
 echo "OpenSIPS $("$bin" -V | head -1) running with our module; opensips-cli -x mi rtpproxy_show:"
 opensips-cli -o "fifo_file=$work/fifo" -x mi rtpproxy_show

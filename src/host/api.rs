@@ -83,6 +83,10 @@ core_api! {
         evi_free_params: unsafe extern "C" fn(*mut evi_params_t),
         parse_headers_aux: unsafe extern "C" fn(*mut sip_msg, u64, c_int, c_int) -> c_int,
         parse_from_header: unsafe extern "C" fn(*mut sip_msg) -> c_int,
+        parse_sip_body: unsafe extern "C" fn(*mut sip_msg) -> c_int,
+        del_lump: unsafe extern "C" fn(*mut sip_msg, c_uint, c_uint, c_int) -> *mut c_void,
+        anchor_lump: unsafe extern "C" fn(*mut sip_msg, c_uint, c_int) -> *mut c_void,
+        insert_new_lump_after: unsafe extern "C" fn(*mut c_void, *mut c_char, c_uint, c_int) -> *mut c_void,
         pv_get_spec_value: unsafe extern "C" fn(*mut sip_msg, *mut pv_spec_t, *mut pv_value_t) -> c_int,
         pv_set_value: unsafe extern "C" fn(*mut sip_msg, *mut pv_spec_t, c_int, *mut pv_value_t) -> c_int,
     }

@@ -83,6 +83,27 @@ pub(crate) fn send(
     r
 }
 
+/// Like [`send`], but gives the raw reply body (`None` after a transport failure, which has
+/// disabled the node).
+pub(crate) fn send_raw(st: &ModuleState, node: &NodeView, cmd: &Command) -> Option<Vec<u8>> {
+    let opts = options(st);
+    let r = with_control(|c| {
+        if c.clients.len() <= node.index {
+            c.clients.resize_with(node.index + 1, || None);
+        }
+        let client =
+            c.clients[node.index].get_or_insert_with(|| ControlClient::new(&node.spec, opts));
+        client.send_raw(&mut c.cookies, cmd)
+    });
+    match r {
+        Ok(body) => Some(body),
+        Err(e) => {
+            node_failed(st, node, &format!("{} failed: {e}", cmd.letter() as char));
+            None
+        }
+    }
+}
+
 /// Marks `node` failed for every process.
 pub(crate) fn node_failed(st: &ModuleState, node: &NodeView, why: &str) {
     let Some(slot) = st.slot(node) else { return };

@@ -9,6 +9,7 @@ use super::mi::{self, Json};
 use super::state::{self, ModuleState, NodeView, SetView};
 use super::sys::{self, mi_response_t};
 use super::{control, cstr, events, functions, guard, log, shared};
+use crate::core::offer::Direction;
 use crate::core::select::MiEnable;
 
 // ---- modparams -----------------------------------------------------------------------------
@@ -222,11 +223,42 @@ pub(crate) unsafe extern "C" fn rtpproxy_unforce_f(
     })
 }
 
+macro_rules! offer_answer_fn {
+    ($f:ident, $name:literal, $dir:expr) => {
+        /// Script function of the same name (spec §4).
+        pub(crate) unsafe extern "C" fn $f(
+            msg: *mut sys::sip_msg,
+            p1: *mut c_void,
+            p2: *mut c_void,
+            p3: *mut c_void,
+            p4: *mut c_void,
+            p5: *mut c_void,
+            p6: *mut c_void,
+            _p7: *mut c_void,
+            _p8: *mut c_void,
+        ) -> c_int {
+            guard::call($name, -1, || {
+                let p = functions::OfferParams {
+                    flags: p1,
+                    ip: p2,
+                    set: p3,
+                    sock_var: p4,
+                    ret_var: p5,
+                    body_var: p6,
+                };
+                // SAFETY: the arguments are those OpenSIPS passed for this call.
+                guard::script_code($name, unsafe { functions::offer_answer(msg, &p, $dir) })
+            })
+        }
+    };
+}
+
+offer_answer_fn!(rtpproxy_offer_f, "rtpproxy_offer", Direction::Offer);
+offer_answer_fn!(rtpproxy_answer_f, "rtpproxy_answer", Direction::Answer);
+
 script_fn_pending! {
     rtpproxy_engage_f => "rtpproxy_engage",
     rtpproxy_start_recording_f => "rtpproxy_start_recording",
-    rtpproxy_offer_f => "rtpproxy_offer",
-    rtpproxy_answer_f => "rtpproxy_answer",
     rtpproxy_stream2uac_f => "rtpproxy_stream2uac",
     rtpproxy_stream2uas_f => "rtpproxy_stream2uas",
     rtpproxy_stop_stream2uac_f => "rtpproxy_stop_stream2uac",

@@ -3,11 +3,16 @@
 
 use std::ffi::{c_int, c_void};
 
+use crate::core::offer::{
+    truncate_script_param, Direction, Flags, NodeInfo, OfferAnswer, OfferAnswerInput,
+    OfferAnswerOutcome, PacketInfo, ReplyOutcome, RetryReason, SipMessage,
+};
 use crate::core::proto::command::Command;
+use crate::core::sdp::SdpEdit;
 use crate::Error;
 
 use super::control;
-use super::msg::{self, Msg};
+use super::msg::{self, Bodies, Msg, MsgKind};
 use super::state;
 use super::sys::sip_msg;
 
@@ -62,4 +67,241 @@ pub(crate) unsafe fn unforce(
     // disabled the node for everybody.
     let _ = control::send(st, node, &cmd);
     Ok(1)
+}
+
+/// A `CMD_PARAM_STR` parameter, copied; `None` when omitted.
+///
+/// # Safety
+/// `p` must be NULL or the `str*` the host passed for that parameter.
+unsafe fn opt_str(p: *mut c_void) -> Option<Vec<u8>> {
+    // SAFETY: per the contract.
+    (!p.is_null()).then(|| unsafe { super::cstr::str_bytes(p.cast()) }.to_vec())
+}
+
+/// The last message whose SDP this process rewrote (pid, message id, buffer address), so that
+/// a second call on the same message does not splice the same bytes twice.
+static LAST_REWRITTEN: std::sync::Mutex<Option<(u32, u32, usize)>> = std::sync::Mutex::new(None);
+
+/// Parameters of `rtpproxy_offer` / `rtpproxy_answer`, as the host passed them.
+pub(crate) struct OfferParams {
+    pub(crate) flags: *mut c_void,
+    pub(crate) ip: *mut c_void,
+    pub(crate) set: *mut c_void,
+    pub(crate) sock_var: *mut c_void,
+    pub(crate) ret_var: *mut c_void,
+    pub(crate) body_var: *mut c_void,
+}
+
+/// `rtpproxy_offer(...)` / `rtpproxy_answer(...)` (spec §4).
+///
+/// # Safety
+/// `msg` and the parameters are those of the script-function call.
+pub(crate) unsafe fn offer_answer(
+    msg: *mut sip_msg,
+    p: &OfferParams,
+    direction: Direction,
+) -> Result<i32, Error> {
+    // SAFETY: per the contract.
+    let Some(m) = (unsafe { Msg::from_ptr(msg) }) else {
+        return Err(err("no SIP message to take the SDP, Call-ID and tags from"));
+    };
+    let st = state::get().ok_or_else(|| err("module not initialized"))?;
+    // SAFETY: per the contract, for each parameter.
+    let (flags_raw, ip, set_id) = unsafe { (opt_str(p.flags), opt_str(p.ip), opt_int(p.set)) };
+    let flags = Flags::parse_script_param(flags_raw.as_deref().unwrap_or(b""))
+        .map_err(|e| err(format!("bad flags: {e}")))?;
+    for w in flags.warnings() {
+        tracing::warn!("{w}");
+    }
+    let ip = ip.map(|v| String::from_utf8_lossy(truncate_script_param(&v)).into_owned());
+    let call_id = m
+        .call_id()
+        .ok_or_else(|| err("no Call-ID in the message"))?;
+    let from_tag = m.ftag().ok_or_else(|| err("no From-tag in the message"))?;
+    let to_tag = m.ttag().unwrap_or_default();
+    let set = control::find_set(st, set_id).ok_or_else(|| {
+        err(format!(
+            "cannot find RTPProxy set {}",
+            set_id.unwrap_or(st.config.default_set)
+        ))
+    })?;
+    let src = m.source_ip().map(msg::opensips_ip_text).unwrap_or_default();
+    let local = m.local_ip().map(msg::opensips_ip_text).unwrap_or_default();
+    let packet = PacketInfo {
+        source_ip: &src,
+        local_ip: &local,
+    };
+    let message = match m.kind() {
+        Some(MsgKind::Reply) => SipMessage::Reply(packet),
+        _ => SipMessage::Request(packet),
+    };
+    let marker = st.config.marker.as_deref().unwrap_or("").as_bytes();
+
+    let run = |body: &[u8]| -> Result<OfferAnswerOutcome, Error> {
+        let mut input = OfferAnswerInput::new(
+            body, &flags, &call_id, &from_tag, &to_tag, message, direction,
+        );
+        input.ip_address = ip.as_deref().filter(|s| !s.is_empty());
+        input.marker = marker;
+        input.notify_socket = st.config.notify.as_ref();
+        let mut oa = OfferAnswer::new(input).map_err(|e| err(e.to_string()))?;
+        if flags.notify {
+            tracing::warn!(
+                "flag n: timeout notifications need the dialog integration, which is not \
+                 implemented yet; no notification is requested"
+            );
+        }
+        // SAFETY: `sock_var` is NULL or the variable parameter of this call.
+        let set_sock = |url: &str| unsafe { msg::set_var_str(msg, p.sock_var, url.as_bytes()) };
+        while oa.current_stream().is_some() {
+            let mut tries = 0;
+            let mut node = control::select(st, set, &call_id)
+                .ok_or_else(|| err(format!("no available proxies in set {}", set.id)))?;
+            loop {
+                tries += 1;
+                set_sock(&node.spec.url);
+                let caps = control::capabilities(st, node);
+                let info = NodeInfo {
+                    caps,
+                    advertised: node.spec.adv_address.as_deref(),
+                };
+                let cmd = oa.build_command(info).map_err(|e| err(e.to_string()))?;
+                let reply = control::send_raw(st, node, &cmd);
+                match oa
+                    .handle_reply(reply.as_deref())
+                    .map_err(|e| err(e.to_string()))?
+                {
+                    ReplyOutcome::Done(_) => break,
+                    ReplyOutcome::Retry(why) => {
+                        if let RetryReason::RelayError(code) = why {
+                            control::node_failed(st, node, &format!("answered E{code}"));
+                        }
+                        if tries > set.nodes.len() {
+                            return Err(err("every node of the set failed"));
+                        }
+                        node = control::select(st, set, &call_id).ok_or_else(|| {
+                            err(format!("no available proxies left in set {}", set.id))
+                        })?;
+                        tracing::info!("failing over to RTPProxy {}", node.spec.url);
+                    }
+                }
+            }
+        }
+        oa.finish().map_err(|e| err(e.to_string()))
+    };
+
+    let set_ret = |out: &OfferAnswerOutcome| {
+        if let Some(v) = out.ret_var() {
+            // SAFETY: `ret_var` is NULL or the variable parameter of this call.
+            unsafe { msg::set_var_str(msg, p.ret_var, v) };
+        }
+    };
+
+    if !p.body_var.is_null() {
+        // SAFETY: `body_var` is the variable parameter of this call.
+        let body = unsafe { msg::get_var_str(msg, p.body_var) }
+            .ok_or_else(|| err("body_var does not hold a string"))?;
+        let out = run(&body)?;
+        set_ret(&out);
+        let new_body = out.apply(&body).map_err(|e| err(e.to_string()))?;
+        // SAFETY: as above.
+        return if unsafe { msg::set_var_str(msg, p.body_var, &new_body) } {
+            Ok(1)
+        } else {
+            Err(err("cannot write body_var"))
+        };
+    }
+
+    let parts = match m.sdp_parts() {
+        Bodies::NoBody => return Err(err("the message has no body")),
+        Bodies::NoSdp => return Ok(1),
+        Bodies::Sdp(parts) => parts,
+    };
+    let me = (std::process::id(), m.identity().0, m.identity().1);
+    {
+        let last = LAST_REWRITTEN.lock().unwrap_or_else(|e| e.into_inner());
+        if *last == Some(me) {
+            tracing::warn!(
+                "the SDP of this message was already rewritten by an earlier rtpproxy call; \
+                 not rewriting it twice"
+            );
+            return Ok(1);
+        }
+    }
+    let mut outcomes = Vec::with_capacity(parts.len());
+    for part in &parts {
+        outcomes.push(run(&part.bytes)?);
+    }
+    for (part, out) in parts.iter().zip(&outcomes) {
+        set_ret(out);
+        if flags.keep_body {
+            continue;
+        }
+        for (offset, len, bytes) in lump_plan(&out.edits, part.offset, m.len(), m.last_byte()) {
+            m.splice(offset, len, &bytes).map_err(err)?;
+        }
+    }
+    *LAST_REWRITTEN.lock().unwrap_or_else(|e| e.into_inner()) = Some(me);
+    Ok(1)
+}
+
+/// Turns SDP edits of a part starting at `base` into message splices. OpenSIPS ignores an
+/// insertion anchored at the very end of the message buffer, so an insertion there (the
+/// marker after the last CRLF) is folded into the edit that ends there, or becomes a
+/// replacement of the message's last byte (`last_byte`) by itself plus the insertion.
+fn lump_plan(
+    edits: &[SdpEdit],
+    base: usize,
+    msg_len: usize,
+    last_byte: u8,
+) -> Vec<(usize, usize, Vec<u8>)> {
+    let mut plan: Vec<(usize, usize, Vec<u8>)> = Vec::with_capacity(edits.len());
+    for e in edits {
+        let offset = base + e.offset;
+        if e.len == 0 && offset == msg_len && msg_len > 0 {
+            match plan.last_mut() {
+                Some(prev) if prev.0 + prev.1 == msg_len && prev.1 > 0 => {
+                    prev.2.extend_from_slice(&e.replacement);
+                }
+                _ => plan.push((msg_len - 1, 1, [&[last_byte][..], &e.replacement].concat())),
+            }
+        } else {
+            plan.push((offset, e.len, e.replacement.clone()));
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edit(offset: usize, len: usize, r: &[u8]) -> SdpEdit {
+        SdpEdit {
+            offset,
+            len,
+            replacement: r.to_vec(),
+        }
+    }
+
+    #[test]
+    fn insertion_at_the_end_replaces_the_last_byte() {
+        let plan = lump_plan(&[edit(2, 3, b"x"), edit(10, 0, b"m\r\n")], 100, 110, b'\n');
+        assert_eq!(
+            plan,
+            vec![(102, 3, b"x".to_vec()), (109, 1, b"\nm\r\n".to_vec())]
+        );
+    }
+
+    #[test]
+    fn insertion_at_the_end_joins_an_edit_ending_there() {
+        let plan = lump_plan(&[edit(8, 2, b"yy"), edit(10, 0, b"m")], 100, 110, b'z');
+        assert_eq!(plan, vec![(108, 2, b"yym".to_vec())]);
+    }
+
+    #[test]
+    fn other_insertions_stay_anchors() {
+        let plan = lump_plan(&[edit(5, 0, b"m")], 100, 110, b'z');
+        assert_eq!(plan, vec![(105, 0, b"m".to_vec())]);
+    }
 }

@@ -202,3 +202,196 @@ pub(crate) unsafe fn set_var_str(msg: *mut sip_msg, spec: *mut c_void, value: &[
     // SAFETY: per the contract; the core copies the string during the call (EQ_T assignment).
     unsafe { (api().pv_set_value)(msg, spec, sys::EQ_T as c_int, &mut v) >= 0 }
 }
+
+/// Offsets used for bodies and lumps.
+mod body_off {
+    pub(super) const ID: usize = 0;
+    pub(super) const BODY: usize = 472;
+    pub(super) const BUF: usize = 608;
+    pub(super) const LEN: usize = 616;
+    /// `struct sip_msg_body`: the first `struct body_part` is embedded at 40.
+    pub(super) const FIRST_PART: usize = 40;
+    /// `struct body_part`: mime int, flags u32, body str, next pointer.
+    pub(super) const PART_MIME: usize = 0;
+    pub(super) const PART_FLAGS: usize = 24;
+    pub(super) const PART_BODY: usize = 32;
+    pub(super) const PART_NEXT: usize = 112;
+}
+
+const HDR_EOH_F: u64 = u64::MAX;
+/// `(TYPE_APPLICATION << 16) + SUBTYPE_SDP`.
+const MIME_APPLICATION_SDP: c_int = (3 << 16) + 3;
+const PART_FLAG_NEW_OR_DELETED: u32 = 0b11;
+
+/// One `application/sdp` part received with the message: its bytes and where they start in
+/// the message buffer.
+pub(crate) struct SdpPart {
+    pub(crate) offset: usize,
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// The outcome of looking for SDP in a message.
+pub(crate) enum Bodies {
+    /// The message has no body (or it cannot be parsed).
+    NoBody,
+    /// A body without any SDP part.
+    NoSdp,
+    /// The SDP parts, in order.
+    Sdp(Vec<SdpPart>),
+}
+
+impl Msg {
+    /// The per-process message id (with the buffer address, identifies one message).
+    pub(crate) fn identity(self) -> (u32, usize) {
+        // SAFETY: `id` is an unsigned int at 0 and `buf` a pointer at 608.
+        unsafe {
+            (
+                self.field::<u32>(body_off::ID),
+                self.field::<usize>(body_off::BUF),
+            )
+        }
+    }
+
+    /// Length of the received message buffer.
+    pub(crate) fn len(self) -> usize {
+        // SAFETY: `len` is an unsigned int at 616.
+        unsafe { self.field::<u32>(body_off::LEN) as usize }
+    }
+
+    /// The last byte of the received message buffer (0 for an empty one).
+    pub(crate) fn last_byte(self) -> u8 {
+        let len = self.len();
+        if len == 0 {
+            return 0;
+        }
+        // SAFETY: `buf` points at `len` readable bytes for the call.
+        unsafe { *self.field::<*const u8>(body_off::BUF).add(len - 1) }
+    }
+
+    /// Every `application/sdp` part received with the message (spec §4.10).
+    pub(crate) fn sdp_parts(self) -> Bodies {
+        if !self.parse(HDR_EOH_F) {
+            return Bodies::NoBody;
+        }
+        // SAFETY: `parse_sip_body` fills `msg->body`; the parts it lists point into the
+        // message buffer (received parts) and stay valid for the call.
+        unsafe {
+            if (api().parse_sip_body)(self.ptr) < 0 {
+                return Bodies::NoBody;
+            }
+            let body = self.field::<*mut u8>(body_off::BODY);
+            if body.is_null() {
+                return Bodies::NoBody;
+            }
+            let buf = self.field::<*const u8>(body_off::BUF);
+            let len = self.field::<u32>(body_off::LEN) as usize;
+            let mut parts = Vec::new();
+            let mut part = body.add(body_off::FIRST_PART);
+            while !part.is_null() {
+                let mime = part
+                    .add(body_off::PART_MIME)
+                    .cast::<c_int>()
+                    .read_unaligned();
+                let flags = part
+                    .add(body_off::PART_FLAGS)
+                    .cast::<u32>()
+                    .read_unaligned();
+                let bytes = cstr::str_bytes(part.add(body_off::PART_BODY).cast::<host_str>());
+                let start = bytes.as_ptr() as usize;
+                let inside = start >= buf as usize && start + bytes.len() <= buf as usize + len;
+                if mime == MIME_APPLICATION_SDP
+                    && flags & PART_FLAG_NEW_OR_DELETED == 0
+                    && !bytes.is_empty()
+                    && inside
+                {
+                    parts.push(SdpPart {
+                        offset: start - buf as usize,
+                        bytes: bytes.to_vec(),
+                    });
+                }
+                part = part
+                    .add(body_off::PART_NEXT)
+                    .cast::<*mut u8>()
+                    .read_unaligned();
+            }
+            if parts.is_empty() {
+                Bodies::NoSdp
+            } else {
+                Bodies::Sdp(parts)
+            }
+        }
+    }
+
+    /// Replaces `len` bytes at `offset` of the message buffer with `with` (a deletion plus an
+    /// insertion lump; `len == 0` is a pure insertion). Content-Length follows automatically.
+    pub(crate) fn splice(self, offset: usize, len: usize, with: &[u8]) -> Result<(), String> {
+        // SAFETY: reading the message length field.
+        let total = unsafe { self.field::<u32>(body_off::LEN) } as usize;
+        if offset.checked_add(len).is_none_or(|end| end > total) {
+            return Err(format!(
+                "edit {offset}+{len} outside the message ({total} bytes)"
+            ));
+        }
+        let a = api();
+        // SAFETY: the range is inside the buffer (checked above: `del_lump` aborts otherwise);
+        // headers were parsed to EOH by `sdp_parts`, so the lumps go to the body list.
+        let anchor = unsafe {
+            if len == 0 {
+                (a.anchor_lump)(self.ptr, offset as u32, 0)
+            } else {
+                (a.del_lump)(self.ptr, offset as u32, len as u32, 0)
+            }
+        };
+        if anchor.is_null() {
+            return Err("cannot create a lump".into());
+        }
+        if with.is_empty() {
+            return Ok(());
+        }
+        let copy = super::mem::pkg_copy(with).ok_or("out of pkg memory")?;
+        // SAFETY: `anchor` is a live lump of this message; on success the lump owns `copy`.
+        let l = unsafe { (a.insert_new_lump_after)(anchor, copy, with.len() as u32, 0) };
+        if l.is_null() {
+            // SAFETY: the lump did not take the copy, so it is still ours to free.
+            unsafe { super::mem::pkg_free(copy.cast()) };
+            return Err("cannot insert a lump".into());
+        }
+        Ok(())
+    }
+}
+
+/// Reads a string variable (`body_var`); `None` when it is not a string.
+///
+/// # Safety
+/// `spec` must be a `pv_spec_t*` the host passed for a variable parameter of this call.
+pub(crate) unsafe fn get_var_str(msg: *mut sip_msg, spec: *mut c_void) -> Option<Vec<u8>> {
+    let mut v = pv_value_t {
+        rs: cstr::borrowed_str(b""),
+        ri: 0,
+        flags: 0,
+    };
+    // SAFETY: per the contract; the value may live in a static buffer, so it is copied at once.
+    unsafe {
+        if (api().pv_get_spec_value)(msg, spec.cast::<pv_spec_t>(), &mut v) != 0 {
+            return None;
+        }
+        if v.flags & sys::PV_VAL_STR as c_int == 0 {
+            return None;
+        }
+        Some(cstr::str_bytes(&v.rs).to_vec())
+    }
+}
+
+/// An address in OpenSIPS' own text form (`ip_addr2a`): IPv4 dotted; IPv6 as 8 upper-case
+/// groups without leading zeros and without `::` compression.
+pub(crate) fn opensips_ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => v6
+            .segments()
+            .iter()
+            .map(|g| format!("{g:X}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+    }
+}

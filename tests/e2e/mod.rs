@@ -277,7 +277,10 @@ impl Relay {
             for s in sockets {
                 cmd.arg("-s").arg(s);
             }
-            let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+            let child = cmd
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
             let child = child.spawn().ok()?;
             std::thread::sleep(Duration::from_millis(300));
             return Some(Self { child });
@@ -314,4 +317,62 @@ impl Drop for Relay {
 /// Parses opensips-cli's JSON output.
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Sends `I` (info) to a UDP control socket and returns the `active sessions` count.
+pub fn relay_active_sessions(control: &str) -> Option<u64> {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+    sock.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    sock.send_to(b"e2e_1 I", control).ok()?;
+    let mut buf = [0u8; 2048];
+    let n = sock.recv(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]);
+    text.lines()
+        .find_map(|l| l.split("active sessions:").nth(1))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Runs sipp with `args` (in `dir`) and returns its exit status and output.
+pub fn sipp(dir: &Path, args: &[String]) -> Option<Output> {
+    Command::new("sipp")
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .ok()
+}
+
+/// A sipp process in the background (killed on drop).
+pub struct Sipp {
+    pub child: Child,
+}
+
+impl Sipp {
+    pub fn spawn(dir: &Path, args: &[String]) -> Option<Self> {
+        let child = Command::new("sipp")
+            .current_dir(dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(Self { child })
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether `sipp` is installed; prints a SKIPPED line when it is not.
+pub fn have_sipp(test: &str) -> bool {
+    let ok = Command::new("sipp").arg("-v").output().is_ok();
+    if !ok {
+        println!("SKIPPED {test}: sipp is not installed (Debian package sip-tester)");
+    }
+    ok
 }

@@ -6,10 +6,13 @@ Usage: rtpio_engine.py SOCKET [SOCKET ...]
   udp6:::1:40002, unix:/tmp/x.sock, cunix:/tmp/y.sock.
 
 Prints READY on stdout once the engine object exists, then serves until stdin is closed
+(or, with RTPIO_ENGINE_FOREVER=1 in the environment, until it is killed)
 (the test harness holds the pipe and closes it, or kills this process, when done).
 Exit status 2 means rtp.io is not importable; 3 means the engine refused the arguments.
 """
+import os
 import sys
+import time
 
 try:
     from rtp.io import rtpproxy
@@ -30,6 +33,9 @@ def main() -> int:
         return 3
     print("READY", flush=True)
     try:
+        if os.environ.get("RTPIO_ENGINE_FOREVER"):
+            while True:
+                time.sleep(3600)
         sys.stdin.read()
     except KeyboardInterrupt:
         pass
