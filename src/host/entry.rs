@@ -9,7 +9,6 @@ use super::mi::{self, Json};
 use super::state::{self, ModuleState, NodeView, SetView};
 use super::sys::{self, mi_response_t};
 use super::{control, cstr, events, functions, guard, log, shared};
-use crate::core::offer::Direction;
 use crate::core::select::MiEnable;
 
 // ---- modparams -----------------------------------------------------------------------------
@@ -81,7 +80,13 @@ modparam_fn! {
 pub(crate) unsafe extern "C" fn mod_preinit() -> c_int {
     guard::call("mod_preinit", -1, || {
         log::install();
-        0
+        match super::media::preinit() {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!("{e}");
+                -1
+            }
+        }
     })
 }
 
@@ -159,6 +164,9 @@ fn init() -> Result<(), String> {
             }
         }
     }
+    super::exports::use_notify_process(config.notify.is_some());
+    super::dialog::mod_init(&config)?;
+    super::media::mod_init(&config)?;
     state::install(ModuleState {
         config,
         sets,
@@ -172,7 +180,13 @@ fn init() -> Result<(), String> {
 pub(crate) unsafe extern "C" fn child_init(rank: c_int) -> c_int {
     guard::call("child_init", -1, || {
         tracing::debug!("child_init({rank})");
-        0
+        match super::dialog::child_init(rank) {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!("{e}");
+                -1
+            }
+        }
     })
 }
 
@@ -185,87 +199,41 @@ pub(crate) unsafe extern "C" fn mod_destroy() {
 
 // ---- script functions ----------------------------------------------------------------------
 
-fn not_implemented(name: &str) -> c_int {
-    tracing::error!("{name}() is not implemented yet in this module; the call fails");
-    -1
-}
+/// The eight `void*` parameters of a script function, as OpenSIPS passes them.
+pub(crate) type Params = [*mut c_void; 8];
 
-macro_rules! script_fn_pending {
-    ($($f:ident => $name:literal),* $(,)?) => {$(
-        /// Script function of the same name (not implemented yet: logs and fails).
+/// Writes an entry point that hands the message and parameters to a safe(r) body that returns
+/// `Result<i32, Error>`; the guard maps it to the script code.
+macro_rules! script_fn {
+    ($($f:ident => $name:literal => $body:path),* $(,)?) => {$(
+        /// Script function of the same name.
         pub(crate) unsafe extern "C" fn $f(
-            _msg: *mut sys::sip_msg,
-            _p1: *mut c_void, _p2: *mut c_void, _p3: *mut c_void, _p4: *mut c_void,
-            _p5: *mut c_void, _p6: *mut c_void, _p7: *mut c_void, _p8: *mut c_void,
+            msg: *mut sys::sip_msg,
+            p1: *mut c_void, p2: *mut c_void, p3: *mut c_void, p4: *mut c_void,
+            p5: *mut c_void, p6: *mut c_void, p7: *mut c_void, p8: *mut c_void,
         ) -> c_int {
-            guard::call($name, -1, || not_implemented($name))
+            guard::call($name, -1, || {
+                let params: Params = [p1, p2, p3, p4, p5, p6, p7, p8];
+                // SAFETY: `msg` and `params` are exactly what OpenSIPS passed for this call.
+                guard::script_code($name, unsafe { $body(msg, &params) })
+            })
         }
     )*};
 }
 
-/// `rtpproxy_unforce([set_id], [sock_var])`.
-pub(crate) unsafe extern "C" fn rtpproxy_unforce_f(
-    msg: *mut sys::sip_msg,
-    p1: *mut c_void,
-    p2: *mut c_void,
-    _p3: *mut c_void,
-    _p4: *mut c_void,
-    _p5: *mut c_void,
-    _p6: *mut c_void,
-    _p7: *mut c_void,
-    _p8: *mut c_void,
-) -> c_int {
-    guard::call("rtpproxy_unforce", -1, || {
-        // SAFETY: the arguments are those OpenSIPS passed for this call.
-        guard::script_code("rtpproxy_unforce", unsafe {
-            functions::unforce(msg, p1, p2)
-        })
-    })
-}
-
-macro_rules! offer_answer_fn {
-    ($f:ident, $name:literal, $dir:expr) => {
-        /// Script function of the same name (spec §4).
-        pub(crate) unsafe extern "C" fn $f(
-            msg: *mut sys::sip_msg,
-            p1: *mut c_void,
-            p2: *mut c_void,
-            p3: *mut c_void,
-            p4: *mut c_void,
-            p5: *mut c_void,
-            p6: *mut c_void,
-            _p7: *mut c_void,
-            _p8: *mut c_void,
-        ) -> c_int {
-            guard::call($name, -1, || {
-                let p = functions::OfferParams {
-                    flags: p1,
-                    ip: p2,
-                    set: p3,
-                    sock_var: p4,
-                    ret_var: p5,
-                    body_var: p6,
-                };
-                // SAFETY: the arguments are those OpenSIPS passed for this call.
-                guard::script_code($name, unsafe { functions::offer_answer(msg, &p, $dir) })
-            })
-        }
-    };
-}
-
-offer_answer_fn!(rtpproxy_offer_f, "rtpproxy_offer", Direction::Offer);
-offer_answer_fn!(rtpproxy_answer_f, "rtpproxy_answer", Direction::Answer);
-
-script_fn_pending! {
-    rtpproxy_engage_f => "rtpproxy_engage",
-    rtpproxy_start_recording_f => "rtpproxy_start_recording",
-    rtpproxy_stream2uac_f => "rtpproxy_stream2uac",
-    rtpproxy_stream2uas_f => "rtpproxy_stream2uas",
-    rtpproxy_stop_stream2uac_f => "rtpproxy_stop_stream2uac",
-    rtpproxy_stop_stream2uas_f => "rtpproxy_stop_stream2uas",
-    rtpproxy_stats_f => "rtpproxy_stats",
-    rtpproxy_all_stats_f => "rtpproxy_all_stats",
-    load_rtpproxy_f => "load_rtpproxy",
+script_fn! {
+    rtpproxy_unforce_f => "rtpproxy_unforce" => functions::unforce,
+    rtpproxy_offer_f => "rtpproxy_offer" => functions::offer,
+    rtpproxy_answer_f => "rtpproxy_answer" => functions::answer,
+    rtpproxy_engage_f => "rtpproxy_engage" => super::dialog::engage,
+    rtpproxy_start_recording_f => "rtpproxy_start_recording" => super::media::start_recording,
+    rtpproxy_stream2uac_f => "rtpproxy_stream2uac" => super::media::stream2uac,
+    rtpproxy_stream2uas_f => "rtpproxy_stream2uas" => super::media::stream2uas,
+    rtpproxy_stop_stream2uac_f => "rtpproxy_stop_stream2uac" => super::media::stop_stream2uac,
+    rtpproxy_stop_stream2uas_f => "rtpproxy_stop_stream2uas" => super::media::stop_stream2uas,
+    rtpproxy_stats_f => "rtpproxy_stats" => super::media::stats,
+    rtpproxy_all_stats_f => "rtpproxy_all_stats" => super::media::all_stats,
+    load_rtpproxy_f => "load_rtpproxy" => super::media::load_rtpproxy,
 }
 
 // ---- MI ------------------------------------------------------------------------------------
@@ -418,6 +386,13 @@ pub(crate) unsafe extern "C" fn mi_reload_rtpproxies(
 /// Per-process init of the MI command `rtpproxy_reload`.
 pub(crate) unsafe extern "C" fn mi_child_init() -> c_int {
     guard::call("mi_child_init", -1, || 0)
+}
+
+/// Body of the notification listener process (`procs`, only when `rtpp_notify_socket` is set).
+pub(crate) unsafe extern "C" fn notify_process(no: c_int) {
+    guard::call("notification listener", (), || {
+        super::dialog::notify_process(no)
+    })
 }
 
 /// Body of the prober process (`procs`); OpenSIPS exits the process if it returns.

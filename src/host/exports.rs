@@ -327,26 +327,60 @@ pub(crate) static DEPS: HostTable<sys::dep_export_rtpproxy_t> =
         ],
     });
 
-/// Extra processes: the background prober that re-enables failed nodes (and probes every
-/// node once at start-up), so that no SIP worker ever waits for a recheck.
-pub(crate) static PROCS: HostTable<[sys::proc_export_t; 2]> = HostTable([
+const fn process(
+    name: &'static CStr,
+    f: unsafe extern "C" fn(i32),
+    flags: u32,
+) -> sys::proc_export_t {
     sys::proc_export_ {
-        name: cname(c"RTPProxy prober"),
+        name: cname(name),
         pre_fork_function: None,
         post_fork_function: None,
-        function: Some(entry::prober_process),
+        function: Some(f),
         no: 1,
-        flags: 0,
-    },
-    sys::proc_export_ {
-        name: std::ptr::null(),
-        pre_fork_function: None,
-        post_fork_function: None,
-        function: None,
-        no: 0,
-        flags: 0,
-    },
+        flags,
+    }
+}
+
+const NO_PROCESS: sys::proc_export_t = sys::proc_export_ {
+    name: std::ptr::null(),
+    pre_fork_function: None,
+    post_fork_function: None,
+    function: None,
+    no: 0,
+    flags: 0,
+};
+
+/// The background prober that probes every node once at start-up and re-enables failed
+/// nodes, so that no SIP worker ever waits for a recheck.
+const PROBER: sys::proc_export_t = process(c"RTPProxy prober", entry::prober_process, 0);
+
+/// Extra processes without a notification socket: the prober only.
+pub(crate) static PROCS: HostTable<[sys::proc_export_t; 2]> = HostTable([PROBER, NO_PROCESS]);
+
+/// Extra processes with `rtpp_notify_socket`: the prober and the notification receiver (with
+/// child init, IPC and script access, as the C module declares it).
+pub(crate) static PROCS_WITH_NOTIFY: HostTable<[sys::proc_export_t; 3]> = HostTable([
+    PROBER,
+    process(
+        c"RTPP notification receiver",
+        entry::notify_process,
+        sys::PROC_FLAG_INITCHILD | sys::PROC_FLAG_HAS_IPC | sys::PROC_FLAG_NEEDS_SCRIPT,
+    ),
+    NO_PROCESS,
 ]);
+
+/// Selects the process table; `mod_init` calls this before fork, when the config is known.
+pub(crate) fn use_notify_process(enabled: bool) {
+    let table: *const sys::proc_export_t = if enabled {
+        PROCS_WITH_NOTIFY.0.as_ptr()
+    } else {
+        PROCS.0.as_ptr()
+    };
+    // SAFETY: `mod_init` runs in the main process before fork, single-threaded; OpenSIPS
+    // reads `procs` only after every mod_init has returned (ABI spec §2.1).
+    unsafe { exports.procs = table };
+}
 
 /// The module descriptor. `ver_info.scm` is overwritten with the core's own values by
 /// [`copy_core_scm`] while `dlopen()` runs, before OpenSIPS checks it.

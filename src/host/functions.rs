@@ -12,6 +12,7 @@ use crate::core::sdp::SdpEdit;
 use crate::Error;
 
 use super::control;
+use super::entry::Params;
 use super::msg::{self, Bodies, Msg, MsgKind};
 use super::state;
 use super::sys::sip_msg;
@@ -33,11 +34,8 @@ fn err(msg: impl Into<String>) -> Error {
 ///
 /// # Safety
 /// The arguments are those of the script-function call.
-pub(crate) unsafe fn unforce(
-    msg: *mut sip_msg,
-    set: *mut c_void,
-    sock_var: *mut c_void,
-) -> Result<i32, Error> {
+pub(crate) unsafe fn unforce(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
+    let [set, sock_var, ..] = *params;
     // SAFETY: per the contract.
     let Some(m) = (unsafe { Msg::from_ptr(msg) }) else {
         return Ok(1); // no message, or a faked reply: nothing to delete (as the C module)
@@ -83,20 +81,51 @@ unsafe fn opt_str(p: *mut c_void) -> Option<Vec<u8>> {
 static LAST_REWRITTEN: std::sync::Mutex<Option<(u32, u32, usize)>> = std::sync::Mutex::new(None);
 
 /// Parameters of `rtpproxy_offer` / `rtpproxy_answer`, as the host passed them.
-pub(crate) struct OfferParams {
-    pub(crate) flags: *mut c_void,
-    pub(crate) ip: *mut c_void,
-    pub(crate) set: *mut c_void,
-    pub(crate) sock_var: *mut c_void,
-    pub(crate) ret_var: *mut c_void,
-    pub(crate) body_var: *mut c_void,
+struct OfferParams {
+    flags: *mut c_void,
+    ip: *mut c_void,
+    set: *mut c_void,
+    sock_var: *mut c_void,
+    ret_var: *mut c_void,
+    body_var: *mut c_void,
+}
+
+impl OfferParams {
+    fn new(p: &Params) -> Self {
+        Self {
+            flags: p[0],
+            ip: p[1],
+            set: p[2],
+            sock_var: p[3],
+            ret_var: p[4],
+            body_var: p[5],
+        }
+    }
+}
+
+/// `rtpproxy_offer([flags], [ip_address], [set_id], [sock_var], [ret_var], [body_var])`.
+///
+/// # Safety
+/// `msg` and `params` are those of the script-function call.
+pub(crate) unsafe fn offer(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
+    // SAFETY: per the contract.
+    unsafe { offer_answer(msg, &OfferParams::new(params), Direction::Offer) }
+}
+
+/// `rtpproxy_answer(...)`, same parameters as [`offer`].
+///
+/// # Safety
+/// `msg` and `params` are those of the script-function call.
+pub(crate) unsafe fn answer(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
+    // SAFETY: per the contract.
+    unsafe { offer_answer(msg, &OfferParams::new(params), Direction::Answer) }
 }
 
 /// `rtpproxy_offer(...)` / `rtpproxy_answer(...)` (spec §4).
 ///
 /// # Safety
 /// `msg` and the parameters are those of the script-function call.
-pub(crate) unsafe fn offer_answer(
+unsafe fn offer_answer(
     msg: *mut sip_msg,
     p: &OfferParams,
     direction: Direction,

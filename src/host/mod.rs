@@ -10,12 +10,14 @@
 pub(crate) mod api;
 pub(crate) mod control;
 pub(crate) mod cstr;
+pub(crate) mod dialog;
 pub(crate) mod entry;
 pub(crate) mod events;
 pub(crate) mod exports;
 pub(crate) mod functions;
 pub(crate) mod guard;
 pub(crate) mod log;
+pub(crate) mod media;
 pub(crate) mod mem;
 pub(crate) mod mi;
 pub(crate) mod msg;
