@@ -3,6 +3,7 @@
 
 use std::ffi::{c_int, c_void};
 
+use crate::core::config::SetId;
 use crate::core::offer::{
     truncate_script_param, Direction, Flags, NodeInfo, OfferAnswer, OfferAnswerInput,
     OfferAnswerOutcome, PacketInfo, ReplyOutcome, RetryReason, SipMessage,
@@ -121,74 +122,144 @@ pub(crate) unsafe fn answer(msg: *mut sip_msg, params: &Params) -> Result<i32, E
     unsafe { offer_answer(msg, &OfferParams::new(params), Direction::Answer) }
 }
 
-/// `rtpproxy_offer(...)` / `rtpproxy_answer(...)` (spec §4).
-///
-/// # Safety
-/// `msg` and the parameters are those of the script-function call.
-unsafe fn offer_answer(
-    msg: *mut sip_msg,
-    p: &OfferParams,
-    direction: Direction,
-) -> Result<i32, Error> {
-    // SAFETY: per the contract.
-    let Some(m) = (unsafe { Msg::from_ptr(msg) }) else {
-        return Err(err("no SIP message to take the SDP, Call-ID and tags from"));
-    };
+/// One offer/answer request, however it was made (script function, dialog callback,
+/// rtp_relay engine).
+pub(crate) struct OfferRequest<'a> {
+    /// The flags string as given (truncated to 63 bytes here, as the C module does).
+    pub(crate) flags: &'a [u8],
+    /// `ip_address`.
+    pub(crate) ip: Option<&'a str>,
+    /// The set; `None` = `default_set`.
+    pub(crate) set: Option<SetId>,
+    /// Offer (U) or answer (L).
+    pub(crate) direction: Direction,
+    /// Call-ID, From-tag and To-tag; `None` takes them from the message.
+    pub(crate) ids: Option<(Vec<u8>, Vec<u8>, Vec<u8>)>,
+    /// Dialog id for the `n` flag's `T<did>` notify tag.
+    pub(crate) dialog_id: Option<Vec<u8>>,
+    /// Autobridge `R<addr>`.
+    pub(crate) bridge_address: Option<String>,
+    /// A node to try first (URL), as rtp_relay asks for.
+    pub(crate) node: Option<&'a str>,
+}
+
+impl<'a> OfferRequest<'a> {
+    /// A request with the script defaults.
+    pub(crate) fn new(flags: &'a [u8], direction: Direction) -> Self {
+        Self {
+            flags,
+            ip: None,
+            set: None,
+            direction,
+            ids: None,
+            dialog_id: None,
+            bridge_address: None,
+            node: None,
+        }
+    }
+}
+
+/// Where the SDP comes from and goes to.
+pub(crate) enum SdpSource {
+    /// Every SDP part of the message, rewritten in place with lumps.
+    Message,
+    /// A given body; the rewritten body is returned (`body_var`, rtp_relay).
+    Body(Vec<u8>),
+}
+
+/// What one offer/answer did.
+pub(crate) struct OfferResult {
+    /// `<ip>:<port>` of the last stream (for `ret_var`).
+    pub(crate) ret_var: Option<Vec<u8>>,
+    /// The URL of the last node used (for `sock_var`, rtp_relay's node).
+    pub(crate) node_url: Option<String>,
+    /// The rewritten body, for [`SdpSource::Body`].
+    pub(crate) body: Option<Vec<u8>>,
+}
+
+/// Runs offer/answer (spec §4) on `msg` (may be absent for API use with given ids and body).
+pub(crate) fn run_offer_answer(
+    msg: Option<Msg>,
+    req: &OfferRequest<'_>,
+    source: SdpSource,
+) -> Result<OfferResult, Error> {
     let st = state::get().ok_or_else(|| err("module not initialized"))?;
-    // SAFETY: per the contract, for each parameter.
-    let (flags_raw, ip, set_id) = unsafe { (opt_str(p.flags), opt_str(p.ip), opt_int(p.set)) };
-    let flags = Flags::parse_script_param(flags_raw.as_deref().unwrap_or(b""))
-        .map_err(|e| err(format!("bad flags: {e}")))?;
+    let flags = Flags::parse_script_param(req.flags).map_err(|e| err(format!("bad flags: {e}")))?;
     for w in flags.warnings() {
         tracing::warn!("{w}");
     }
-    let ip = ip.map(|v| String::from_utf8_lossy(truncate_script_param(&v)).into_owned());
-    let call_id = m
-        .call_id()
-        .ok_or_else(|| err("no Call-ID in the message"))?;
-    let from_tag = m.ftag().ok_or_else(|| err("no From-tag in the message"))?;
-    let to_tag = m.ttag().unwrap_or_default();
-    let set = control::find_set(st, set_id).ok_or_else(|| {
+    let ip = req
+        .ip
+        .map(|v| String::from_utf8_lossy(truncate_script_param(v.as_bytes())).into_owned());
+    let (call_id, from_tag, to_tag) = match (&req.ids, msg) {
+        (Some(ids), _) => ids.clone(),
+        (None, Some(m)) => (
+            m.call_id()
+                .ok_or_else(|| err("no Call-ID in the message"))?,
+            m.ftag().ok_or_else(|| err("no From-tag in the message"))?,
+            m.ttag().unwrap_or_default(),
+        ),
+        (None, None) => return Err(err("no SIP message to take the Call-ID and tags from")),
+    };
+    let set = control::find_set(st, req.set).ok_or_else(|| {
         err(format!(
             "cannot find RTPProxy set {}",
-            set_id.unwrap_or(st.config.default_set)
+            req.set.unwrap_or(st.config.default_set)
         ))
     })?;
-    let src = m.source_ip().map(msg::opensips_ip_text).unwrap_or_default();
-    let local = m.local_ip().map(msg::opensips_ip_text).unwrap_or_default();
+    let src = msg
+        .and_then(Msg::source_ip)
+        .map(msg::opensips_ip_text)
+        .unwrap_or_default();
+    let local = msg
+        .and_then(Msg::local_ip)
+        .map(msg::opensips_ip_text)
+        .unwrap_or_default();
     let packet = PacketInfo {
         source_ip: &src,
         local_ip: &local,
     };
-    let message = match m.kind() {
-        Some(MsgKind::Reply) => SipMessage::Reply(packet),
-        _ => SipMessage::Request(packet),
+    let message = match msg.map(Msg::kind) {
+        None => SipMessage::None,
+        Some(Some(MsgKind::Reply)) => SipMessage::Reply(packet),
+        Some(_) => SipMessage::Request(packet),
     };
     let marker = st.config.marker.as_deref().unwrap_or("").as_bytes();
+    let mut last_node: Option<String> = None;
 
-    let run = |body: &[u8]| -> Result<OfferAnswerOutcome, Error> {
+    let mut run = |body: &[u8]| -> Result<OfferAnswerOutcome, Error> {
         let mut input = OfferAnswerInput::new(
-            body, &flags, &call_id, &from_tag, &to_tag, message, direction,
+            body,
+            &flags,
+            &call_id,
+            &from_tag,
+            &to_tag,
+            message,
+            req.direction,
         );
         input.ip_address = ip.as_deref().filter(|s| !s.is_empty());
         input.marker = marker;
         input.notify_socket = st.config.notify.as_ref();
+        input.bridge_address = req.bridge_address.as_deref();
         let mut oa = OfferAnswer::new(input).map_err(|e| err(e.to_string()))?;
-        if flags.notify {
-            tracing::warn!(
-                "flag n: timeout notifications need the dialog integration, which is not \
-                 implemented yet; no notification is requested"
-            );
+        if let Some(did) = &req.dialog_id {
+            oa.set_dialog_id(did).map_err(|e| err(e.to_string()))?;
+        } else if oa.needs_dialog_for_notify() {
+            tracing::warn!("flag n without a dialog: no timeout notification is requested");
         }
-        // SAFETY: `sock_var` is NULL or the variable parameter of this call.
-        let set_sock = |url: &str| unsafe { msg::set_var_str(msg, p.sock_var, url.as_bytes()) };
+        let preset = req
+            .node
+            .and_then(|url| set.nodes.iter().find(|n| n.spec.url == url));
         while oa.current_stream().is_some() {
             let mut tries = 0;
-            let mut node = control::select(st, set, &call_id)
-                .ok_or_else(|| err(format!("no available proxies in set {}", set.id)))?;
+            let mut node = match preset {
+                Some(n) if st.slot(n).is_some_and(|s| s.health().is_enabled()) => n,
+                _ => control::select(st, set, &call_id)
+                    .ok_or_else(|| err(format!("no available proxies in set {}", set.id)))?,
+            };
             loop {
                 tries += 1;
-                set_sock(&node.spec.url);
+                last_node = Some(node.spec.url.clone());
                 let caps = control::capabilities(st, node);
                 let info = NodeInfo {
                     caps,
@@ -219,58 +290,109 @@ unsafe fn offer_answer(
         oa.finish().map_err(|e| err(e.to_string()))
     };
 
-    let set_ret = |out: &OfferAnswerOutcome| {
-        if let Some(v) = out.ret_var() {
-            // SAFETY: `ret_var` is NULL or the variable parameter of this call.
-            unsafe { msg::set_var_str(msg, p.ret_var, v) };
+    match source {
+        SdpSource::Body(body) => {
+            let out = run(&body)?;
+            let new_body = out.apply(&body).map_err(|e| err(e.to_string()))?;
+            Ok(OfferResult {
+                ret_var: out.ret_var().map(<[u8]>::to_vec),
+                node_url: last_node,
+                body: Some(new_body),
+            })
         }
-    };
+        SdpSource::Message => {
+            let m = msg.ok_or_else(|| err("no SIP message to rewrite"))?;
+            let parts = match m.sdp_parts() {
+                Bodies::NoBody => return Err(err("the message has no body")),
+                Bodies::NoSdp => {
+                    return Ok(OfferResult {
+                        ret_var: None,
+                        node_url: None,
+                        body: None,
+                    })
+                }
+                Bodies::Sdp(parts) => parts,
+            };
+            let me = (std::process::id(), m.identity().0, m.identity().1);
+            if *LAST_REWRITTEN.lock().unwrap_or_else(|e| e.into_inner()) == Some(me) {
+                tracing::warn!(
+                    "the SDP of this message was already rewritten by an earlier rtpproxy \
+                     call; not rewriting it twice"
+                );
+                return Ok(OfferResult {
+                    ret_var: None,
+                    node_url: None,
+                    body: None,
+                });
+            }
+            let mut outcomes = Vec::with_capacity(parts.len());
+            for part in &parts {
+                outcomes.push(run(&part.bytes)?);
+            }
+            let mut ret_var = None;
+            for (part, out) in parts.iter().zip(&outcomes) {
+                ret_var = out.ret_var().map(<[u8]>::to_vec).or(ret_var);
+                if flags.keep_body {
+                    continue;
+                }
+                for (offset, len, bytes) in
+                    lump_plan(&out.edits, part.offset, m.len(), m.last_byte())
+                {
+                    m.splice(offset, len, &bytes).map_err(err)?;
+                }
+            }
+            *LAST_REWRITTEN.lock().unwrap_or_else(|e| e.into_inner()) = Some(me);
+            Ok(OfferResult {
+                ret_var,
+                node_url: last_node,
+                body: None,
+            })
+        }
+    }
+}
 
-    if !p.body_var.is_null() {
+/// The script functions `rtpproxy_offer` / `rtpproxy_answer` (spec §4): parameters in,
+/// variables out.
+///
+/// # Safety
+/// `msg` and the parameters are those of the script-function call.
+unsafe fn offer_answer(
+    msg: *mut sip_msg,
+    p: &OfferParams,
+    direction: Direction,
+) -> Result<i32, Error> {
+    // SAFETY: per the contract.
+    let m = unsafe { Msg::from_ptr(msg) };
+    // SAFETY: per the contract, for each parameter.
+    let (flags, ip, set) = unsafe { (opt_str(p.flags), opt_str(p.ip), opt_int(p.set)) };
+    let ip = ip.map(|v| String::from_utf8_lossy(&v).into_owned());
+    let mut req = OfferRequest::new(flags.as_deref().unwrap_or(b""), direction);
+    req.ip = ip.as_deref();
+    req.set = set;
+    let source = if p.body_var.is_null() {
+        SdpSource::Message
+    } else {
         // SAFETY: `body_var` is the variable parameter of this call.
-        let body = unsafe { msg::get_var_str(msg, p.body_var) }
-            .ok_or_else(|| err("body_var does not hold a string"))?;
-        let out = run(&body)?;
-        set_ret(&out);
-        let new_body = out.apply(&body).map_err(|e| err(e.to_string()))?;
-        // SAFETY: as above.
-        return if unsafe { msg::set_var_str(msg, p.body_var, &new_body) } {
-            Ok(1)
-        } else {
-            Err(err("cannot write body_var"))
-        };
-    }
-
-    let parts = match m.sdp_parts() {
-        Bodies::NoBody => return Err(err("the message has no body")),
-        Bodies::NoSdp => return Ok(1),
-        Bodies::Sdp(parts) => parts,
+        SdpSource::Body(
+            unsafe { msg::get_var_str(msg, p.body_var) }
+                .ok_or_else(|| err("body_var does not hold a string"))?,
+        )
     };
-    let me = (std::process::id(), m.identity().0, m.identity().1);
-    {
-        let last = LAST_REWRITTEN.lock().unwrap_or_else(|e| e.into_inner());
-        if *last == Some(me) {
-            tracing::warn!(
-                "the SDP of this message was already rewritten by an earlier rtpproxy call; \
-                 not rewriting it twice"
-            );
-            return Ok(1);
+    let out = run_offer_answer(m, &req, source)?;
+    if let Some(url) = &out.node_url {
+        // SAFETY: `sock_var` is NULL or the variable parameter of this call.
+        unsafe { msg::set_var_str(msg, p.sock_var, url.as_bytes()) };
+    }
+    if let Some(v) = &out.ret_var {
+        // SAFETY: `ret_var` is NULL or the variable parameter of this call.
+        unsafe { msg::set_var_str(msg, p.ret_var, v) };
+    }
+    if let Some(body) = &out.body {
+        // SAFETY: `body_var` is the variable parameter of this call.
+        if !unsafe { msg::set_var_str(msg, p.body_var, body) } {
+            return Err(err("cannot write body_var"));
         }
     }
-    let mut outcomes = Vec::with_capacity(parts.len());
-    for part in &parts {
-        outcomes.push(run(&part.bytes)?);
-    }
-    for (part, out) in parts.iter().zip(&outcomes) {
-        set_ret(out);
-        if flags.keep_body {
-            continue;
-        }
-        for (offset, len, bytes) in lump_plan(&out.edits, part.offset, m.len(), m.last_byte()) {
-            m.splice(offset, len, &bytes).map_err(err)?;
-        }
-    }
-    *LAST_REWRITTEN.lock().unwrap_or_else(|e| e.into_inner()) = Some(me);
     Ok(1)
 }
 
