@@ -255,6 +255,79 @@ typedef struct pv_spec {
 typedef int event_id_t;
 typedef struct evi_params evi_params_t;
 
+/* ---- db/db.h, db_res.h, db_row.h, db_val.h ------------------------------------------------ */
+typedef enum {
+	DB_INT = 0,
+	DB_BIGINT = 1,
+	DB_DOUBLE = 2,
+	DB_STRING = 3,
+	DB_STR = 4,
+	DB_DATETIME = 5,
+	DB_BLOB = 6,
+	DB_BITMAP = 7,
+} db_type_t;
+
+typedef struct {
+	db_type_t type;
+	int nul;
+	int free;
+	union {
+		int int_val;
+		long long bigint_val;
+		double double_val;
+		long time_val;
+		const char *string_val;
+		host_str str_val;
+		host_str blob_val;
+		unsigned int bitmap_val;
+	} val;
+} db_val_t;
+
+typedef struct db_row {
+	db_val_t *values;
+	int n;
+} db_row_t;
+
+typedef struct db_res {
+	struct {
+		host_str **names;
+		db_type_t *types;
+		int n;
+	} col;
+	struct db_row *rows;
+	int n;
+	int res_rows;
+	int last_row;
+} db_res_t;
+
+typedef struct db_con db_con_t; /* opaque */
+typedef host_str *db_key_t;
+typedef const char *db_op_t;
+
+#define DB_CAP_QUERY (1 << 0)
+
+typedef struct db_func {
+	unsigned int cap;
+	int (*use_table)(db_con_t *h, const host_str *t);
+	db_con_t *(*init)(const host_str *url);
+	void (*close)(db_con_t *h);
+	int (*query)(const db_con_t *h, const db_key_t *k, const db_op_t *op, const db_val_t *v,
+		     const db_key_t *c, const int n, const int nc, const db_key_t o, db_res_t **r);
+	void *fetch_result;
+	void *raw_query;
+	int (*free_result)(db_con_t *h, db_res_t *r);
+	void *insert;
+	void *delete_;
+	void *update;
+	void *replace;
+	void *last_inserted_id;
+	void *insert_update;
+	void *async_raw_query;
+	void *async_resume;
+	void *async_free_result;
+	void *async_timeout;
+} db_func_t;
+
 /* The core's functions and variables are not declared here: the module resolves them by name
  * when it is loaded (src/host/api.rs), so that test binaries without an OpenSIPS core still link.
  * The allocator entry points are function-pointer globals with these types (DBG_MALLOC). */

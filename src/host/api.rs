@@ -9,8 +9,8 @@ use std::ffi::{c_char, c_int, c_long, c_uint, c_void, CStr};
 use std::sync::OnceLock;
 
 use super::sys::{
-    evi_params_t, gen_free_f, gen_info_f, gen_malloc_f, gen_realloc_f, host_str, mi_item_t,
-    mi_params_t, mi_response_t, pv_spec_t, pv_value_t, scm_version, sip_msg,
+    db_func_t, evi_params_t, gen_free_f, gen_info_f, gen_malloc_f, gen_realloc_f, host_str,
+    mi_item_t, mi_params_t, mi_response_t, pv_spec_t, pv_value_t, scm_version, sip_msg,
 };
 
 type Dprint = unsafe extern "C" fn(
@@ -87,6 +87,7 @@ core_api! {
         del_lump: unsafe extern "C" fn(*mut sip_msg, c_uint, c_uint, c_int) -> *mut c_void,
         anchor_lump: unsafe extern "C" fn(*mut sip_msg, c_uint, c_int) -> *mut c_void,
         insert_new_lump_after: unsafe extern "C" fn(*mut c_void, *mut c_char, c_uint, c_int) -> *mut c_void,
+        db_bind_mod: unsafe extern "C" fn(*const host_str, *mut db_func_t) -> c_int,
         pv_get_spec_value: unsafe extern "C" fn(*mut sip_msg, *mut pv_spec_t, *mut pv_value_t) -> c_int,
         pv_set_value: unsafe extern "C" fn(*mut sip_msg, *mut pv_spec_t, c_int, *mut pv_value_t) -> c_int,
     }

@@ -24,7 +24,30 @@ use super::state::{self, ModuleState, NodeView, SetView};
 struct Control {
     pid: u32,
     cookies: CookieGen,
+    /// Node-list generation the clients were made for.
+    generation: u64,
     clients: Vec<Option<ControlClient>>,
+}
+
+impl Control {
+    /// This process's client of `node`, created on first use; all clients are dropped when
+    /// the node list changed (slot `i` may now be another node).
+    fn client(
+        &mut self,
+        node: &NodeView,
+        opts: ClientOptions,
+    ) -> (&mut ControlClient, &mut CookieGen) {
+        if node.generation != self.generation {
+            self.clients.clear();
+            self.generation = node.generation;
+        }
+        if self.clients.len() <= node.index {
+            self.clients.resize_with(node.index + 1, || None);
+        }
+        let client =
+            self.clients[node.index].get_or_insert_with(|| ControlClient::new(&node.spec, opts));
+        (client, &mut self.cookies)
+    }
 }
 
 static CONTROL: Mutex<Option<Control>> = Mutex::new(None);
@@ -49,6 +72,7 @@ fn with_control<R>(f: impl FnOnce(&mut Control) -> R) -> R {
         *guard = Some(Control {
             pid,
             cookies: CookieGen::new(pid, rand),
+            generation: 0,
             clients: Vec::new(),
         });
     }
@@ -70,12 +94,8 @@ pub(crate) fn send(
 ) -> Result<Reply, TransportError> {
     let opts = options(st);
     let r = with_control(|c| {
-        if c.clients.len() <= node.index {
-            c.clients.resize_with(node.index + 1, || None);
-        }
-        let client =
-            c.clients[node.index].get_or_insert_with(|| ControlClient::new(&node.spec, opts));
-        client.send(&mut c.cookies, cmd)
+        let (client, cookies) = c.client(node, opts);
+        client.send(cookies, cmd)
     });
     if let Err(e) = &r {
         node_failed(st, node, &format!("{} failed: {e}", cmd.letter() as char));
@@ -88,12 +108,8 @@ pub(crate) fn send(
 pub(crate) fn send_raw(st: &ModuleState, node: &NodeView, cmd: &Command) -> Option<Vec<u8>> {
     let opts = options(st);
     let r = with_control(|c| {
-        if c.clients.len() <= node.index {
-            c.clients.resize_with(node.index + 1, || None);
-        }
-        let client =
-            c.clients[node.index].get_or_insert_with(|| ControlClient::new(&node.spec, opts));
-        client.send_raw(&mut c.cookies, cmd)
+        let (client, cookies) = c.client(node, opts);
+        client.send_raw(cookies, cmd)
     });
     match r {
         Ok(body) => Some(body),
@@ -122,9 +138,9 @@ pub(crate) fn node_failed(st: &ModuleState, node: &NodeView, why: &str) {
 }
 
 /// The set to use: `set` if given, else `default_set`.
-pub(crate) fn find_set(st: &ModuleState, set: Option<SetId>) -> Option<&SetView> {
+pub(crate) fn find_set(st: &ModuleState, set: Option<SetId>) -> Option<&'static SetView> {
     let id = set.unwrap_or(st.config.default_set);
-    st.sets.iter().find(|s| s.id == id)
+    st.sets().iter().find(|s| s.id == id)
 }
 
 /// Chooses the node of `set` for `call_id` (same node as the C module for the same Call-ID
@@ -164,12 +180,8 @@ pub(crate) fn probe_node(st: &ModuleState, node: &NodeView) {
     let Some(slot) = st.slot(node) else { return };
     let opts = options(st);
     let (outcome, _) = with_control(|c| {
-        if c.clients.len() <= node.index {
-            c.clients.resize_with(node.index + 1, || None);
-        }
-        let client =
-            c.clients[node.index].get_or_insert_with(|| ControlClient::new(&node.spec, opts));
-        client.probe(&mut c.cookies)
+        let (client, cookies) = c.client(node, opts);
+        client.probe(cookies)
     });
     let now = now();
     match outcome {
@@ -206,7 +218,7 @@ pub(crate) fn probe_node(st: &ModuleState, node: &NodeView) {
 /// time has come.
 fn prober_round(st: &ModuleState) {
     let now = now();
-    for node in st.sets.iter().flat_map(|s| s.nodes.iter()) {
+    for node in st.sets().iter().flat_map(|s| s.nodes.iter()) {
         let Some(slot) = st.slot(node) else { continue };
         if !slot.probed() || slot.health().is_due_for_recheck(now) {
             probe_node(st, node);

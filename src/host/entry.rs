@@ -6,7 +6,7 @@ use std::ffi::{c_int, c_void, CStr};
 use crate::core::config::{ConfigError, ModuleConfig, Transport};
 
 use super::mi::{self, Json};
-use super::state::{self, ModuleState, NodeView, SetView};
+use super::state::{self, ModuleState};
 use super::sys::{self, mi_response_t};
 use super::{control, cstr, events, functions, guard, log, shared};
 use crate::core::select::MiEnable;
@@ -74,6 +74,9 @@ modparam_fn! {
     mp_generated_sdp_media_ip => "generated_sdp_media_ip",
 }
 
+/// Node slots allocated at start-up: room for reloads that add nodes.
+const MIN_NODE_SLOTS: usize = 256;
+
 // ---- lifecycle -----------------------------------------------------------------------------
 
 /// `preinit_f`: runs in the main process before any `mod_init`.
@@ -118,11 +121,21 @@ fn init() -> Result<(), String> {
     config
         .resolve_missing_sockets(module_exports_fn(c"rtp_io_getchildsock"))
         .map_err(|e| format!("{e}"))?;
-    if config.db.is_some() {
-        return Err(
-            "db_url is set, but loading RTPProxy nodes from a database is not \
-                    implemented yet in this module; use rtpproxy_sock"
-                .into(),
+    if let Some(db) = &config.db {
+        if config.sock_values_ignored() {
+            tracing::warn!(
+                "db_url is set: the rtpproxy_sock values are ignored (as in the C module)"
+            );
+        }
+        super::db::bind_once(&db.url)?;
+        let values = super::db::load_values(db)
+            .map_err(|e| format!("cannot load RTPProxy nodes from the database: {e}"))?;
+        config.sets = state::decode_list(&values, config.default_set)
+            .map_err(|e| format!("bad RTPProxy node in the database: {e}"))?;
+        tracing::info!(
+            "loaded {} RTPProxy node(s) from table {}",
+            config.node_count(),
+            db.table
         );
     }
     if config.notify.is_some() && !module_exports_fn(c"load_dlg") {
@@ -132,32 +145,20 @@ fn init() -> Result<(), String> {
         tracing::warn!("rtpproxy_autobridge is enabled: it does not work with forking");
     }
 
-    let sets: Vec<SetView> = config
-        .sets
-        .iter()
-        .map(|s| SetView {
-            id: s.id,
-            nodes: s
-                .nodes
-                .iter()
-                .map(|n| NodeView {
-                    index: n.index,
-                    spec: n.clone(),
-                })
-                .collect(),
-        })
-        .collect();
+    let topology = state::Topology::new(0, &config.sets);
     let node_count = config.node_count();
-    if !sets.iter().any(|s| s.id == config.default_set) {
+    if !topology.sets.iter().any(|s| s.id == config.default_set) {
         tracing::warn!(
             "default_set {} has no nodes: functions called without a set id will fail",
             config.default_set
         );
     }
-    let shared = shared::SharedNodes::allocate(node_count.max(64))
+    let shared = shared::SharedNodes::allocate(node_count.max(MIN_NODE_SLOTS))
         .ok_or_else(|| "out of shared memory for the node table".to_string())?;
+    let list = shared::SharedList::allocate()
+        .ok_or_else(|| "out of shared memory for the node list".to_string())?;
     let events = events::publish()?;
-    for s in &sets {
+    for s in &topology.sets {
         for n in &s.nodes {
             if n.spec.transport == Transport::RtpIo {
                 tracing::debug!("node {} uses the rtp.io module", n.spec.url);
@@ -167,12 +168,7 @@ fn init() -> Result<(), String> {
     super::exports::use_notify_process(config.notify.is_some());
     super::dialog::mod_init(&config)?;
     super::media::mod_init(&config)?;
-    state::install(ModuleState {
-        config,
-        sets,
-        shared,
-        events,
-    })?;
+    state::install(ModuleState::new(config, shared, list, events, topology))?;
     Ok(())
 }
 
@@ -253,7 +249,7 @@ pub(crate) unsafe extern "C" fn mi_show_rtpproxies(
 
 fn show_json(st: &ModuleState) -> Json {
     Json::Arr(
-        st.sets
+        st.sets()
             .iter()
             .map(|s| {
                 let nodes = s
@@ -315,7 +311,7 @@ unsafe fn mi_enable(params: *const sys::mi_params_t, with_set: bool) -> *mut mi_
         let Some(st) = state::get() else {
             return mi::error(500, "module not initialized");
         };
-        if st.sets.is_empty() {
+        if st.sets().is_empty() {
             return mi::error(404, "RTP proxy not found");
         }
         // SAFETY: `params` is the live parameter set of this MI call.
@@ -340,7 +336,7 @@ unsafe fn mi_enable(params: *const sys::mi_params_t, with_set: bool) -> *mut mi_
         };
         let now = control::now();
         let mut found = false;
-        for s in st.sets.iter().filter(|s| set.is_none_or(|id| id == s.id)) {
+        for s in st.sets().iter().filter(|s| set.is_none_or(|id| id == s.id)) {
             for n in s
                 .nodes
                 .iter()
@@ -371,16 +367,46 @@ pub(crate) unsafe extern "C" fn mi_reload_rtpproxies(
     _params: *const sys::mi_params_t,
     _async: *mut sys::mi_handler,
 ) -> *mut mi_response_t {
-    guard::call(
-        "rtpproxy_reload",
-        mi::error(500, "Internal error"),
-        || match state::get() {
-            Some(st) if st.config.db.is_some() => {
-                mi::error(500, "Reloading from the database is not implemented yet")
+    guard::call("rtpproxy_reload", mi::error(500, "Internal error"), || {
+        let Some(st) = state::get() else {
+            return mi::error(500, "module not initialized");
+        };
+        let Some(db) = &st.config.db else {
+            return mi::error(400, "Dynamic loading not enabled");
+        };
+        match reload(st, db) {
+            Ok(n) => {
+                tracing::info!("rtpproxy_reload: {n} node(s) loaded from {}", db.table);
+                mi::reply(&Json::Str("OK".into()))
             }
-            _ => mi::error(400, "Dynamic loading not enabled"),
-        },
-    )
+            Err(e) => {
+                tracing::error!("rtpproxy_reload failed, the current node list is kept: {e}");
+                mi::error(500, &format!("Reload failed, node list unchanged: {e}"))
+            }
+        }
+    })
+}
+
+/// Loads the node list from the database and publishes it to every process. Nothing changes
+/// unless the whole table loads and parses.
+fn reload(st: &ModuleState, db: &crate::core::config::DbConfig) -> Result<usize, String> {
+    let values = super::db::load_values(db)?;
+    let kept: Vec<_> = st.sets().iter().map(|s| s.id).collect();
+    let lines = state::encode_list(&kept, &values);
+    let sets = state::decode_list(&lines, st.config.default_set).map_err(|e| e.to_string())?;
+    let count: usize = sets.iter().map(|s| s.nodes.len()).sum();
+    if count > st.shared.capacity() {
+        return Err(format!(
+            "{count} nodes, at most {} supported",
+            st.shared.capacity()
+        ));
+    }
+    let generation = st.list.generation() + 1;
+    st.shared.reset_all(generation);
+    let published = st.list.publish(&lines)?;
+    debug_assert_eq!(published, generation);
+    st.replace(state::Topology::new(generation, &sets));
+    Ok(count)
 }
 
 /// Per-process init of the MI command `rtpproxy_reload`.

@@ -10,6 +10,7 @@
 pub(crate) mod api;
 pub(crate) mod control;
 pub(crate) mod cstr;
+pub(crate) mod db;
 pub(crate) mod dialog;
 pub(crate) mod entry;
 pub(crate) mod events;

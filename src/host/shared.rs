@@ -21,6 +21,9 @@ pub(crate) struct NodeSlot {
     pub(crate) caps: AtomicU32,
     /// Bit 0: the node has been probed at least once since start.
     flags: AtomicU32,
+    /// Low 32 bits of the node-list generation the slot belongs to (see [`SharedNodes::reset_all`]).
+    owner: AtomicU32,
+    _pad: AtomicU32,
 }
 
 /// The shm array of node slots.
@@ -111,5 +114,130 @@ impl NodeSlot {
     pub(crate) fn mark_probed(&self, caps: Capabilities) -> bool {
         self.caps.fetch_or(caps.bits(), Ordering::AcqRel);
         self.flags.fetch_or(1, Ordering::AcqRel) & 1 == 0
+    }
+}
+
+/// Room for the reloaded node list (as `rtpproxy_sock`-style lines).
+const LIST_CAPACITY: usize = 64 * 1024;
+
+#[repr(C)]
+struct ListRegion {
+    generation: AtomicU64,
+    lock: AtomicU32,
+    len: AtomicU32,
+    buf: [u8; LIST_CAPACITY],
+}
+
+/// The node list published by MI `rtpproxy_reload`, shared by all processes: one
+/// `rtpproxy_sock` value per line and a generation number that each process compares with the
+/// list it has built.
+pub(crate) struct SharedList {
+    ptr: NonNull<ListRegion>,
+}
+
+// SAFETY: the region lives in shm for the life of the process; the generation and length are
+// atomics and the buffer is only touched under the region's spin lock.
+unsafe impl Send for SharedList {}
+// SAFETY: as above.
+unsafe impl Sync for SharedList {}
+
+impl SharedList {
+    /// Allocates the (empty, generation 0) list in shm. Call before fork.
+    pub(crate) fn allocate() -> Option<Self> {
+        let p = mem::shm_malloc_zeroed(std::mem::size_of::<ListRegion>()).cast::<ListRegion>();
+        NonNull::new(p).map(|ptr| Self { ptr })
+    }
+
+    fn region(&self) -> &ListRegion {
+        // SAFETY: allocated zeroed (valid atomics and bytes) and never freed.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    fn locked<R>(&self, f: impl FnOnce(*mut u8) -> R) -> R {
+        let r = self.region();
+        while r
+            .lock
+            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::thread::yield_now();
+        }
+        // SAFETY: `buf` is inside the region; the lock gives exclusive access to it.
+        let buf = unsafe { std::ptr::addr_of_mut!((*self.ptr.as_ptr()).buf) }.cast::<u8>();
+        let out = f(buf);
+        r.lock.store(0, Ordering::Release);
+        out
+    }
+
+    /// The generation of the published list (0: nothing published since start).
+    pub(crate) fn generation(&self) -> u64 {
+        self.region().generation.load(Ordering::Acquire)
+    }
+
+    /// Publishes `values` as the new node list; returns the new generation.
+    pub(crate) fn publish(&self, values: &[String]) -> Result<u64, String> {
+        let text = values.join("\n");
+        if text.len() > LIST_CAPACITY {
+            return Err(format!(
+                "node list too large ({} bytes, at most {LIST_CAPACITY})",
+                text.len()
+            ));
+        }
+        self.locked(|buf| {
+            // SAFETY: `text` fits in the buffer (checked above); exclusive access by the lock.
+            unsafe { std::ptr::copy_nonoverlapping(text.as_ptr(), buf, text.len()) };
+            self.region()
+                .len
+                .store(text.len() as u32, Ordering::Release);
+        });
+        Ok(self.region().generation.fetch_add(1, Ordering::AcqRel) + 1)
+    }
+
+    /// The published values, `None` before the first publication.
+    pub(crate) fn read_values(&self) -> Option<Vec<String>> {
+        if self.generation() == 0 {
+            return None;
+        }
+        let text = self.locked(|buf| {
+            let len = (self.region().len.load(Ordering::Acquire) as usize).min(LIST_CAPACITY);
+            // SAFETY: `len` bytes of the buffer were written by `publish`; exclusive access.
+            unsafe { std::slice::from_raw_parts(buf, len) }.to_vec()
+        });
+        let text = String::from_utf8_lossy(&text).into_owned();
+        Some(
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_owned)
+                .collect(),
+        )
+    }
+}
+
+impl SharedNodes {
+    /// Forgets health, capabilities and probe state of every slot and hands the slots to
+    /// node-list `generation` (after a reload, slot `i` belongs to a different node; a process
+    /// still working with the old list no longer reaches them).
+    pub(crate) fn reset_all(&self, generation: u64) {
+        for i in 0..self.len {
+            if let Some(s) = self.get(i) {
+                s.owner.store(u32::MAX, Ordering::Release);
+                s.health.store(0, Ordering::Release);
+                s.caps.store(0, Ordering::Release);
+                s.flags.store(0, Ordering::Release);
+                s.owner.store(generation as u32, Ordering::Release);
+            }
+        }
+    }
+
+    /// The slot of node `index` of node-list `generation`; `None` when the slot now belongs to
+    /// another generation.
+    pub(crate) fn get_owned(&self, index: usize, generation: u64) -> Option<&NodeSlot> {
+        self.get(index)
+            .filter(|s| s.owner.load(Ordering::Acquire) == generation as u32)
+    }
+
+    /// Number of slots.
+    pub(crate) fn capacity(&self) -> usize {
+        self.len
     }
 }

@@ -90,4 +90,21 @@ mod layout {
         assert_eq!(offset_of!(pv_spec_t, pvc), 96);
         assert_eq!(size_of::<scm_version>(), 16);
     }
+
+    #[test]
+    fn db_types_match_3_6_8() {
+        assert_eq!(size_of::<db_func_t>(), 144);
+        assert_eq!(offset_of!(db_func_t, use_table), 8);
+        assert_eq!(offset_of!(db_func_t, init), 16);
+        assert_eq!(offset_of!(db_func_t, close), 24);
+        assert_eq!(offset_of!(db_func_t, query), 32);
+        assert_eq!(offset_of!(db_func_t, free_result), 56);
+        assert_eq!(offset_of!(db_func_t, async_timeout), 136);
+        assert_eq!(size_of::<db_res_t>(), 48);
+        assert_eq!(offset_of!(db_res_t, rows), 24);
+        assert_eq!(offset_of!(db_res_t, n), 32);
+        assert_eq!(size_of::<db_row_t>(), 16);
+        assert_eq!(size_of::<db_val_t>(), 32);
+        assert_eq!(offset_of!(db_val_t, val), 16);
+    }
 }
