@@ -85,38 +85,64 @@ pub(crate) fn now() -> u32 {
     unsafe { (super::api::api().get_ticks)() }
 }
 
-/// Sends one command to `node` with the configured timeouts. A transport failure disables
-/// the node for every process (and raises `E_RTPPROXY_STATUS inactive` on the change).
+/// Sends one command to `node` with the configured timeouts and returns the raw reply.
+///
+/// A transport failure disables the node for every process (and raises
+/// `E_RTPPROXY_STATUS inactive` on the change). Already when the first UDP attempt goes
+/// unanswered the node is taken out of selection for every process, so that while this
+/// command finishes its retransmissions no new call is sent to a relay that may be hung; if a
+/// retransmission is answered after all, the node is put back at once.
+fn exchange(st: &ModuleState, node: &NodeView, cmd: &Command) -> Result<Vec<u8>, TransportError> {
+    let opts = options(st);
+    let mut suspected = false;
+    let r = with_control(|c| {
+        let (client, cookies) = c.client(node, opts);
+        client.send_raw_observed(cookies, cmd, &mut || {
+            if !suspected {
+                suspected = true;
+                node_failed(
+                    st,
+                    node,
+                    &format!("no reply to {} yet, retransmitting", cmd.letter() as char),
+                );
+            }
+        })
+    });
+    match &r {
+        Err(e) => node_failed(st, node, &format!("{} failed: {e}", cmd.letter() as char)),
+        Ok(_) if suspected => node_recovered(st, node),
+        Ok(_) => {}
+    }
+    r
+}
+
+/// Sends one command and parses the reply (see [`exchange`]).
 pub(crate) fn send(
     st: &ModuleState,
     node: &NodeView,
     cmd: &Command,
 ) -> Result<Reply, TransportError> {
-    let opts = options(st);
-    let r = with_control(|c| {
-        let (client, cookies) = c.client(node, opts);
-        client.send(cookies, cmd)
-    });
-    if let Err(e) = &r {
-        node_failed(st, node, &format!("{} failed: {e}", cmd.letter() as char));
-    }
-    r
+    let body = exchange(st, node, cmd)?;
+    Reply::parse(&body).map_err(|e| TransportError::Garbage(e.into()))
 }
 
 /// Like [`send`], but gives the raw reply body (`None` after a transport failure, which has
 /// disabled the node).
 pub(crate) fn send_raw(st: &ModuleState, node: &NodeView, cmd: &Command) -> Option<Vec<u8>> {
-    let opts = options(st);
-    let r = with_control(|c| {
-        let (client, cookies) = c.client(node, opts);
-        client.send_raw(cookies, cmd)
-    });
-    match r {
-        Ok(body) => Some(body),
-        Err(e) => {
-            node_failed(st, node, &format!("{} failed: {e}", cmd.letter() as char));
-            None
-        }
+    exchange(st, node, cmd).ok()
+}
+
+/// A node that was taken out after a lost attempt answered after all: back in selection
+/// (unless MI disabled it meanwhile).
+fn node_recovered(st: &ModuleState, node: &NodeView) {
+    let Some(slot) = st.slot(node) else { return };
+    let (before, after) = slot.update(NodeHealth::on_probe_success);
+    if before.disabled && !after.disabled {
+        tracing::warn!(
+            "RTPProxy {} answered a retransmission: back in service",
+            node.spec.url
+        );
+        events::raise_status(&st.events, &node.spec.url, true);
     }
 }
 

@@ -410,6 +410,18 @@ impl ControlClient {
         cookies: &mut CookieGen,
         cmd: &Command,
     ) -> Result<Vec<u8>, TransportError> {
+        self.send_raw_observed(cookies, cmd, &mut || {})
+    }
+
+    /// Like [`ControlClient::send_raw`], calling `attempt_lost` each time a wait for the reply
+    /// runs out while attempts remain (UDP retransmissions). The caller can use it to stop
+    /// sending new work to the node while this command finishes its retries.
+    pub fn send_raw_observed(
+        &mut self,
+        cookies: &mut CookieGen,
+        cmd: &Command,
+        attempt_lost: &mut dyn FnMut(),
+    ) -> Result<Vec<u8>, TransportError> {
         self.start(cookies, cmd)?;
         loop {
             if let Some(r) = self.take_outcome() {
@@ -424,6 +436,7 @@ impl ControlClient {
                 if let Some(r) = self.on_timeout(now) {
                     return r;
                 }
+                attempt_lost();
                 continue;
             }
             if let Some(r) = self.read_step(Some(deadline - now)) {

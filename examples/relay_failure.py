@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Relay failure while calls flow: our module vs the C module, same OpenSIPS, same load.
+
+Two RTPProxy daemons in one set, rtpproxy_timeout 1 s x rtpproxy_retr 5 (the defaults),
+sipp placing calls at a fixed rate through OpenSIPS (rtpproxy_offer / answer / unforce).
+
+  hang: at t=5 s relay A is SIGSTOPped and stays hung for 2.5 x rtpproxy_disable_tout,
+        then SIGCONT.
+  kill: at t=5 s relay B is SIGKILLed and restarted 10 s later.
+
+For each module it prints failed calls, worst and p99 call-setup time (INVITE -> 200 OK as
+sipp measures it) and the number of calls slower than 1 s, plus when each node came back.
+
+Usage: examples/relay_failure.py [--rate 100] [--disable-tout 10] [--scenario hang|kill|both]
+Needs OPENSIPS_BIN (OpenSIPS 3.6.8), RTPPROXY_BIN (rtpproxy daemon), sipp, opensips-cli.
+Loopback only; every process it starts is stopped at the end.
+"""
+import argparse
+import csv
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def env_path(name, default):
+    p = os.environ.get(name) or default
+    if not p or not os.path.exists(p):
+        sys.exit(f"{name} not set or missing ({p})")
+    return p
+
+
+OPENSIPS = env_path("OPENSIPS_BIN", "/opt/opensips/sbin/opensips")
+RTPPROXY = env_path("RTPPROXY_BIN", "/opt/rtpproxy/bin/rtpproxy")
+MODULES = os.environ.get("OPENSIPS_MODULES") or os.path.join(
+    os.path.dirname(os.path.dirname(OPENSIPS)), "lib64/opensips/modules")
+
+
+class Relay:
+    def __init__(self, work, name, port, media_lo):
+        self.args = [RTPPROXY, "-f", "-F", "-s", f"udp:127.0.0.1:{port}", "-l", "127.0.0.1",
+                     "-m", str(media_lo), "-M", str(media_lo + 3999),
+                     "-p", os.path.join(work, f"{name}.pid")]
+        self.log = open(os.path.join(work, f"{name}.log"), "w")
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=self.log)
+        time.sleep(0.3)
+
+    def signal(self, sig):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def stop(self):
+        self.signal(signal.SIGCONT)
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def opensips_cfg(work, module, sip_port, uas_port, relays, disable_tout):
+    socks = " ".join(f"udp:127.0.0.1:{p}" for p in relays)
+    return f"""log_level=2
+stderror_enabled=yes
+syslog_enabled=no
+udp_workers=4
+socket=udp:127.0.0.1:{sip_port}
+mpath="{MODULES}/"
+loadmodule "proto_udp.so"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "sipmsgops.so"
+loadmodule "mi_fifo.so"
+modparam("mi_fifo", "fifo_name", "{work}/fifo")
+loadmodule "{module}"
+modparam("rtpproxy", "rtpproxy_sock", "{socks}")
+modparam("rtpproxy", "rtpproxy_disable_tout", {disable_tout})
+route {{
+    if (is_method("INVITE") && has_body("application/sdp")) {{
+        if (!rtpproxy_offer("co")) {{ sl_send_reply(500, "rtpproxy_offer failed"); exit; }}
+    }}
+    if (is_method("BYE")) rtpproxy_unforce();
+    $du = "sip:127.0.0.1:{uas_port}";
+    t_on_reply("r");
+    t_relay();
+}}
+onreply_route[r] {{
+    if (has_body("application/sdp")) rtpproxy_answer("co");
+}}
+"""
+
+
+def show(work):
+    out = subprocess.run(["opensips-cli", "-o", f"fifo_file={work}/fifo", "-x", "mi",
+                          "rtpproxy_show"], capture_output=True, text=True)
+    try:
+        return json.loads(out.stdout)
+    except ValueError:
+        return None
+
+
+def percentile(values, p):
+    if not values:
+        return 0.0
+    v = sorted(values)
+    k = min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1))))
+    return v[k]
+
+
+def run(label, module, scenario, rate, disable_tout, base_port):
+    work = tempfile.mkdtemp(prefix=f"relayfail-{label}-")
+    a_port, b_port = base_port, base_port + 1
+    sip_port, uas_port, uac_port = base_port + 2, base_port + 3, base_port + 4
+    relays = {"A": Relay(work, "A", a_port, 20000), "B": Relay(work, "B", b_port, 40000)}
+    with open(os.path.join(work, "opensips.cfg"), "w") as f:
+        f.write(opensips_cfg(work, module, sip_port, uas_port, [a_port, b_port], disable_tout))
+    os_log = open(os.path.join(work, "opensips.log"), "w")
+    osp = subprocess.Popen([OPENSIPS, "-F", "-f", os.path.join(work, "opensips.cfg")],
+                           stdout=os_log, stderr=os_log)
+    procs = []
+    try:
+        for _ in range(100):
+            if os.path.exists(os.path.join(work, "fifo")):
+                break
+            time.sleep(0.1)
+        time.sleep(1.5)
+        uas = subprocess.Popen(["sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", str(uas_port),
+                                "-nostdin", "-bg"], cwd=work, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        procs.append(uas)
+        time.sleep(0.5)
+        hang = 2.5 * disable_tout
+        duration = (5 + hang + 10) if scenario == "hang" else 30
+        calls = int(rate * duration)
+        uac = subprocess.Popen(
+            ["sipp", "-sn", "uac", f"127.0.0.1:{sip_port}", "-i", "127.0.0.1", "-p",
+             str(uac_port), "-r", str(rate), "-m", str(calls), "-nostdin", "-timeout",
+             f"{int(duration) + 60}s", "-trace_rtt", "-rtt_freq", "1", "-trace_stat", "-fd", "1",
+             "-recv_timeout", "30000"],
+            cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(uac)
+        t0 = time.time()
+        events = []
+        time.sleep(5)
+        if scenario == "hang":
+            relays["A"].signal(signal.SIGSTOP)
+            events.append((time.time() - t0, "A SIGSTOP"))
+            time.sleep(hang)
+            relays["A"].signal(signal.SIGCONT)
+            events.append((time.time() - t0, "A SIGCONT"))
+        else:
+            relays["B"].signal(signal.SIGKILL)
+            events.append((time.time() - t0, "B SIGKILL"))
+            time.sleep(10)
+            relays["B"].start()
+            events.append((time.time() - t0, "B restarted"))
+            back = None
+            deadline = time.time() + disable_tout + 15
+            while time.time() < deadline:
+                s = show(work)
+                if s and all(n["disabled"] == 0 for st in s for n in st["Nodes"]):
+                    back = time.time() - t0
+                    break
+                time.sleep(0.5)
+            events.append((back, "every node enabled again (MI)" if back else "B NOT back"))
+        uac.wait(timeout=duration + 120)
+        # results
+        rtts = []
+        for path in glob.glob(os.path.join(work, "uac_*_rtt.csv")):
+            with open(path) as f:
+                for row in csv.reader(f, delimiter=";"):
+                    if len(row) >= 2 and row[1].replace(".", "", 1).isdigit():
+                        rtts.append(float(row[1]))
+        stats = {}
+        for path in glob.glob(os.path.join(work, "uac_*_.csv")) + glob.glob(
+                os.path.join(work, "uac_*.csv")):
+            if path.endswith("_rtt.csv"):
+                continue
+            with open(path) as f:
+                rows = list(csv.reader(f, delimiter=";"))
+            if len(rows) >= 2:
+                head, last = rows[0], rows[-1]
+                stats = dict(zip(head, last))
+        failed = int(stats.get("FailedCall(C)", "-1") or -1)
+        ok = int(stats.get("SuccessfulCall(C)", "-1") or -1)
+        return {
+            "label": label, "calls": calls, "successful": ok, "failed": failed,
+            "worst_ms": max(rtts) if rtts else None, "p99_ms": percentile(rtts, 99),
+            "p50_ms": percentile(rtts, 50), "over_1s": sum(1 for r in rtts if r > 1000),
+            "events": events, "work": work,
+        }
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        osp.send_signal(signal.SIGTERM)
+        try:
+            osp.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            osp.kill()
+        for r in relays.values():
+            r.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rate", type=int, default=100)
+    ap.add_argument("--disable-tout", type=int, default=10)
+    ap.add_argument("--scenario", choices=["hang", "kill", "both"], default="both")
+    ap.add_argument("--ours", default=os.path.join(ROOT, "target/release/librtpproxy.so"))
+    ap.add_argument("--c-module", default=os.path.join(MODULES, "rtpproxy.so"))
+    args = ap.parse_args()
+    scenarios = ["hang", "kill"] if args.scenario == "both" else [args.scenario]
+    base = 41000
+    for sc in scenarios:
+        for label, module in (("ours", args.ours), ("C", args.c_module)):
+            if not os.path.exists(module):
+                print(f"SKIPPED {label}: {module} missing")
+                continue
+            r = run(label, module, sc, args.rate, args.disable_tout, base)
+            base += 10
+            print(f"[{sc}] {label:4}: {r['calls']} calls, {r['successful']} ok, "
+                  f"{r['failed']} failed; setup p50 {r['p50_ms']:.1f} ms, "
+                  f"p99 {r['p99_ms']:.1f} ms, worst {r['worst_ms']} ms, "
+                  f"{r['over_1s']} calls > 1 s")
+            for t, what in r["events"]:
+                print(f"        t={t:.1f}s {what}" if t is not None else f"        {what}")
+            print(f"        logs: {r['work']}")
+
+
+if __name__ == "__main__":
+    main()
