@@ -91,21 +91,30 @@ pub(crate) fn now() -> u32 {
 /// `E_RTPPROXY_STATUS inactive` on the change). Already when the first UDP attempt goes
 /// unanswered the node is taken out of selection for every process, so that while this
 /// command finishes its retransmissions no new call is sent to a relay that may be hung; if a
-/// retransmission is answered after all, the node is put back at once.
+/// retransmission is answered after all, the node is put back at once. A command that loses
+/// an attempt while another command already took the node out gives up at once (the caller
+/// fails over): two lost attempts from two processes are taken as a hung relay, so that only
+/// the first command waits for every retransmission.
 fn exchange(st: &ModuleState, node: &NodeView, cmd: &Command) -> Result<Vec<u8>, TransportError> {
     let opts = options(st);
     let mut suspected = false;
     let r = with_control(|c| {
         let (client, cookies) = c.client(node, opts);
         client.send_raw_observed(cookies, cmd, &mut || {
-            if !suspected {
-                suspected = true;
-                node_failed(
-                    st,
-                    node,
-                    &format!("no reply to {} yet, retransmitting", cmd.letter() as char),
-                );
+            if suspected {
+                return true; // our own mark: keep retransmitting
             }
+            let already_out = st.slot(node).is_some_and(|s| s.health().disabled);
+            if already_out {
+                return false;
+            }
+            suspected = true;
+            node_failed(
+                st,
+                node,
+                &format!("no reply to {} yet, retransmitting", cmd.letter() as char),
+            );
+            true
         })
     });
     match &r {

@@ -287,6 +287,14 @@ impl Pending {
             Self::Stream(x) | Self::OneShot { ex: x, .. } => x.poll_outcome(),
         }
     }
+
+    /// Requests sent so far (one for streams).
+    fn attempts(&self) -> u32 {
+        match self {
+            Self::Datagram(x) => x.attempts(),
+            Self::Stream(_) | Self::OneShot { .. } => 1,
+        }
+    }
 }
 
 /// The control connection of one node, in one process.
@@ -410,17 +418,18 @@ impl ControlClient {
         cookies: &mut CookieGen,
         cmd: &Command,
     ) -> Result<Vec<u8>, TransportError> {
-        self.send_raw_observed(cookies, cmd, &mut || {})
+        self.send_raw_observed(cookies, cmd, &mut || true)
     }
 
     /// Like [`ControlClient::send_raw`], calling `attempt_lost` each time a wait for the reply
     /// runs out while attempts remain (UDP retransmissions). The caller can use it to stop
-    /// sending new work to the node while this command finishes its retries.
+    /// sending new work to the node while this command finishes its retries; returning `false`
+    /// abandons the command at once with [`TransportError::Timeout`].
     pub fn send_raw_observed(
         &mut self,
         cookies: &mut CookieGen,
         cmd: &Command,
-        attempt_lost: &mut dyn FnMut(),
+        attempt_lost: &mut dyn FnMut() -> bool,
     ) -> Result<Vec<u8>, TransportError> {
         self.start(cookies, cmd)?;
         loop {
@@ -436,7 +445,11 @@ impl ControlClient {
                 if let Some(r) = self.on_timeout(now) {
                     return r;
                 }
-                attempt_lost();
+                if !attempt_lost() {
+                    let attempts = self.pending.as_ref().map_or(0, Pending::attempts);
+                    self.cancel();
+                    return Err(TransportError::Timeout { attempts });
+                }
                 continue;
             }
             if let Some(r) = self.read_step(Some(deadline - now)) {
