@@ -80,15 +80,25 @@ impl Env {
 }
 
 /// The cdylib cargo built next to this test binary (`target/<profile>/librtpproxy.so`).
+/// `cargo test` alone does not link the cdylib, so it is built here when missing.
 pub fn our_module() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let so = dir.join("librtpproxy.so");
-    assert!(
-        so.exists(),
-        "{} not built (run cargo build first)",
-        so.display()
-    );
+    if !so.exists() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args(["build", "--lib"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        if let Some(target) = dir.parent() {
+            cmd.env("CARGO_TARGET_DIR", target);
+        }
+        let status = cmd.status().expect("run cargo build --lib");
+        assert!(status.success(), "cargo build --lib failed");
+    }
+    assert!(so.exists(), "{} not built", so.display());
     so
 }
 
@@ -375,4 +385,34 @@ pub fn have_sipp(test: &str) -> bool {
         println!("SKIPPED {test}: sipp is not installed (Debian package sip-tester)");
     }
     ok
+}
+
+impl Relay {
+    /// Starts the `RTPPROXY_BIN` daemon with extra options (recording directories `-r`/`-S`,
+    /// ...). `None` when `RTPPROXY_BIN` is not set (the PyPI engine takes no such options).
+    pub fn start_daemon(sockets: &[String], extra: &[String]) -> Option<Self> {
+        let bin = std::env::var_os("RTPPROXY_BIN").filter(|v| !v.is_empty())?;
+        let mut cmd = Command::new(bin);
+        cmd.args(["-f", "-F", "-l", "127.0.0.1"]);
+        let pid = std::env::temp_dir().join(format!("rtpp-e2e-{}.pid", port()));
+        cmd.arg("-p").arg(pid);
+        for s in sockets {
+            cmd.arg("-s").arg(s);
+        }
+        cmd.args(extra);
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        std::thread::sleep(Duration::from_millis(300));
+        Some(Self { child })
+    }
+}
+
+/// The `makeann` tool next to `RTPPROXY_BIN`, when both exist.
+pub fn makeann() -> Option<PathBuf> {
+    let bin = PathBuf::from(std::env::var_os("RTPPROXY_BIN").filter(|v| !v.is_empty())?);
+    Some(bin.parent()?.join("makeann")).filter(|p| p.exists())
 }
