@@ -95,7 +95,29 @@ fn main() {
     }
     stats("bare UDP echo", rtts, t0.elapsed());
 
+    // our client against a fake relay that answers at once: the client's own cost
+    let fake = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let fake_addr = fake.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = fake.recv_from(&mut buf) {
+            let cookie = buf[..n].split(|&b| b == b' ').next().unwrap_or_default().to_vec();
+            let _ = fake.send_to(&[&cookie[..], b" 20040107\n"].concat(), from);
+        }
+    });
+    let fake_sock = format!("udp:{fake_addr}");
+    let (_, fake_nodes) = parse_sock_value(&fake_sock, 0).unwrap().unwrap();
+    let mut fake_client = ControlClient::new(&fake_nodes[0], ClientOptions::default());
     let v = Command::version();
+    let mut rtts = Vec::with_capacity(count);
+    let t0 = Instant::now();
+    for _ in 0..count {
+        let t = Instant::now();
+        fake_client.send(&mut cookies, &v).expect("V to the fake relay");
+        rtts.push(t.elapsed());
+    }
+    stats("V via client, instant relay", rtts, t0.elapsed());
+
     let mut rtts = Vec::with_capacity(count);
     let t0 = Instant::now();
     for _ in 0..count {
