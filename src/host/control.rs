@@ -198,6 +198,34 @@ pub(crate) fn select<'a>(
     select::select_node(&table, call_id).map(|i| &set.nodes[i])
 }
 
+/// The node for a command of call `call_id`: the node that took the call's first command if
+/// it is still enabled (a call stays on its node), else the hash choice of [`select`].
+pub(crate) fn select_for_call<'a>(
+    st: &ModuleState,
+    set: &'a SetView,
+    call_id: &[u8],
+) -> Option<&'a NodeView> {
+    let generation = set.nodes.first().map_or(0, |n| n.generation);
+    if let Some(index) = st.calls.lookup(call_id, generation) {
+        if let Some(n) = set.nodes.iter().find(|n| n.index == index) {
+            if st.slot(n).is_some_and(|s| s.health().is_enabled()) {
+                return Some(n);
+            }
+        }
+    }
+    select(st, set, call_id)
+}
+
+/// Records that `node` holds the sessions of `call_id`.
+pub(crate) fn remember_call(st: &ModuleState, call_id: &[u8], node: &NodeView) {
+    st.calls.remember(call_id, node.generation, node.index);
+}
+
+/// Forgets where `call_id` was (its sessions are deleted).
+pub(crate) fn forget_call(st: &ModuleState, call_id: &[u8]) {
+    st.calls.forget(call_id);
+}
+
 /// Capabilities of a node; probes it first from this process if nobody has yet (the start-up
 /// window before the prober's first round).
 pub(crate) fn capabilities(st: &ModuleState, node: &NodeView) -> Capabilities {

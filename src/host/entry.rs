@@ -157,6 +157,8 @@ fn init() -> Result<(), String> {
         .ok_or_else(|| "out of shared memory for the node table".to_string())?;
     let list = shared::SharedList::allocate()
         .ok_or_else(|| "out of shared memory for the node list".to_string())?;
+    let calls = shared::CallMap::allocate()
+        .ok_or_else(|| "out of shared memory for the call map".to_string())?;
     let events = events::publish()?;
     for s in &topology.sets {
         for n in &s.nodes {
@@ -168,7 +170,9 @@ fn init() -> Result<(), String> {
     super::exports::use_notify_process(config.notify.is_some());
     super::dialog::mod_init(&config)?;
     super::media::mod_init(&config)?;
-    state::install(ModuleState::new(config, shared, list, events, topology))?;
+    state::install(ModuleState::new(
+        config, shared, list, calls, events, topology,
+    ))?;
     Ok(())
 }
 

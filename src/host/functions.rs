@@ -56,8 +56,9 @@ pub(crate) unsafe fn unforce(msg: *mut sip_msg, params: &Params) -> Result<i32, 
         ))
     })?;
     let cmd = Command::delete(&call_id, &from_tag, to_tag.as_deref())?;
-    let node = control::select(st, set, &call_id)
+    let node = control::select_for_call(st, set, &call_id)
         .ok_or_else(|| err(format!("no available proxies in set {}", set.id)))?;
+    control::forget_call(st, &call_id);
     // SAFETY: per the contract, `sock_var` is NULL or the variable parameter.
     if !unsafe { msg::set_var_str(msg, sock_var, node.spec.url.as_bytes()) } {
         tracing::warn!("cannot set sock_var to {}", node.spec.url);
@@ -254,7 +255,7 @@ pub(crate) fn run_offer_answer(
             let mut tries = 0;
             let mut node = match preset {
                 Some(n) if st.slot(n).is_some_and(|s| s.health().is_enabled()) => n,
-                _ => control::select(st, set, &call_id)
+                _ => control::select_for_call(st, set, &call_id)
                     .ok_or_else(|| err(format!("no available proxies in set {}", set.id)))?,
             };
             loop {
@@ -271,7 +272,12 @@ pub(crate) fn run_offer_answer(
                     .handle_reply(reply.as_deref())
                     .map_err(|e| err(e.to_string()))?
                 {
-                    ReplyOutcome::Done(_) => break,
+                    ReplyOutcome::Done(_) => {
+                        if oa.letter() == b'U' {
+                            control::remember_call(st, &call_id, node);
+                        }
+                        break;
+                    }
                     ReplyOutcome::Retry(why) => {
                         if let RetryReason::RelayError(code) = why {
                             control::node_failed(st, node, &format!("answered E{code}"));

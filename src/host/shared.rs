@@ -241,3 +241,76 @@ impl SharedNodes {
         self.len
     }
 }
+
+/// Calls remembered in [`CallMap`].
+const CALL_SLOTS: usize = 1 << 16;
+
+/// Which node took each call's first command, shared by all processes, so that later commands
+/// of the call (answer, re-INVITE, delete) follow it even when hashing would now pick another
+/// node (a node came back after a failover, weights changed). Direct-mapped: a newer call may
+/// take an older call's slot, and that older call then falls back to hashing, which is what
+/// the C module always does.
+pub(crate) struct CallMap {
+    ptr: NonNull<AtomicU64>,
+}
+
+// SAFETY: an array of atomics in shm that lives as long as the process.
+unsafe impl Send for CallMap {}
+// SAFETY: as above.
+unsafe impl Sync for CallMap {}
+
+fn call_hash(call_id: &[u8]) -> u64 {
+    // FNV-1a, 64 bits
+    call_id.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+impl CallMap {
+    /// Allocates the (empty) map in shm. Call before fork.
+    pub(crate) fn allocate() -> Option<Self> {
+        let p = mem::shm_malloc_zeroed(CALL_SLOTS * std::mem::size_of::<AtomicU64>());
+        NonNull::new(p.cast::<AtomicU64>()).map(|ptr| Self { ptr })
+    }
+
+    fn slot(&self, h: u64) -> &AtomicU64 {
+        let i = (h as usize) % CALL_SLOTS;
+        // SAFETY: `i < CALL_SLOTS`; the zeroed allocation holds that many valid atomics.
+        unsafe { &*self.ptr.as_ptr().add(i) }
+    }
+
+    /// Entry layout: check bits (32) | node-list generation (16) | node index + 1 (16).
+    fn pack(h: u64, generation: u64, index: usize) -> u64 {
+        ((h >> 32) << 32) | ((generation & 0xffff) << 16) | ((index as u64 + 1) & 0xffff)
+    }
+
+    /// Remembers that `call_id` is on node `index` of node-list `generation`.
+    pub(crate) fn remember(&self, call_id: &[u8], generation: u64, index: usize) {
+        if index >= 0xffff {
+            return;
+        }
+        let h = call_hash(call_id);
+        self.slot(h)
+            .store(Self::pack(h, generation, index), Ordering::Release);
+    }
+
+    /// The node index remembered for `call_id` in node-list `generation`.
+    pub(crate) fn lookup(&self, call_id: &[u8], generation: u64) -> Option<usize> {
+        let h = call_hash(call_id);
+        let v = self.slot(h).load(Ordering::Acquire);
+        if v == 0 || v >> 32 != h >> 32 || (v >> 16) & 0xffff != generation & 0xffff {
+            return None;
+        }
+        ((v & 0xffff) as usize).checked_sub(1)
+    }
+
+    /// Forgets `call_id` (its sessions were deleted).
+    pub(crate) fn forget(&self, call_id: &[u8]) {
+        let h = call_hash(call_id);
+        let s = self.slot(h);
+        let v = s.load(Ordering::Acquire);
+        if v >> 32 == h >> 32 {
+            let _ = s.compare_exchange(v, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+}

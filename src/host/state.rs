@@ -14,7 +14,7 @@ use crate::core::config::{
 };
 
 use super::events::Events;
-use super::shared::{NodeSlot, SharedList, SharedNodes};
+use super::shared::{CallMap, NodeSlot, SharedList, SharedNodes};
 
 /// Modparams as the configuration file gives them (main process, before `mod_init`).
 pub(crate) static PARAMS: Mutex<Option<ModParams>> = Mutex::new(None);
@@ -70,6 +70,7 @@ pub(crate) struct ModuleState {
     pub(crate) config: ModuleConfig,
     pub(crate) shared: SharedNodes,
     pub(crate) list: SharedList,
+    pub(crate) calls: CallMap,
     pub(crate) events: Events,
     /// This process's topology. Superseded topologies are leaked on purpose: a reload is
     /// rare, and callers may still hold `&'static` views of the previous one.
@@ -82,6 +83,7 @@ impl ModuleState {
         config: ModuleConfig,
         shared: SharedNodes,
         list: SharedList,
+        calls: CallMap,
         events: Events,
         initial: Topology,
     ) -> Self {
@@ -90,6 +92,7 @@ impl ModuleState {
             config,
             shared,
             list,
+            calls,
             events,
             topology: AtomicPtr::new(Box::into_raw(Box::new(initial))),
             topology_generation: AtomicU64::new(generation),
