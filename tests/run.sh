@@ -25,6 +25,8 @@ if [ "$syms" != "exports" ]; then
     echo "unexpected exported symbols:"; echo "$syms"; exit 1
 fi
 echo "only 'exports' is exported"
+echo "== fuzz targets compile"
+cargo check --quiet --manifest-path fuzz/Cargo.toml
 echo "== cargo test"
 set +e
 cargo test -- --nocapture > target/test-output.txt 2>&1
