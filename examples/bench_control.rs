@@ -32,7 +32,17 @@ fn start_engine(port: u16) -> Option<Child> {
     let sock = format!("udp:127.0.0.1:{port}");
     let child = if let Some(bin) = std::env::var_os("RTPPROXY_BIN") {
         Proc::new(bin)
-            .args(["-f", "-F", "-s", &sock, "-l", "127.0.0.1", "-p", "/tmp/bench_control.pid"])
+            .current_dir(std::env::temp_dir())
+            .args([
+                "-f",
+                "-F",
+                "-s",
+                &sock,
+                "-l",
+                "127.0.0.1",
+                "-p",
+                "/tmp/bench_control.pid",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -101,7 +111,11 @@ fn main() {
     std::thread::spawn(move || {
         let mut buf = [0u8; 512];
         while let Ok((n, from)) = fake.recv_from(&mut buf) {
-            let cookie = buf[..n].split(|&b| b == b' ').next().unwrap_or_default().to_vec();
+            let cookie = buf[..n]
+                .split(|&b| b == b' ')
+                .next()
+                .unwrap_or_default()
+                .to_vec();
             let _ = fake.send_to(&[&cookie[..], b" 20040107\n"].concat(), from);
         }
     });
@@ -113,7 +127,9 @@ fn main() {
     let t0 = Instant::now();
     for _ in 0..count {
         let t = Instant::now();
-        fake_client.send(&mut cookies, &v).expect("V to the fake relay");
+        fake_client
+            .send(&mut cookies, &v)
+            .expect("V to the fake relay");
         rtts.push(t.elapsed());
     }
     stats("V via client, instant relay", rtts, t0.elapsed());
@@ -133,7 +149,12 @@ fn main() {
     for i in 0..sessions {
         let cid = format!("bench-{i}@example");
         let mut u = Command::builder(b"Uc0,8").unwrap();
-        u.call_id(cid.as_bytes()).unwrap().arg(b"192.0.2.1").unwrap().arg(b"4000").unwrap();
+        u.call_id(cid.as_bytes())
+            .unwrap()
+            .arg(b"192.0.2.1")
+            .unwrap()
+            .arg(b"4000")
+            .unwrap();
         u.indexed_tag(b"ft", 1).unwrap();
         let d = Command::delete(cid.as_bytes(), b"ft", None).unwrap();
         for cmd in [u.finish(), d] {

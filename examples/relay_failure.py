@@ -52,7 +52,8 @@ class Relay:
         self.start()
 
     def start(self):
-        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=self.log,
+                                     cwd=os.path.dirname(self.log.name))
         time.sleep(0.3)
 
     def signal(self, sig):

@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod media;
+pub mod notify;
 pub mod offer;
 pub mod proto;
 pub mod sdp;

@@ -90,6 +90,16 @@ core_api! {
         db_bind_mod: unsafe extern "C" fn(*const host_str, *mut db_func_t) -> c_int,
         pv_get_spec_value: unsafe extern "C" fn(*mut sip_msg, *mut pv_spec_t, *mut pv_value_t) -> c_int,
         pv_set_value: unsafe extern "C" fn(*mut sip_msg, *mut pv_spec_t, c_int, *mut pv_value_t) -> c_int,
+        pv_parse_spec: unsafe extern "C" fn(*const host_str, *mut pv_spec_t) -> *mut c_char,
+        ipc_handle_job: unsafe extern "C" fn(c_int),
+        pv_get_avp_name: unsafe extern "C" fn(*mut sip_msg, *mut c_void, *mut c_int, *mut u16) -> c_int,
+        search_first_avp: unsafe extern "C" fn(u16, c_int, *mut super::avp::IntStr, *mut c_void) -> *mut c_void,
+        destroy_avp: unsafe extern "C" fn(*mut c_void),
+        add_avp_last: unsafe extern "C" fn(u16, c_int, super::avp::IntStr) -> c_int,
+        bin_push_str: unsafe extern "C" fn(*mut c_void, *const host_str) -> c_int,
+        bin_push_int: unsafe extern "C" fn(*mut c_void, c_int) -> c_int,
+        bin_pop_str: unsafe extern "C" fn(*mut c_void, *mut host_str) -> c_int,
+        bin_pop_int: unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int,
     }
     vars {
         log_level: *mut c_int,
@@ -112,6 +122,7 @@ core_api! {
         event_shm_pending: *mut c_int,
         process_no: c_int,
         route_type: c_int,
+        pt: *mut u8,
     }
 }
 

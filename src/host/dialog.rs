@@ -1,36 +1,872 @@
-//! `rtpproxy_engage` and the dialog integration, and the notification listener process.
-//! (Owned by the dialog/notification work; spec §5 and §8.)
+//! `rtpproxy_engage` and the dialog integration (spec §5), the dialog side of the `n`/`d`
+//! flags (§3.5.1), and the notification listener process (§8).
+//!
+//! # Engage
+//!
+//! `rtpproxy_engage()` on an initial INVITE creates the dialog, runs the offer when the INVITE
+//! has SDP (else marks `late_negotiation`), stores its parameters — in the dialog values
+//! `rtpproxy_1` (flags), `rtpproxy_2` (ip) and `rtpproxy_3` (set id, 4 raw native-endian
+//! bytes), or in branch AVPs `$bavp(5589965/6/7)` from a branch route — exactly as the C
+//! module does, and registers, once per message:
+//! - a tm `RESPONSE_FWDED` callback on the INVITE transaction (replies to the INVITE),
+//! - a dialog `REQ_WITHIN|RESPONSE_WITHIN` callback (sequential requests and their replies),
+//! - a dialog `FAILED|TERMINATED|EXPIRED` callback that deletes the sessions (`D`).
+//!
+//! # Notification process
+//!
+//! "RTPP notification receiver" runs [`crate::io::listener`] on a current-thread tokio
+//! runtime created inside that process. The process is declared with `PROC_FLAG_HAS_IPC`, so
+//! it must serve its OpenSIPS IPC pipe: instead of the core reactor (`reactor_proc_loop`,
+//! which would leave no room for the tokio reactor), the listener watches the pipe
+//! (`pt[process_no].ipc_pipe[0]`, located through the process table and checked against our
+//! pid) and this module runs every pending job with the core's `ipc_handle_job` whenever it
+//! is readable. RPCs sent to the process (script reloads, MI-driven jobs) are therefore served
+//! between notifications, as in the C module's reactor.
+//!
+//! # Deliberate differences from the C module
+//!
+//! - Without the dialog module, `rtpproxy_engage` returns -1 with an error (C calls a NULL
+//!   function pointer).
+//! - An empty flags string is accepted in a branch route (C refuses it).
+//! - An UPDATE without SDP does not mark a late negotiation (C does, after which the next SDP
+//!   exchange is handled as an offer in the wrong place); only an INVITE without SDP does.
+//! - The sessions are also deleted when the dialog expires (`DLGCB_EXPIRED`, dialog lifetime
+//!   ran out without BYEs); C leaves them to the relay's own timeout.
+//! - The listener binds to the configured address with a few retries; if it still cannot,
+//!   the process ends, which stops OpenSIPS (as C does when its process function returns).
+//! - TCP peers are checked against the nodes of the current node list (re-read after
+//!   `rtpproxy_reload`); connections accepted before a reload are not closed.
 
-use std::ffi::c_int;
+use std::collections::HashSet;
+use std::ffi::{c_int, c_void};
+use std::net::IpAddr;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use crate::core::config::ModuleConfig;
+use crate::core::config::{ModuleConfig, SetId, Transport};
+use crate::core::notify::{DialogId, DtmfEvent, Notification};
+use crate::core::offer::{truncate_script_param, Direction, Flags};
+use crate::core::proto::command::Command;
+use crate::io::listener::{self, ListenAddr, ListenerOptions, ListenerStats, NotifySink, Peer};
 use crate::Error;
 
+use super::api::api;
+use super::cstr::borrowed_str;
+use super::dlg_api::{
+    self, DlgCbParams, DlgCell, DlgValue, DLGCB_EXPIRED, DLGCB_FAILED, DLGCB_REQ_WITHIN,
+    DLGCB_RESPONSE_WITHIN, DLGCB_TERMINATED,
+};
 use super::entry::Params;
-use super::sys::sip_msg;
+use super::functions::{opt_int, run_offer_answer, OfferRequest, SdpSource};
+use super::msg::{self, Bodies, Msg, MsgKind};
+use super::state::{self, ModuleState};
+use super::sys::{self, host_str, pv_spec_t, pv_value_t, sip_msg};
+use super::tm_api::{self, Cell, TmcbParams, TMCB_RESPONSE_FWDED};
+use super::{control, guard};
 
-/// Pre-fork set-up (dialog/tm APIs, global dialog callbacks).
-pub(crate) fn mod_init(_config: &ModuleConfig) -> Result<(), String> {
+/// Dialog value names (spec §5.3).
+const VAL_FLAGS: &[u8] = b"rtpproxy_1";
+const VAL_IP: &[u8] = b"rtpproxy_2";
+const VAL_SET: &[u8] = b"rtpproxy_3";
+const VAL_LATE: &[u8] = b"late_negotiation";
+
+/// Branch AVPs holding the parameters of an engage made in a branch route (spec §5.1).
+const BAVP_NAMES: [&[u8]; 3] = [b"$bavp(5589965)", b"$bavp(5589966)", b"$bavp(5589967)"];
+/// `pv_type` of `$bavp` (tm's extra PV: 903 + PVT_EXTRA).
+const PVT_BAVP: c_int = 903 + 117;
+
+/// Reason recorded when a relay reports a media timeout (spec §8.3).
+const TIMEOUT_REASON: &[u8] = b"RTPProxy Timeout";
+
+/// The parsed `$bavp` specs (pkg/heap memory of the main process, inherited by fork).
+struct Bavps([*mut pv_spec_t; 3]);
+// SAFETY: the specs are written once in `mod_init` and only read afterwards, by the process
+// that owns its copy.
+unsafe impl Send for Bavps {}
+// SAFETY: as above.
+unsafe impl Sync for Bavps {}
+
+static BAVPS: OnceLock<Option<Bavps>> = OnceLock::new();
+
+fn err(msg: impl Into<String>) -> Error {
+    Error::Other(msg.into())
+}
+
+/// Pre-fork set-up: binds the tm and dialog APIs and parses the branch AVP specs.
+pub(crate) fn mod_init(config: &ModuleConfig) -> Result<(), String> {
+    if !tm_api::load() {
+        tracing::debug!("tm API not found: rtpproxy_engage is not available");
+    }
+    if !dlg_api::load() {
+        if config.notify.is_some() {
+            return Err("you need to load the dialog module to use rtpp_notify_socket".into());
+        }
+        tracing::debug!("dialog module not loaded: rtpproxy_engage and flag n are not available");
+    }
+    BAVPS.get_or_init(parse_bavps);
     Ok(())
 }
 
-/// Per-process set-up after fork.
+fn parse_bavps() -> Option<Bavps> {
+    let mut specs = [std::ptr::null_mut::<pv_spec_t>(); 3];
+    for (spec, name) in specs.iter_mut().zip(BAVP_NAMES) {
+        // SAFETY: `pv_spec_t` is plain data, all-zero is its empty state; the box is leaked
+        // so that the spec stays valid for the life of the process (and its children).
+        let p = Box::into_raw(Box::new(unsafe { std::mem::zeroed::<pv_spec_t>() }));
+        let text = borrowed_str(name);
+        // SAFETY: `pv_parse_spec` reads the name and fills the spec we own.
+        let ok = unsafe { !(api().pv_parse_spec)(&text, p).is_null() && (*p).type_ == PVT_BAVP };
+        if !ok {
+            tracing::debug!(
+                "cannot parse {}: engage from a branch route is not available",
+                String::from_utf8_lossy(name)
+            );
+            return None;
+        }
+        *spec = p;
+    }
+    Some(Bavps(specs))
+}
+
+/// Per-process set-up after fork (nothing: control clients are opened on first use).
 pub(crate) fn child_init(_rank: c_int) -> Result<(), String> {
     Ok(())
 }
 
-/// `rtpproxy_engage([flags], [ip_address], [set_id], [sock_var], [ret_var])`.
+/// A `CMD_PARAM_STR` parameter, truncated to 63 bytes as the C module copies it; `None`
+/// when omitted.
+///
+/// # Safety
+/// `p` must be NULL or the `str*` the host passed for that parameter.
+unsafe fn opt_str63(p: *mut c_void) -> Option<Vec<u8>> {
+    // SAFETY: per the contract.
+    (!p.is_null())
+        .then(|| truncate_script_param(unsafe { super::cstr::str_bytes(p.cast()) }).to_vec())
+}
+
+/// `rtpproxy_engage([flags], [ip_address], [set_id], [sock_var], [ret_var])` (spec §5.1).
 ///
 /// # Safety
 /// `msg` and `params` are those of the script-function call.
-pub(crate) unsafe fn engage(_msg: *mut sip_msg, _params: &Params) -> Result<i32, Error> {
-    Err(Error::NotImplemented("rtpproxy_engage"))
+pub(crate) unsafe fn engage(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
+    let [flags_p, ip_p, set_p, sock_var, ret_var, ..] = *params;
+    let st = state::get().ok_or_else(|| err("module not initialized"))?;
+    let d = dlg_api::binds()
+        .ok_or_else(|| err("rtpproxy_engage needs the dialog module, which is not loaded"))?;
+    let tm = tm_api::binds().ok_or_else(|| err("rtpproxy_engage needs the tm module"))?;
+    // SAFETY: per the contract.
+    let m = unsafe { Msg::from_ptr(msg) }
+        .ok_or_else(|| err("this function can only be called from an INVITE"))?;
+    if m.kind() != Some(MsgKind::Request) || m.method() != msg::METHOD_INVITE {
+        return Err(err("this function can only be called from an INVITE"));
+    }
+    if m.ttag().is_some() {
+        return Err(err(
+            "this function can only be called from the initial INVITE",
+        ));
+    }
+    // SAFETY: `msg` is the initial INVITE of this call.
+    if !unsafe { d.create(msg) } {
+        return Err(err("error creating the dialog"));
+    }
+    let dlg = d.current().ok_or_else(|| err("cannot get the dialog"))?;
+    // SAFETY: per the contract, for each parameter.
+    let (flags, ip, set) = unsafe { (opt_str63(flags_p), opt_str63(ip_p), opt_int(set_p)) };
+    let ip_text = ip
+        .as_deref()
+        .map(|v| String::from_utf8_lossy(v).into_owned());
+
+    if matches!(m.sdp_parts(), Bodies::Sdp(_)) {
+        let mut req = OfferRequest::new(flags.as_deref().unwrap_or(b""), Direction::Offer);
+        req.ip = ip_text.as_deref();
+        req.set = set;
+        req.dialog_id = d.did(dlg);
+        let out = run_offer_answer(Some(m), &req, SdpSource::Message)?;
+        if let Some(url) = &out.node_url {
+            // SAFETY: `sock_var` is NULL or the variable parameter of this call.
+            unsafe { msg::set_var_str(msg, sock_var, url.as_bytes()) };
+        }
+        if let Some(v) = &out.ret_var {
+            // SAFETY: `ret_var` is NULL or the variable parameter of this call.
+            unsafe { msg::set_var_str(msg, ret_var, v) };
+        }
+    } else if !d.store_str(dlg, VAL_LATE, VAL_LATE) {
+        return Err(err("cannot store late_negotiation into the dialog"));
+    }
+
+    let set_id = set.map(|id| {
+        if control::find_set(st, Some(id)).is_some() {
+            id
+        } else {
+            tracing::error!("RTPProxy set {id} no longer exists: using the default set");
+            st.config.default_set
+        }
+    });
+
+    // SAFETY: `route_type` is the core's current route type variable.
+    let route_type = unsafe { *api().route_type };
+    if route_type & sys::BRANCH_ROUTE as c_int != 0 {
+        // SAFETY: `msg` is the current message.
+        unsafe { store_branch_params(msg, flags.as_deref(), ip.as_deref(), set_id)? };
+    } else {
+        if let Some(f) = &flags {
+            if !d.store_str(dlg, VAL_FLAGS, f) {
+                return Err(err("cannot store the flags into the dialog"));
+            }
+        }
+        if let Some(ip) = &ip {
+            if !d.store_str(dlg, VAL_IP, ip) {
+                return Err(err("cannot store the ip address into the dialog"));
+            }
+        }
+        if let Some(id) = set_id {
+            if !d.store_str(dlg, VAL_SET, &id.to_ne_bytes()) {
+                return Err(err("cannot store the set into the dialog"));
+            }
+        }
+    }
+
+    if m.msg_flags() & msg::FL_USE_RTPPROXY != 0 {
+        tracing::debug!("rtpproxy engage callbacks already registered for this message");
+        return Ok(1);
+    }
+    m.add_msg_flags(msg::FL_USE_RTPPROXY);
+    // SAFETY: `msg` is the INVITE being processed.
+    if !unsafe { tm.register(msg, TMCB_RESPONSE_FWDED, engage_reply_cb) } {
+        return Err(err("failed to install the TM callback"));
+    }
+    if !d.register(
+        dlg,
+        DLGCB_RESPONSE_WITHIN | DLGCB_REQ_WITHIN,
+        engage_dialog_cb,
+    ) {
+        return Err(err("cannot register the dialog callback"));
+    }
+    if !d.register(
+        dlg,
+        DLGCB_FAILED | DLGCB_TERMINATED | DLGCB_EXPIRED,
+        engage_close_cb,
+    ) {
+        return Err(err("cannot register the dialog close callback"));
+    }
+    Ok(1)
 }
 
-/// Body of the "RTPP notification receiver" process.
+/// Engage from a branch route: the parameters go to branch AVPs until a 2xx picks a branch.
+///
+/// # Safety
+/// `msg` must be the message of the current script function.
+unsafe fn store_branch_params(
+    msg: *mut sip_msg,
+    flags: Option<&[u8]>,
+    ip: Option<&[u8]>,
+    set: Option<SetId>,
+) -> Result<(), Error> {
+    let Some(Some(Bavps(specs))) = BAVPS.get() else {
+        return Err(err("branch AVPs are not available (tm's $bavp)"));
+    };
+    for (spec, value) in specs[..2].iter().zip([flags, ip]) {
+        if let Some(v) = value {
+            // SAFETY: `spec` is a parsed `$bavp` spec; the value is copied by the core.
+            if !unsafe { msg::set_var_str(msg, spec.cast(), v) } {
+                return Err(err("cannot store an engage parameter in a branch AVP"));
+            }
+        }
+    }
+    if let Some(id) = set {
+        let text = id.to_string();
+        let mut v = pv_value_t {
+            rs: borrowed_str(text.as_bytes()),
+            ri: id,
+            flags: (sys::PV_VAL_INT | sys::PV_TYPE_INT) as c_int,
+        };
+        // SAFETY: as above.
+        if unsafe { (api().pv_set_value)(msg, specs[2], sys::EQ_T as c_int, &mut v) } < 0 {
+            return Err(err("cannot store the set in a branch AVP"));
+        }
+    }
+    Ok(())
+}
+
+/// What an engaged dialog's later messages are processed with.
+struct EngageParams {
+    flags: Vec<u8>,
+    ip: Option<String>,
+    set: SetId,
+}
+
+/// The set id of `rtpproxy_3`: 4 raw native-endian bytes (an integer value is accepted too).
+fn dialog_set(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg) -> Option<SetId> {
+    match d.fetch(dlg, VAL_SET)? {
+        DlgValue::Str(b) if b.len() >= 4 => Some(SetId::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+        DlgValue::Int(n) => Some(n),
+        other => {
+            tracing::warn!("unusable rtpproxy_3 dialog value {other:?}: using the default set");
+            None
+        }
+    }
+}
+
+fn dialog_params(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg, default_set: SetId) -> EngageParams {
+    let text = |name| match d.fetch(dlg, name) {
+        Some(DlgValue::Str(v)) => Some(v),
+        _ => None,
+    };
+    EngageParams {
+        flags: text(VAL_FLAGS).unwrap_or_default(),
+        ip: text(VAL_IP).map(|v| String::from_utf8_lossy(&v).into_owned()),
+        set: dialog_set(d, dlg).unwrap_or(default_set),
+    }
+}
+
+/// A branch AVP's value: (string, integer) if set.
+///
+/// # Safety
+/// `msg` must be the message being processed; `spec` a parsed `$bavp` spec.
+unsafe fn bavp(msg: *mut sip_msg, spec: *mut pv_spec_t) -> Option<(Vec<u8>, Option<i32>)> {
+    let mut v = pv_value_t {
+        rs: host_str {
+            s: std::ptr::null_mut(),
+            len: 0,
+        },
+        ri: 0,
+        flags: 0,
+    };
+    // SAFETY: per the contract; a string value may sit in a static buffer and is copied now.
+    unsafe {
+        if (api().pv_get_spec_value)(msg, spec, &mut v) < 0
+            || v.flags & sys::PV_VAL_NULL as c_int != 0
+        {
+            return None;
+        }
+        let s = if v.flags & sys::PV_VAL_STR as c_int != 0 {
+            super::cstr::str_bytes(&v.rs).to_vec()
+        } else {
+            Vec::new()
+        };
+        let n = (v.flags & sys::PV_VAL_INT as c_int != 0).then_some(v.ri);
+        Some((s, n))
+    }
+}
+
+/// Branch AVPs of a reply (spec §5.2): a 2xx moves them into the dialog values and uses them,
+/// a 1xx only uses them; `None` when there are none or for other replies.
+fn branch_params(
+    d: &dlg_api::DlgBinds,
+    dlg: dlg_api::Dlg,
+    m: Msg,
+    default_set: SetId,
+) -> Result<Option<EngageParams>, Error> {
+    let Some(Some(Bavps(specs))) = BAVPS.get() else {
+        return Ok(None);
+    };
+    if m.kind() != Some(MsgKind::Reply) {
+        return Ok(None);
+    }
+    // SAFETY: `m` is the live reply of the callback; the specs are parsed `$bavp` specs.
+    let [flags, ip, set] = specs.map(|s| unsafe { bavp(m.as_ptr(), s) });
+    if flags.is_none() && ip.is_none() && set.is_none() {
+        return Ok(None);
+    }
+    let set = set.map(|(text, n)| {
+        n.unwrap_or_else(|| {
+            std::str::from_utf8(&text)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or(default_set)
+        })
+    });
+    let code = m.status_code();
+    if (200..300).contains(&code) {
+        if let Some((f, _)) = &flags {
+            if !d.store_str(dlg, VAL_FLAGS, f) {
+                return Err(err("cannot store the flags into the dialog"));
+            }
+        }
+        if let Some((ip, _)) = &ip {
+            if !d.store_str(dlg, VAL_IP, ip) {
+                return Err(err("cannot store the ip address into the dialog"));
+            }
+        }
+        if let Some(id) = set {
+            if !d.store_str(dlg, VAL_SET, &id.to_ne_bytes()) {
+                return Err(err("cannot store the set into the dialog"));
+            }
+        }
+    } else if code >= 300 {
+        return Ok(None);
+    }
+    Ok(Some(EngageParams {
+        flags: flags.map(|f| f.0).unwrap_or_default(),
+        ip: ip.map(|v| String::from_utf8_lossy(&v.0).into_owned()),
+        set: set.unwrap_or(default_set),
+    }))
+}
+
+/// One message of an engaged dialog (spec §5.2): replies to the INVITE, sequential requests
+/// and their replies.
+fn on_message(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg, m: Msg) -> Result<(), Error> {
+    let st = state::get().ok_or_else(|| err("module not initialized"))?;
+    let late = d.fetch(dlg, VAL_LATE).is_some();
+    let has_sdp = matches!(m.sdp_parts(), Bodies::Sdp(_));
+    let method = m
+        .cseq_method()
+        .ok_or_else(|| err("cannot parse the CSeq header"))?;
+    if method == msg::METHOD_ACK {
+        match (late, has_sdp) {
+            (false, true) => {
+                return Err(err(
+                    "not a late negotiation: an ACK cannot carry an SDP body",
+                ))
+            }
+            (true, false) => {
+                return Err(err(
+                    "the ACK of a late negotiation does not carry an SDP body",
+                ))
+            }
+            (false, false) => return Ok(()),
+            (true, true) => {
+                d.delete(dlg, VAL_LATE);
+            }
+        }
+    } else if !has_sdp {
+        if m.kind() == Some(MsgKind::Request)
+            && method == msg::METHOD_INVITE
+            && !d.store_flag(dlg, VAL_LATE)
+        {
+            return Err(err("cannot store late_negotiation into the dialog"));
+        }
+        return Ok(());
+    }
+    let default_set = st.config.default_set;
+    let p = match branch_params(d, dlg, m, default_set)? {
+        Some(p) => p,
+        None => dialog_params(d, dlg, default_set),
+    };
+    let direction = if late {
+        Direction::Offer
+    } else {
+        Direction::Answer
+    };
+    let mut req = OfferRequest::new(&p.flags, direction);
+    req.ip = p.ip.as_deref();
+    req.set = Some(p.set);
+    req.dialog_id = d.did(dlg);
+    run_offer_answer(Some(m), &req, SdpSource::Message)?;
+    Ok(())
+}
+
+/// Processes `msg` for `dlg` (or the current dialog), logging any failure.
+fn engaged_message(dlg: Option<dlg_api::Dlg>, msg: *mut sip_msg) {
+    let Some(d) = dlg_api::binds() else { return };
+    // SAFETY: `msg` comes from a tm or dialog callback, live for the callback.
+    let Some(m) = (unsafe { Msg::from_ptr(msg) }) else {
+        return;
+    };
+    let Some(dlg) = dlg.or_else(|| d.current()) else {
+        tracing::debug!("dialog not found: cannot engage rtpproxy");
+        return;
+    };
+    if let Err(e) = on_message(d, dlg, m) {
+        tracing::error!("rtpproxy_engage: {e}");
+    }
+}
+
+/// tm `RESPONSE_FWDED` on the engaged INVITE: a reply about to be relayed.
+unsafe extern "C" fn engage_reply_cb(t: *mut Cell, _ty: c_int, p: *mut TmcbParams) {
+    guard::call("rtpproxy_engage reply callback", (), || {
+        if t.is_null() || p.is_null() {
+            return;
+        }
+        // SAFETY: tm passes live callback parameters.
+        let rpl = unsafe { (*p).rpl };
+        engaged_message(None, rpl);
+    })
+}
+
+/// Dialog `REQ_WITHIN|RESPONSE_WITHIN`: a sequential request or its reply.
+unsafe extern "C" fn engage_dialog_cb(dlg: *mut DlgCell, _ty: c_int, p: *mut DlgCbParams) {
+    guard::call("rtpproxy_engage dialog callback", (), || {
+        if p.is_null() {
+            return;
+        }
+        // SAFETY: the dialog module passes a live cell and live parameters.
+        let (dlg, msg) = unsafe { (dlg_api::Dlg::from_ptr(dlg), (*p).msg) };
+        if let Some(dlg) = dlg {
+            engaged_message(Some(dlg), msg);
+        }
+    })
+}
+
+/// Dialog `FAILED|TERMINATED|EXPIRED`: delete the call's sessions (spec §5.4).
+unsafe extern "C" fn engage_close_cb(dlg: *mut DlgCell, _ty: c_int, _p: *mut DlgCbParams) {
+    guard::call("rtpproxy_engage close callback", (), || {
+        // SAFETY: the dialog module passes a live cell.
+        let Some(dlg) = (unsafe { dlg_api::Dlg::from_ptr(dlg) }) else {
+            return;
+        };
+        if let Err(e) = teardown(dlg) {
+            tracing::error!("rtpproxy_engage: cannot delete the sessions: {e}");
+        }
+    })
+}
+
+fn teardown(dlg: dlg_api::Dlg) -> Result<(), Error> {
+    let st = state::get().ok_or_else(|| err("module not initialized"))?;
+    let d = dlg_api::binds().ok_or_else(|| err("no dialog module"))?;
+    let set_id = dialog_set(d, dlg).unwrap_or(st.config.default_set);
+    let set = control::find_set(st, Some(set_id))
+        .ok_or_else(|| err(format!("could not find RTPProxy set {set_id}")))?;
+    let call_id = dlg.call_id();
+    let from_tag = dlg.caller_tag().unwrap_or_default();
+    let to_tag = dlg.callee_tag();
+    let cmd = Command::delete(&call_id, &from_tag, to_tag.as_deref())?;
+    let node = control::select(st, set, &call_id)
+        .ok_or_else(|| err(format!("no available proxies in set {set_id}")))?;
+    // The reply does not matter (the relay may have deleted a timed-out session already).
+    let _ = control::send(st, node, &cmd);
+    Ok(())
+}
+
+/// The dialog id a plain `rtpproxy_offer`/`rtpproxy_answer` passes in
+/// `OfferRequest::dialog_id` (spec §3.5.1): with `n` on a `U` (and a notify socket), the
+/// dialog of the message — created here for an initial request — which is an error when it
+/// cannot be had; with `d`, the current dialog if there is one (else the DTMF tag uses the
+/// Call-ID). `None` when neither applies or the dialog module is not loaded.
+pub(crate) fn dialog_id_for_flags(
+    m: Msg,
+    flags: &[u8],
+    direction: Direction,
+) -> Result<Option<Vec<u8>>, Error> {
+    let Some(d) = dlg_api::binds() else {
+        return Ok(None);
+    };
+    let Ok(f) = Flags::parse_script_param(flags) else {
+        return Ok(None); // the offer itself reports bad flags
+    };
+    let configured = state::get().is_some_and(|st| st.config.notify.is_some());
+    if !configured && f.notify_socket().is_none_or(<[u8]>::is_empty) {
+        return Ok(None);
+    }
+    if f.notify && direction == Direction::Offer && !f.lookup {
+        if m.kind() == Some(MsgKind::Request) && m.ttag().is_none() {
+            // SAFETY: `m` is the initial request being processed by the script function.
+            unsafe { d.create(m.as_ptr()) };
+        }
+        let dlg = d
+            .current()
+            .ok_or_else(|| err("failed to get the dialog for the timeout notification"))?;
+        return Ok(d.did(dlg));
+    }
+    if f.dtmf {
+        return Ok(d.current().and_then(|dlg| d.did(dlg)));
+    }
+    Ok(None)
+}
+
+// ---- notification process -------------------------------------------------------------------
+
+/// Raises `E_RTPPROXY_DTMF` (spec §8.5) if anybody subscribed.
+fn raise_dtmf(st: &ModuleState, ev: &DtmfEvent) {
+    let id = st.events.dtmf;
+    let digit = [ev.digit];
+    let ints: [c_int; 4] = [
+        ev.duration as c_int,
+        ev.volume as c_int,
+        c_int::from(ev.is_callid),
+        ev.stream as c_int,
+    ];
+    let names: [&[u8]; 6] = [
+        b"digit",
+        b"duration",
+        b"volume",
+        b"id",
+        b"is_callid",
+        b"stream",
+    ];
+    let names = names.map(borrowed_str);
+    let (v_digit, v_id) = (borrowed_str(&digit), borrowed_str(&ev.id));
+    let str_flag = sys::EVI_STR_VAL as c_int;
+    let int_flag = sys::EVI_INT_VAL as c_int;
+    let values: [(*const c_void, c_int); 6] = [
+        ((&v_digit as *const host_str).cast(), str_flag),
+        ((&ints[0] as *const c_int).cast(), int_flag),
+        ((&ints[1] as *const c_int).cast(), int_flag),
+        ((&v_id as *const host_str).cast(), str_flag),
+        ((&ints[2] as *const c_int).cast(), int_flag),
+        ((&ints[3] as *const c_int).cast(), int_flag),
+    ];
+    // SAFETY: evi calls with a published id; names and values are borrowed and stay alive
+    // until `evi_raise_event` returns (it copies the str structs and ints, ABI §4.10); the
+    // list from `evi_get_params` is freed by the raise, or by us on the error path.
+    unsafe {
+        let a = api();
+        if (a.evi_probe_event)(id) == 0 {
+            return;
+        }
+        let list = (a.evi_get_params)();
+        if list.is_null() {
+            tracing::error!("cannot create E_RTPPROXY_DTMF parameters");
+            return;
+        }
+        for (name, (val, flag)) in names.iter().zip(values) {
+            if (a.evi_param_add)(list, name, val, flag) < 0 {
+                tracing::error!("cannot add E_RTPPROXY_DTMF parameters");
+                (a.evi_free_params)(list);
+                return;
+            }
+        }
+        if (a.evi_raise_event)(id, list) < 0 {
+            tracing::error!("cannot raise E_RTPPROXY_DTMF");
+        }
+    }
+}
+
+/// `sizeof(struct process_table)` and the offset of `ipc_pipe` in it (3.6.8, x86_64).
+const PT_ENTRY_SIZE: usize = 4704;
+const PT_IPC_PIPE: usize = 148;
+
+/// This process's IPC read descriptor (`IPC_FD_READ_SELF`), found through the process table
+/// and checked: the entry's pid must be ours and the descriptor a pipe.
+fn ipc_read_fd() -> Result<c_int, String> {
+    let a = api();
+    // SAFETY: `pt` and `process_no` are core variables; the entry of this process is read at
+    // the measured layout, and the pid check below rejects a wrong layout before the
+    // descriptor is trusted.
+    let (pid, fd) = unsafe {
+        let table = *a.pt;
+        let no = *a.process_no;
+        if table.is_null() || no < 0 {
+            return Err("no process table".into());
+        }
+        let entry = table.add(no as usize * PT_ENTRY_SIZE);
+        (
+            entry.cast::<c_int>().read_unaligned(),
+            entry.add(PT_IPC_PIPE).cast::<c_int>().read_unaligned(),
+        )
+    };
+    if pid != std::process::id() as c_int {
+        return Err(format!(
+            "process table entry does not describe this process (pid {pid})"
+        ));
+    }
+    // SAFETY: `fstat` only fills the local struct.
+    let is_pipe = unsafe {
+        let mut sb: libc::stat = std::mem::zeroed();
+        libc::fstat(fd, &mut sb) == 0 && sb.st_mode & libc::S_IFMT == libc::S_IFIFO
+    };
+    if !is_pipe {
+        return Err(format!("descriptor {fd} is not an IPC pipe"));
+    }
+    Ok(fd)
+}
+
+/// Acts on notifications inside the notification process.
+struct HostSink {
+    st: &'static ModuleState,
+    generation: Option<u64>,
+    allowed: HashSet<IpAddr>,
+    ipc_fd: Option<c_int>,
+}
+
+impl HostSink {
+    /// The addresses of the configured non-UNIX nodes, re-read when the node list changes.
+    fn refresh_peers(&mut self) {
+        let topology = self.st.topology();
+        if self.generation == Some(topology.generation) {
+            return;
+        }
+        self.generation = Some(topology.generation);
+        self.allowed.clear();
+        for node in topology.sets.iter().flat_map(|s| s.nodes.iter()) {
+            let spec = &node.spec;
+            let ipv6 = match spec.transport {
+                Transport::Udp | Transport::Tcp => false,
+                Transport::Udp6 | Transport::Tcp6 => true,
+                Transport::Unix | Transport::Cunix | Transport::RtpIo => continue,
+            };
+            let (Some(host), Some(port)) = (spec.host(), spec.port()) else {
+                continue;
+            };
+            let literal = host.trim_start_matches('[').trim_end_matches(']');
+            let ip = match literal.parse::<IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => crate::io::transport::resolve(host, port, ipv6)
+                    .map(|a| a.ip())
+                    .map_err(|e| {
+                        tracing::warn!(
+                            "RTPProxy {}: {e}; its notifications will be refused",
+                            spec.url
+                        )
+                    })
+                    .ok(),
+            };
+            self.allowed.extend(ip);
+        }
+        tracing::debug!("notifications accepted from {:?}", self.allowed);
+    }
+
+    fn act(&self, n: Notification, peer: &Peer) {
+        match n {
+            Notification::Timeout(did) => self.timeout(did, peer),
+            Notification::Dtmf(ev) => {
+                tracing::info!(
+                    "got DTMF event {} volume={} duration={} stream={} for {} from {peer}",
+                    (ev.digit as char).escape_debug(),
+                    ev.volume,
+                    ev.duration,
+                    ev.stream,
+                    String::from_utf8_lossy(&ev.id).escape_debug()
+                );
+                raise_dtmf(self.st, &ev);
+            }
+            Notification::Ignored | Notification::Unknown(_) => {}
+        }
+    }
+
+    fn timeout(&self, did: DialogId, peer: &Peer) {
+        tracing::info!("timeout notification for dialog {did} from {peer}");
+        let Some(d) = dlg_api::binds() else {
+            tracing::error!("no dialog module: cannot end dialog {did}");
+            return;
+        };
+        match d.terminate(did.h_entry, did.h_id, TIMEOUT_REASON) {
+            1 => tracing::info!("dialog {did} ended: RTPProxy reported a media timeout"),
+            0 => tracing::info!("dialog {did} of a timeout notification does not exist (any more)"),
+            _ => tracing::error!(
+                "failed to terminate dialog h_entry=[{}], h_id=[{}]",
+                did.h_entry,
+                did.h_id
+            ),
+        }
+    }
+}
+
+impl NotifySink for HostSink {
+    fn allow_peer(&mut self, ip: IpAddr) -> bool {
+        guard::call("notification peer check", false, || {
+            self.refresh_peers();
+            self.allowed.contains(&ip)
+        })
+    }
+
+    fn notify(&mut self, n: Notification, peer: &Peer) {
+        guard::call("notification", (), || self.act(n, peer));
+    }
+
+    fn take_wake_fd(&mut self) -> Option<OwnedFd> {
+        let fd = self.ipc_fd?;
+        // SAFETY: duplicating a descriptor we checked is open; the copy is ours to own.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            tracing::error!(
+                "cannot watch the IPC pipe: {}",
+                std::io::Error::last_os_error()
+            );
+            return None;
+        }
+        // SAFETY: `dup` is a fresh descriptor nobody else owns.
+        Some(unsafe { OwnedFd::from_raw_fd(dup) })
+    }
+
+    fn on_wake(&mut self) -> bool {
+        guard::call("IPC job", true, || self.run_ipc_jobs())
+    }
+}
+
+impl HostSink {
+    /// Runs the IPC jobs waiting in this process's pipe (at most 64 at a time); `true` once
+    /// the pipe is empty.
+    fn run_ipc_jobs(&self) -> bool {
+        let Some(fd) = self.ipc_fd else { return true };
+        for _ in 0..64 {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: polls one descriptor without waiting.
+            let n = unsafe { libc::poll(&mut p, 1, 0) };
+            if n <= 0 || p.revents & libc::POLLIN == 0 {
+                return true;
+            }
+            // SAFETY: the core reads one job from its own pipe and runs it; the pipe is
+            // non-blocking (the listener set it so), so a spurious wake-up cannot block.
+            unsafe { (api().ipc_handle_job)(fd) };
+        }
+        false
+    }
+}
+
+/// Body of the "RTPP notification receiver" process (spec §8.1). Returns only when the
+/// listener cannot be set up or fails (the core then ends the process).
 pub(crate) fn notify_process(_no: c_int) {
-    tracing::error!("the notification listener is not implemented yet; notifications are ignored");
-    loop {
-        std::thread::sleep(std::time::Duration::from_secs(3600));
+    let Some(st) = state::get() else {
+        tracing::error!("notification listener started without module state");
+        return;
+    };
+    let Some(socket) = st.config.notify.as_ref() else {
+        tracing::error!("notification listener started without rtpp_notify_socket");
+        return;
+    };
+    let addr = ListenAddr::from(socket);
+    let mut tries = 0;
+    let bound = loop {
+        tries += 1;
+        match listener::bind(&addr) {
+            Ok(b) => break b,
+            Err(e) if tries < 5 => {
+                tracing::warn!("cannot listen on {addr} yet: {e}");
+                std::thread::sleep(Duration::from_millis(400));
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for RTPProxy notifications on {addr}: {e}");
+                return;
+            }
+        }
+    };
+    let ipc_fd = match ipc_read_fd() {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            tracing::error!(
+                "cannot find this process's IPC pipe ({e}): jobs sent to the notification \
+                 process will not be served"
+            );
+            None
+        }
+    };
+    let mut sink = HostSink {
+        st,
+        generation: None,
+        allowed: HashSet::new(),
+        ipc_fd,
+    };
+    sink.refresh_peers();
+    tracing::info!("listening for RTPProxy notifications on {addr}");
+    let stats = Arc::new(ListenerStats::default());
+    if let Err(e) = listener::run(
+        bound,
+        sink,
+        ListenerOptions::default(),
+        stats,
+        std::future::pending(),
+    ) {
+        tracing::error!("the RTPProxy notification listener failed: {e}");
+    }
+}
+
+/// Main-process clean-up at shutdown: removes the UNIX notification socket file (the C module
+/// unlinks it in its destroy function).
+pub(crate) fn destroy() {
+    if let Some(crate::core::config::NotifySocket::Unix(path)) =
+        state::get().and_then(|st| st.config.notify.as_ref())
+    {
+        let p = std::path::Path::new(path);
+        if std::fs::symlink_metadata(p)
+            .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+        {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }

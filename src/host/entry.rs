@@ -227,6 +227,7 @@ script_fn! {
     rtpproxy_answer_f => "rtpproxy_answer" => functions::answer,
     rtpproxy_engage_f => "rtpproxy_engage" => super::dialog::engage,
     rtpproxy_start_recording_f => "rtpproxy_start_recording" => super::media::start_recording,
+    rtpproxy_stop_recording_f => "rtpproxy_stop_recording" => super::media::stop_recording,
     rtpproxy_stream2uac_f => "rtpproxy_stream2uac" => super::media::stream2uac,
     rtpproxy_stream2uas_f => "rtpproxy_stream2uas" => super::media::stream2uas,
     rtpproxy_stop_stream2uac_f => "rtpproxy_stop_stream2uac" => super::media::stop_stream2uac,

@@ -30,6 +30,12 @@ const INT: cmd_param = param(sys::CMD_PARAM_INT);
 const STR: cmd_param = param(sys::CMD_PARAM_STR);
 const VAR: cmd_param = param(sys::CMD_PARAM_VAR);
 const END: cmd_param = param(0);
+/// The AVP parameter of `rtpproxy_all_stats`, checked at start-up.
+const AVP_VAR: cmd_param = cmd_param {
+    flags: sys::CMD_PARAM_VAR as i32,
+    fixup: Some(super::media::fixup_stats_avp),
+    free_fixup: None,
+};
 
 /// Pads a parameter list to the host's fixed array, the terminator included.
 const fn params<const N: usize>(
@@ -66,8 +72,8 @@ macro_rules! cmd {
     };
 }
 
-/// Script functions, in the C module's order.
-pub(crate) static CMDS: HostTable<[sys::cmd_export_t; 13]> = HostTable([
+/// Script functions, in the C module's order (plus `rtpproxy_stop_recording`, our addition).
+pub(crate) static CMDS: HostTable<[sys::cmd_export_t; 14]> = HostTable([
     cmd!(
         c"rtpproxy_unforce",
         entry::rtpproxy_unforce_f,
@@ -131,8 +137,15 @@ pub(crate) static CMDS: HostTable<[sys::cmd_export_t; 13]> = HostTable([
     cmd!(
         c"rtpproxy_all_stats",
         entry::rtpproxy_all_stats_f,
-        [VAR, INT_OPT, VAR_OPT],
+        [AVP_VAR, INT_OPT, VAR_OPT],
         R_ALL5
+    ),
+    // Our addition (RTPProxy's N command), after the C module's functions.
+    cmd!(
+        c"rtpproxy_stop_recording",
+        entry::rtpproxy_stop_recording_f,
+        [INT_OPT, VAR_OPT, INT_OPT],
+        R_REQ | R_REPLY | R_BRANCH | R_FAIL
     ),
     cmd!(c"load_rtpproxy", entry::load_rtpproxy_f, [], 0),
     sys::cmd_export_ {

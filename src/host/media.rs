@@ -1,41 +1,795 @@
 //! Media operations and integrations: prompts, recording, statistics, the `load_rtpproxy` API
-//! and the rtp_relay engine. (Owned by the media-operations work; spec §6, §7, §12.)
+//! and the rtp_relay engine (spec §6, §7, §12). Commands and replies are built and read in
+//! `core::media`; this file reads the message and parameters, picks the node, checks its
+//! capabilities, sends, and turns the outcome into the script code.
+//!
+//! Return codes: 1 on success; -1 on any failure, including an error answered by the relay
+//! (the C module ignores the replies of `P`/`S`/`R`/`C`/`N` and returns 1; we log the typed
+//! error and return -1). `rtpproxy_stats` keeps the C codes: -2 for a reply it cannot read,
+//! -8 for E8 and -N for any other `E<N>`.
 
-use crate::core::config::ModuleConfig;
+use std::ffi::{c_int, c_void};
+use std::sync::Mutex;
+
+use crate::core::config::{ModuleConfig, SetId};
+use crate::core::media::{
+    self as cm, MediaError, Operation, PromptTarget, Tags, ALL_STATS_COUNTERS, COUNTERS_PER_QUERY,
+    STOP_COPY_FEATURE_DATE,
+};
+use crate::core::proto::caps::Capabilities;
+use crate::core::proto::command::Command;
+use crate::core::proto::reply::Reply;
 use crate::Error;
 
+use super::control;
 use super::entry::Params;
-use super::sys::sip_msg;
+use super::functions::opt_int;
+use super::msg::{self, Bodies, Msg, MsgKind};
+use super::state::{self, ModuleState, NodeView};
+use super::sys::{host_str, sip_msg};
+use super::{avp, cstr, guard};
 
 /// Runs in `mod_preinit` (rtp_relay engine registration).
 pub(crate) fn preinit() -> Result<(), String> {
-    Ok(())
+    super::rtp_relay::register()
 }
 
-/// Pre-fork set-up.
-pub(crate) fn mod_init(_config: &ModuleConfig) -> Result<(), String> {
-    Ok(())
+/// Pre-fork set-up: the shared counter of generated-SDP ports.
+pub(crate) fn mod_init(config: &ModuleConfig) -> Result<(), String> {
+    super::rtp_relay::mod_init(config)
 }
 
-macro_rules! pending {
-    ($($f:ident => $name:literal),* $(,)?) => {$(
-        /// Script function of the same name (not implemented yet).
-        ///
-        /// # Safety
-        /// `msg` and `params` are those of the script-function call.
-        pub(crate) unsafe fn $f(_msg: *mut sip_msg, _params: &Params) -> Result<i32, Error> {
-            Err(Error::NotImplemented($name))
+fn err(msg: impl Into<String>) -> Error {
+    Error::Other(msg.into())
+}
+
+fn state() -> Result<&'static ModuleState, Error> {
+    state::get().ok_or_else(|| err("module not initialized"))
+}
+
+// ---- message and node helpers ---------------------------------------------------------------
+
+/// Call-ID and tags of a message.
+pub(crate) struct CallIds {
+    pub(crate) call_id: Vec<u8>,
+    pub(crate) from_tag: Vec<u8>,
+    pub(crate) to_tag: Vec<u8>,
+    pub(crate) is_reply: bool,
+}
+
+fn call_ids(m: Msg) -> Result<CallIds, Error> {
+    Ok(CallIds {
+        call_id: m
+            .call_id()
+            .ok_or_else(|| err("can't get the Call-ID of the message"))?,
+        from_tag: m
+            .ftag()
+            .ok_or_else(|| err("can't get the From-tag of the message"))?,
+        to_tag: m.ttag().unwrap_or_default(),
+        is_reply: m.kind() == Some(MsgKind::Reply),
+    })
+}
+
+fn message(msg: *mut sip_msg) -> Result<Msg, Error> {
+    // SAFETY: `msg` is the message pointer of the current script-function call.
+    unsafe { Msg::from_ptr(msg) }.ok_or_else(|| err("no SIP message (or a faked reply)"))
+}
+
+/// Whether a node is enabled right now (shared health).
+pub(crate) fn is_enabled(st: &ModuleState, node: &NodeView) -> bool {
+    st.slot(node).is_some_and(|s| s.health().is_enabled())
+}
+
+/// The node with this URL: in `prefer` first, then in every set.
+pub(crate) fn node_by_url(
+    st: &ModuleState,
+    url: &[u8],
+    prefer: Option<SetId>,
+) -> Option<&'static NodeView> {
+    let matches = |n: &&NodeView| n.spec.url.as_bytes() == url;
+    prefer
+        .and_then(|id| st.sets().iter().find(|s| s.id == id))
+        .and_then(|s| s.nodes.iter().find(matches))
+        .or_else(|| st.sets().iter().flat_map(|s| s.nodes.iter()).find(matches))
+}
+
+/// The set of the call (`set_id` or `default_set`) and its node for `call_id`; `sock_var`
+/// gets the node's URL (spec §2.2, §10).
+///
+/// # Safety
+/// `set` and `sock_var` must be the `int*` / `pv_spec_t*` parameters (or NULL) of the call on
+/// `msg`.
+unsafe fn pick_node<'a>(
+    st: &'a ModuleState,
+    msg: *mut sip_msg,
+    set: *mut c_void,
+    sock_var: *mut c_void,
+    call_id: &[u8],
+) -> Result<&'a NodeView, Error> {
+    // SAFETY: per the contract.
+    let set_id = unsafe { opt_int(set) };
+    let set = control::find_set(st, set_id).ok_or_else(|| {
+        err(format!(
+            "cannot find RTPProxy set {}",
+            set_id.unwrap_or(st.config.default_set)
+        ))
+    })?;
+    let node = control::select_for_call(st, set, call_id)
+        .ok_or_else(|| err(format!("no available proxies in set {}", set.id)))?;
+    // SAFETY: per the contract.
+    if !unsafe { msg::set_var_str(msg, sock_var, node.spec.url.as_bytes()) } {
+        tracing::warn!("cannot set sock_var to {}", node.spec.url);
+    }
+    Ok(node)
+}
+
+/// Fails unless the node has `cap` (announced by feature `date`).
+fn require(
+    st: &ModuleState,
+    node: &NodeView,
+    cap: Capabilities,
+    what: &'static str,
+    date: u32,
+) -> Result<(), MediaError> {
+    if control::capabilities(st, node).contains(cap) {
+        Ok(())
+    } else {
+        Err(MediaError::Unsupported { what, date })
+    }
+}
+
+/// Per process: the answer of each node (by URL) to `VF 20200226`.
+static STOP_COPY_SUPPORT: Mutex<Vec<(String, bool)>> = Mutex::new(Vec::new());
+
+/// Whether the node supports `N` (feature 20200226), asked once per process and node.
+fn supports_stop_copy(st: &ModuleState, node: &NodeView) -> bool {
+    let known = STOP_COPY_SUPPORT
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(url, _)| *url == node.spec.url)
+        .map(|(_, yes)| *yes);
+    if let Some(yes) = known {
+        return yes;
+    }
+    let Some(body) = control::send_raw(st, node, &Command::version_feature(STOP_COPY_FEATURE_DATE))
+    else {
+        return false; // no reply: ask again next time
+    };
+    let yes = Reply::parse(&body).is_ok_and(|r| r.feature_supported());
+    STOP_COPY_SUPPORT
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((node.spec.url.clone(), yes));
+    if !yes {
+        tracing::info!(
+            "RTPProxy {} does not support stopping a recording (feature {STOP_COPY_FEATURE_DATE})",
+            node.spec.url
+        );
+    }
+    yes
+}
+
+/// Sends one media command and checks its reply.
+fn run(st: &ModuleState, node: &NodeView, op: Operation, cmd: &Command) -> Result<(), MediaError> {
+    tracing::debug!("sending to {}: {cmd}", node.spec.url);
+    cm::check_reply(op, control::send_raw(st, node, cmd).as_deref())
+}
+
+/// Starts copying/recording stream `stream` to `destination` (`C`), RECORD required.
+pub(crate) fn send_copy(
+    st: &ModuleState,
+    node: &NodeView,
+    flags: &[u8],
+    call_id: &[u8],
+    destination: &[u8],
+    tags: &Tags<'_>,
+    stream: u32,
+) -> Result<(), MediaError> {
+    require(
+        st,
+        node,
+        Capabilities::RECORD,
+        "recording",
+        cm::RECORD_FEATURE_DATE,
+    )?;
+    let cmd = cm::copy(flags, call_id, destination, tags, stream)?;
+    run(st, node, Operation::Copy, &cmd)
+}
+
+/// Stops recording/copying stream `stream` (`N`): RECORD and feature 20200226 required.
+pub(crate) fn send_stop_copy(
+    st: &ModuleState,
+    node: &NodeView,
+    call_id: &[u8],
+    tags: &Tags<'_>,
+    stream: u32,
+) -> Result<(), MediaError> {
+    require(
+        st,
+        node,
+        Capabilities::RECORD,
+        "recording",
+        cm::RECORD_FEATURE_DATE,
+    )?;
+    let cmd = cm::stop_copy(call_id, tags, stream)?;
+    if !supports_stop_copy(st, node) {
+        return Err(MediaError::Unsupported {
+            what: "stopping a recording",
+            date: STOP_COPY_FEATURE_DATE,
+        });
+    }
+    run(st, node, Operation::StopCopy, &cmd)
+}
+
+/// The SDP parts of the message, copied.
+fn sdp_parts(m: Msg) -> Vec<Vec<u8>> {
+    match m.sdp_parts() {
+        Bodies::Sdp(parts) => parts.into_iter().map(|p| p.bytes).collect(),
+        Bodies::NoBody | Bodies::NoSdp => Vec::new(),
+    }
+}
+
+/// The streams `C`/`N` go to: `mediastream` when positive, else every stream offer/answer gave
+/// to the relay in the message's SDP (stream 1 when there is none).
+fn streams_of(m: Option<Msg>, mediastream: Option<i32>) -> Vec<u32> {
+    match mediastream {
+        Some(n) if n > 0 => vec![n as u32],
+        _ => {
+            let parts = m.map(sdp_parts).unwrap_or_default();
+            if parts.is_empty() && m.is_some() {
+                tracing::warn!("no SDP in the message: only stream 1 is recorded");
+            }
+            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            cm::copy_streams(&refs)
         }
-    )*};
+    }
 }
 
-pending! {
-    start_recording => "rtpproxy_start_recording",
-    stream2uac => "rtpproxy_stream2uac",
-    stream2uas => "rtpproxy_stream2uas",
-    stop_stream2uac => "rtpproxy_stop_stream2uac",
-    stop_stream2uas => "rtpproxy_stop_stream2uas",
-    stats => "rtpproxy_stats",
-    all_stats => "rtpproxy_all_stats",
-    load_rtpproxy => "load_rtpproxy",
+/// Outcome of several stream commands: 1 when at least one succeeded.
+fn some_succeeded(results: &[Result<(), MediaError>]) -> Result<i32, Error> {
+    let mut ok = 0;
+    let mut last = None;
+    for r in results {
+        match r {
+            Ok(()) => ok += 1,
+            Err(e) => {
+                tracing::warn!("{e}");
+                last = Some(e.clone());
+            }
+        }
+    }
+    match (ok, last) {
+        (0, Some(e)) => Err(e.into()),
+        (0, None) => Err(err("nothing to do")),
+        _ => Ok(1),
+    }
+}
+
+// ---- prompts --------------------------------------------------------------------------------
+
+/// `rtpproxy_stream2uac/uas(prompt, count, [set_id], [sock_var])`.
+///
+/// # Safety
+/// `msg` and `params` are those of the script-function call.
+unsafe fn stream(msg: *mut sip_msg, params: &Params, target: PromptTarget) -> Result<i32, Error> {
+    let [prompt, count, set, sock_var, ..] = *params;
+    let m = message(msg)?;
+    let st = state()?;
+    // SAFETY: `prompt` is the mandatory `str*` parameter, valid for the call.
+    let prompt = unsafe { cstr::str_bytes(prompt.cast::<host_str>()) }.to_vec();
+    // SAFETY: `count` is the mandatory `int*` parameter.
+    let count = unsafe { opt_int(count) }.ok_or_else(|| err("missing play count"))?;
+    let ids = call_ids(m)?;
+    let tags = target.tags(&ids.from_tag, &ids.to_tag)?;
+    let cmd = cm::play(&ids.call_id, &prompt, count, &tags)?;
+    // SAFETY: the set and sock_var parameters of this call.
+    let node = unsafe { pick_node(st, msg, set, sock_var, &ids.call_id) }?;
+    require(
+        st,
+        node,
+        Capabilities::CODECS,
+        "prompts",
+        cm::CODECS_FEATURE_DATE,
+    )?;
+    run(st, node, Operation::Play, &cmd)?;
+    Ok(1)
+}
+
+/// `rtpproxy_stop_stream2uac/uas([set_id], [sock_var])`.
+///
+/// # Safety
+/// `msg` and `params` are those of the script-function call.
+unsafe fn stop_stream(
+    msg: *mut sip_msg,
+    params: &Params,
+    target: PromptTarget,
+) -> Result<i32, Error> {
+    let [set, sock_var, ..] = *params;
+    let m = message(msg)?;
+    let st = state()?;
+    let ids = call_ids(m)?;
+    let tags = target.tags(&ids.from_tag, &ids.to_tag)?;
+    let cmd = cm::stop_play(&ids.call_id, &tags)?;
+    // SAFETY: the set and sock_var parameters of this call.
+    let node = unsafe { pick_node(st, msg, set, sock_var, &ids.call_id) }?;
+    require(
+        st,
+        node,
+        Capabilities::CODECS,
+        "prompts",
+        cm::CODECS_FEATURE_DATE,
+    )?;
+    run(st, node, Operation::StopPlay, &cmd)?;
+    Ok(1)
+}
+
+/// `rtpproxy_stream2uac(prompt, count, [set_id], [sock_var])`: plays a prompt to the caller.
+///
+/// # Safety
+/// `msg` and `params` are those of the script-function call.
+pub(crate) unsafe fn stream2uac(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
+    // SAFETY: per the contract.
+    unsafe { stream(msg, params, PromptTarget::Uac) }
+}
+
+/// `rtpproxy_stream2uas(prompt, count, [set_id], [sock_var])`: plays a prompt to the callee.
+///
+/// # Safety
+/// `msg` and `params` are those of the script-function call.
+pub(crate) unsafe fn stream2uas(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
+    // SAFETY: per the contract.
+    unsafe { stream(msg, params, PromptTarget::Uas) }
+}
+
+/// `rtpproxy_stop_stream2uac([set_id], [sock_var])`.
+///
+/// # Safety
+/// `msg` and `params` are those of the script-function call.
+pub(crate) unsafe fn stop_stream2uac(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
+    // SAFETY: per the contract.
+    unsafe { stop_stream(msg, params, PromptTarget::Uac) }
+}
+
+/// `rtpproxy_stop_stream2uas([set_id], [sock_var])`.
+///
+/// # Safety
+/// `msg` and `params` are those of the script-function call.
+pub(crate) unsafe fn stop_stream2uas(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
+    // SAFETY: per the contract.
+    unsafe { stop_stream(msg, params, PromptTarget::Uas) }
+}
+
+// ---- recording ------------------------------------------------------------------------------
+
+/// What a recording start needs besides the node.
+struct RecordRequest<'a> {
+    call_id: &'a [u8],
+    tags: Tags<'a>,
+    flags: &'a [u8],
+    destination: Option<&'a [u8]>,
+    streams: Vec<u32>,
+}
+
+/// `R` (no destination) or one `C` per stream (spec §7.4).
+fn start_recording_on(
+    st: &ModuleState,
+    node: &NodeView,
+    r: &RecordRequest<'_>,
+) -> Result<i32, Error> {
+    require(
+        st,
+        node,
+        Capabilities::RECORD,
+        "recording",
+        cm::RECORD_FEATURE_DATE,
+    )?;
+    match r.destination {
+        None => {
+            let cmd = cm::record(r.flags, r.call_id, &r.tags)?;
+            run(st, node, Operation::Record, &cmd)?;
+            Ok(1)
+        }
+        Some(dest) => {
+            let results: Vec<_> = r
+                .streams
+                .iter()
+                .map(|&s| send_copy(st, node, r.flags, r.call_id, dest, &r.tags, s))
+                .collect();
+            some_succeeded(&results)
+        }
+    }
+}
+
+/// `rtpproxy_start_recording([set_id], [sock_var], [flags], [destination], [mediastream])`.
+///
+/// Tags go From, To on a request and To, From on a reply. RTPProxy records or copies the
+/// direction the first tag names and keeps one recorder per direction, so recording both
+/// directions takes one call from each side (or the copy API, which sends one `C` per leg).
+///
+/// # Safety
+/// `msg` and `params` are those of the script-function call.
+pub(crate) unsafe fn start_recording(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
+    let [set, sock_var, flags, destination, mediastream, ..] = *params;
+    let m = message(msg)?;
+    let st = state()?;
+    // SAFETY: optional `str*` / `int*` parameters of this call (or NULL).
+    let (flags, destination, mediastream) = unsafe {
+        (
+            opt_bytes(flags),
+            opt_bytes(destination),
+            opt_int(mediastream),
+        )
+    };
+    let ids = call_ids(m)?;
+    let tags = cm::message_tags(
+        ids.is_reply,
+        &ids.from_tag,
+        &ids.to_tag,
+        "recording from a reply",
+    )?;
+    let streams = if destination.is_some() {
+        streams_of(Some(m), mediastream)
+    } else {
+        Vec::new()
+    };
+    // SAFETY: the set and sock_var parameters of this call.
+    let node = unsafe { pick_node(st, msg, set, sock_var, &ids.call_id) }?;
+    start_recording_on(
+        st,
+        node,
+        &RecordRequest {
+            call_id: &ids.call_id,
+            tags,
+            flags: flags.as_deref().unwrap_or(b""),
+            destination: destination.as_deref(),
+            streams,
+        },
+    )
+}
+
+/// `rtpproxy_stop_recording([set_id], [sock_var], [mediastream])` (our addition: RTPProxy's
+/// `N`, feature 20200226): stops the recordings and copies of the call's streams (`mediastream`
+/// when positive, else every stream of the message's SDP, else stream 1).
+///
+/// # Safety
+/// `msg` and `params` are those of the script-function call.
+pub(crate) unsafe fn stop_recording(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
+    let [set, sock_var, mediastream, ..] = *params;
+    let m = message(msg)?;
+    let st = state()?;
+    // SAFETY: optional `int*` parameter of this call (or NULL).
+    let mediastream = unsafe { opt_int(mediastream) };
+    let ids = call_ids(m)?;
+    let tags = cm::message_tags(
+        ids.is_reply,
+        &ids.from_tag,
+        &ids.to_tag,
+        "stopping a recording from a reply",
+    )?;
+    let streams = streams_of(Some(m), mediastream);
+    // SAFETY: the set and sock_var parameters of this call.
+    let node = unsafe { pick_node(st, msg, set, sock_var, &ids.call_id) }?;
+    let results: Vec<_> = streams
+        .iter()
+        .map(|&s| send_stop_copy(st, node, &ids.call_id, &tags, s))
+        .collect();
+    some_succeeded(&results)
+}
+
+/// An optional `str*` parameter, copied.
+///
+/// # Safety
+/// `p` must be NULL or the `str*` the host passed for that parameter.
+unsafe fn opt_bytes(p: *mut c_void) -> Option<Vec<u8>> {
+    // SAFETY: per the contract.
+    (!p.is_null()).then(|| unsafe { cstr::str_bytes(p.cast::<host_str>()) }.to_vec())
+}
+
+// ---- statistics -----------------------------------------------------------------------------
+
+/// `rtpproxy_stats(up_var, down_var, sent_var, fail_var, [set_id], [sock_var])`.
+///
+/// # Safety
+/// `msg` and `params` are those of the script-function call.
+pub(crate) unsafe fn stats(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
+    let [up, down, sent, fail, set, sock_var, ..] = *params;
+    let m = message(msg)?;
+    let st = state()?;
+    let ids = call_ids(m)?;
+    let tags = cm::message_tags(
+        ids.is_reply,
+        &ids.from_tag,
+        &ids.to_tag,
+        "statistics of a reply",
+    )?;
+    let cmd = cm::query(&ids.call_id, &tags, &[])?;
+    // SAFETY: the set and sock_var parameters of this call.
+    let node = unsafe { pick_node(st, msg, set, sock_var, &ids.call_id) }?;
+    require(
+        st,
+        node,
+        Capabilities::STATS,
+        "statistics",
+        cm::STATS_FEATURE_DATE,
+    )?;
+    tracing::debug!("sending to {}: {cmd}", node.spec.url);
+    let reply = control::send_raw(st, node, &cmd);
+    let s = match cm::parse_stats(reply.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("rtpproxy_stats: {e}");
+            return Ok(match e {
+                MediaError::NoReply(_) => -1,
+                MediaError::Relay { error, .. } => -(error.code().min(i32::MAX as u32) as i32),
+                _ => -2,
+            }
+            .min(-1));
+        }
+    };
+    for (var, value, name) in [
+        (up, s.npkts_ina, "up_var"),
+        (down, s.npkts_ino, "down_var"),
+        (sent, s.nrelayed, "sent_var"),
+        (fail, s.ndropped, "fail_var"),
+    ] {
+        let text = value.to_string();
+        let n = i32::try_from(value).unwrap_or(i32::MAX);
+        // SAFETY: the four variables are the `pv_spec_t*` parameters of this call.
+        if !unsafe { msg::set_var_int(msg, var, n, text.as_bytes()) } {
+            tracing::error!("rtpproxy_stats: cannot store {name}");
+        }
+    }
+    Ok(1)
+}
+
+/// `rtpproxy_all_stats(stats_avp, [set_id], [sock_var])`: ten counters into the AVP, index 0
+/// = `ttl` … index 9 = `rtpa_perrs` (spec §7.6).
+///
+/// # Safety
+/// `msg` and `params` are those of the script-function call.
+pub(crate) unsafe fn all_stats(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
+    let [avp_spec, set, sock_var, ..] = *params;
+    // SAFETY: the first parameter is the `pv_spec_t*` of this call.
+    if !unsafe { avp::is_avp(avp_spec) } {
+        return Err(err("the first parameter must be an AVP"));
+    }
+    // SAFETY: as above; `msg` is the current message or NULL.
+    let name = unsafe { avp::name(msg, avp_spec) }.ok_or_else(|| err("cannot resolve the AVP"))?;
+    avp::clear(name);
+    let m = message(msg)?;
+    let st = state()?;
+    let ids = call_ids(m)?;
+    let tags = cm::message_tags(
+        ids.is_reply,
+        &ids.from_tag,
+        &ids.to_tag,
+        "statistics of a reply",
+    )?;
+    let queries = cm::all_stats_queries(&ids.call_id, &tags)?;
+    // SAFETY: the set and sock_var parameters of this call.
+    let node = unsafe { pick_node(st, msg, set, sock_var, &ids.call_id) }?;
+    require(
+        st,
+        node,
+        Capabilities::STATS_EXTRA,
+        "named statistics",
+        cm::STATS_EXTRA_FEATURE_DATE,
+    )?;
+    let mut values = Vec::with_capacity(ALL_STATS_COUNTERS.len());
+    for cmd in &queries {
+        tracing::debug!("sending to {}: {cmd}", node.spec.url);
+        let reply = control::send_raw(st, node, cmd);
+        match cm::parse_counters(reply.as_deref(), COUNTERS_PER_QUERY) {
+            Ok(v) => values.extend(v),
+            Err(e) => {
+                tracing::error!("rtpproxy_all_stats: {e}");
+                return Ok(-2);
+            }
+        }
+    }
+    for (v, counter) in values.iter().zip(ALL_STATS_COUNTERS) {
+        let stored = match i32::try_from(*v) {
+            Ok(n) => avp::push_int(name, n),
+            // Beyond C: a counter above 2^31-1 is kept as its decimal text.
+            Err(_) => avp::push_str(name, v.to_string().as_bytes()),
+        };
+        if !stored {
+            tracing::error!("rtpproxy_all_stats: cannot store {counter}");
+            return Ok(-2);
+        }
+    }
+    Ok(1)
+}
+
+// ---- load_rtpproxy API ----------------------------------------------------------------------
+
+type StartRecordingF = unsafe extern "C" fn(
+    *mut host_str,
+    *mut host_str,
+    *mut host_str,
+    *mut host_str,
+    *mut host_str,
+    *mut host_str,
+    c_int,
+) -> c_int;
+type StopRecordingF = unsafe extern "C" fn(
+    *mut host_str,
+    *mut host_str,
+    *mut host_str,
+    *mut host_str,
+    c_int,
+) -> c_int;
+
+/// `struct rtpproxy_binds` of `rtpproxy_load.h`.
+#[repr(C)]
+pub(crate) struct RtpproxyBinds {
+    start_recording: Option<StartRecordingF>,
+    stop_recording: Option<StopRecordingF>,
+}
+
+/// `load_rtpproxy(struct rtpproxy_binds *)`: other modules find it with `find_export` and call
+/// it with the binds as the only argument, which arrives here as `msg`.
+///
+/// # Safety
+/// `msg` is a `struct rtpproxy_binds*` (or NULL), as `load_rtpproxy_api()` passes it.
+pub(crate) unsafe fn load_rtpproxy(msg: *mut sip_msg, _params: &Params) -> Result<i32, Error> {
+    let binds = msg.cast::<RtpproxyBinds>();
+    if binds.is_null() {
+        return Err(err("load_rtpproxy called without a binds structure"));
+    }
+    // SAFETY: per the contract, `binds` points to the caller's writable structure.
+    unsafe {
+        binds.write(RtpproxyBinds {
+            start_recording: Some(api_start_recording),
+            stop_recording: Some(api_stop_recording),
+        })
+    };
+    Ok(1)
+}
+
+/// A `str*` argument of the API, copied; NULL or empty gives `None`.
+///
+/// # Safety
+/// `s` must be NULL or a valid `str*` for the call.
+unsafe fn api_str(s: *mut host_str) -> Option<Vec<u8>> {
+    // SAFETY: per the contract.
+    Some(unsafe { cstr::str_bytes(s) }.to_vec()).filter(|v| !v.is_empty())
+}
+
+/// The node for an API call: the named one (any set; must be enabled), else the hash choice
+/// in the default set.
+fn api_node<'a>(
+    st: &'a ModuleState,
+    url: Option<&[u8]>,
+    call_id: &[u8],
+) -> Result<&'a NodeView, Error> {
+    match url {
+        Some(url) => {
+            let node = node_by_url(st, url, None)
+                .ok_or_else(|| err(format!("no RTPProxy {}", String::from_utf8_lossy(url))))?;
+            if is_enabled(st, node) {
+                Ok(node)
+            } else {
+                Err(err(format!("RTPProxy {} is disabled", node.spec.url)))
+            }
+        }
+        None => {
+            let set = control::find_set(st, None)
+                .ok_or_else(|| err(format!("no default set {}", st.config.default_set)))?;
+            control::select_for_call(st, set, call_id)
+                .ok_or_else(|| err(format!("no available proxies in set {}", set.id)))
+        }
+    }
+}
+
+fn api_code(what: &str, r: Result<i32, Error>) -> c_int {
+    guard::script_code(what, r)
+}
+
+/// `start_recording(callid, from_tag, to_tag, node, flags, destination, medianum)` of the
+/// `load_rtpproxy` API: §7.4 without a message (with a destination: stream `medianum`, or 1).
+unsafe extern "C" fn api_start_recording(
+    callid: *mut host_str,
+    from_tag: *mut host_str,
+    to_tag: *mut host_str,
+    node: *mut host_str,
+    flags: *mut host_str,
+    destination: *mut host_str,
+    medianum: c_int,
+) -> c_int {
+    guard::call("rtpproxy API start_recording", -1, || {
+        let r = (|| {
+            let st = state()?;
+            // SAFETY: the API's arguments are NULL or valid `str*` for the call.
+            let (call_id, from, to, url, flags, dest) = unsafe {
+                (
+                    api_str(callid).ok_or_else(|| err("no Call-ID"))?,
+                    api_str(from_tag).ok_or_else(|| err("no From-tag"))?,
+                    api_str(to_tag).unwrap_or_default(),
+                    api_str(node),
+                    api_str(flags).unwrap_or_default(),
+                    api_str(destination),
+                )
+            };
+            let node = api_node(st, url.as_deref(), &call_id)?;
+            start_recording_on(
+                st,
+                node,
+                &RecordRequest {
+                    call_id: &call_id,
+                    tags: Tags::new(&from, &to),
+                    flags: &flags,
+                    destination: dest.as_deref(),
+                    streams: vec![if medianum > 0 { medianum as u32 } else { 1 }],
+                },
+            )
+        })();
+        api_code("rtpproxy API start_recording", r)
+    })
+}
+
+/// `stop_recording(callid, from_tag, to_tag, node, medianum)` of the `load_rtpproxy` API:
+/// `N` for stream `medianum` (1 when not positive).
+unsafe extern "C" fn api_stop_recording(
+    callid: *mut host_str,
+    from_tag: *mut host_str,
+    to_tag: *mut host_str,
+    node: *mut host_str,
+    medianum: c_int,
+) -> c_int {
+    guard::call("rtpproxy API stop_recording", -1, || {
+        let r = (|| {
+            let st = state()?;
+            // SAFETY: the API's arguments are NULL or valid `str*` for the call.
+            let (call_id, from, to, url) = unsafe {
+                (
+                    api_str(callid).ok_or_else(|| err("no Call-ID"))?,
+                    api_str(from_tag).ok_or_else(|| err("no From-tag"))?,
+                    api_str(to_tag).unwrap_or_default(),
+                    api_str(node),
+                )
+            };
+            let node = api_node(st, url.as_deref(), &call_id)?;
+            let stream = if medianum > 0 { medianum as u32 } else { 1 };
+            send_stop_copy(st, node, &call_id, &Tags::new(&from, &to), stream)?;
+            Ok(1)
+        })();
+        api_code("rtpproxy API stop_recording", r)
+    })
+}
+
+/// Fixup for the first parameter of `rtpproxy_all_stats`: refuses anything but an AVP when the
+/// script is loaded (as the C module's `fixup_all_stats`).
+///
+/// # Safety
+/// `param` is the `void**` the core passes to a fixup; `*param` is the parameter's
+/// `pv_spec_t*`.
+pub(crate) unsafe extern "C" fn fixup_stats_avp(param: *mut *mut c_void) -> c_int {
+    guard::call("rtpproxy_all_stats fixup", -1, || {
+        let spec = if param.is_null() {
+            std::ptr::null_mut()
+        } else {
+            // SAFETY: per the contract, a non-NULL `param` points at the parameter slot.
+            unsafe { *param }
+        };
+        // SAFETY: `spec` is NULL or the parameter's spec.
+        if unsafe { avp::is_avp(spec) } {
+            0
+        } else {
+            tracing::error!("rtpproxy_all_stats: invalid variable type - only AVPs are allowed");
+            -1
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds_match_rtpproxy_load_h() {
+        assert_eq!(std::mem::size_of::<RtpproxyBinds>(), 16);
+        assert_eq!(std::mem::offset_of!(RtpproxyBinds, stop_recording), 8);
+    }
 }

@@ -8,10 +8,12 @@
 #![allow(dead_code)]
 
 pub(crate) mod api;
+pub(crate) mod avp;
 pub(crate) mod control;
 pub(crate) mod cstr;
 pub(crate) mod db;
 pub(crate) mod dialog;
+pub(crate) mod dlg_api;
 pub(crate) mod entry;
 pub(crate) mod events;
 pub(crate) mod exports;
@@ -22,6 +24,8 @@ pub(crate) mod media;
 pub(crate) mod mem;
 pub(crate) mod mi;
 pub(crate) mod msg;
+pub(crate) mod rtp_relay;
 pub(crate) mod shared;
 pub(crate) mod state;
 pub(crate) mod sys;
+pub(crate) mod tm_api;

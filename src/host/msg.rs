@@ -395,3 +395,103 @@ pub(crate) fn opensips_ip_text(ip: IpAddr) -> String {
             .join(":"),
     }
 }
+
+/// Stores an integer, with its decimal text as the string form, in a writable script variable
+/// (as `rtpproxy_stats` does: `PV_VAL_STR|PV_VAL_INT|PV_TYPE_INT`).
+///
+/// # Safety
+/// As [`set_var_str`].
+pub(crate) unsafe fn set_var_int(
+    msg: *mut sip_msg,
+    spec: *mut c_void,
+    value: i32,
+    text: &[u8],
+) -> bool {
+    if spec.is_null() {
+        return true;
+    }
+    let mut v = pv_value_t {
+        rs: cstr::borrowed_str(text),
+        ri: value,
+        flags: (sys::PV_VAL_STR | sys::PV_VAL_INT | sys::PV_TYPE_INT) as c_int,
+    };
+    // SAFETY: per the contract; the core copies the value during the call.
+    unsafe { (api().pv_set_value)(msg, spec.cast::<pv_spec_t>(), sys::EQ_T as c_int, &mut v) >= 0 }
+}
+
+// ---- dialog integration (rtpproxy_engage, spec §5) ----------------------------------------
+
+/// `msg_flags` bit the C module sets once engage callbacks are registered for a message.
+pub(crate) const FL_USE_RTPPROXY: u32 = 1 << 12;
+/// `METHOD_*` values of `first_line.u.request.method_value` and of the CSeq method id.
+pub(crate) const METHOD_INVITE: u32 = 1;
+pub(crate) const METHOD_ACK: u32 = 4;
+pub(crate) const METHOD_UPDATE: u32 = 64;
+
+/// Offsets used by the dialog integration (3.6.8, x86_64).
+mod dlg_off {
+    /// `struct sip_msg`: `cseq` header pointer, reply status code, `msg_flags`.
+    pub(super) const CSEQ: usize = 136;
+    pub(super) const STATUS_CODE: usize = 64;
+    pub(super) const MSG_FLAGS: usize = 2432;
+    /// `struct cseq_body`: `method_id` (int), after `error`, `number` and `method`.
+    pub(super) const CSEQ_METHOD_ID: usize = 40;
+}
+
+const HDR_CSEQ_F: u64 = 1 << 5;
+
+impl Msg {
+    /// The method id of the CSeq header (`METHOD_*`), for requests and replies alike; `None`
+    /// when the header is missing or does not parse.
+    pub(crate) fn cseq_method(self) -> Option<u32> {
+        if !self.parse(HDR_CSEQ_F) {
+            return None;
+        }
+        // SAFETY: `cseq` is a `struct hdr_field*` at 136; once parsed, its `parsed` pointer
+        // (offset 48) is the `struct cseq_body`, whose `method_id` int is at 40.
+        unsafe {
+            let hdr = self.field::<*mut u8>(dlg_off::CSEQ);
+            if hdr.is_null() {
+                return None;
+            }
+            let body = hdr.add(off::HDR_PARSED).cast::<*mut u8>().read_unaligned();
+            if body.is_null() {
+                return None;
+            }
+            Some(
+                body.add(dlg_off::CSEQ_METHOD_ID)
+                    .cast::<c_int>()
+                    .read_unaligned() as u32,
+            )
+        }
+    }
+
+    /// The status code of a reply; 0 for a request.
+    pub(crate) fn status_code(self) -> u32 {
+        if self.kind() != Some(MsgKind::Reply) {
+            return 0;
+        }
+        // SAFETY: `first_line.u.reply.statuscode` is an unsigned int at 64.
+        unsafe { self.field::<u32>(dlg_off::STATUS_CODE) }
+    }
+
+    /// `msg_flags`.
+    pub(crate) fn msg_flags(self) -> u32 {
+        // SAFETY: `msg_flags` is an unsigned int at 2432.
+        unsafe { self.field::<u32>(dlg_off::MSG_FLAGS) }
+    }
+
+    /// Sets bits in `msg_flags`.
+    pub(crate) fn add_msg_flags(self, bits: u32) {
+        let v = self.msg_flags() | bits;
+        // SAFETY: `msg_flags` is an unsigned int at 2432 of the live message, which the
+        // current process owns while it handles it.
+        unsafe {
+            self.ptr
+                .cast::<u8>()
+                .add(dlg_off::MSG_FLAGS)
+                .cast::<u32>()
+                .write_unaligned(v)
+        }
+    }
+}

@@ -3,4 +3,5 @@
 //! Nothing here calls into OpenSIPS. tokio runtimes are only ever created inside a process
 //! that the module owns, after OpenSIPS has forked.
 #![forbid(unsafe_code)]
+pub mod listener;
 pub mod transport;

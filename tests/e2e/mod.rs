@@ -88,7 +88,8 @@ pub fn our_module() -> PathBuf {
     if !so.exists() {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args(["build", "--lib"]);
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["build", "--lib"]);
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
@@ -279,21 +280,8 @@ impl Relay {
     /// Starts `RTPPROXY_BIN` if set, else the engine of PyPI `rtp.io` (through the launcher
     /// the I/O tests use); `None` if neither exists.
     pub fn start(sockets: &[String]) -> Option<Self> {
-        if let Some(bin) = std::env::var_os("RTPPROXY_BIN").filter(|v| !v.is_empty()) {
-            let mut cmd = Command::new(bin);
-            cmd.args(["-f", "-F", "-l", "127.0.0.1"]);
-            let pid = std::env::temp_dir().join(format!("rtpp-e2e-{}.pid", port()));
-            cmd.arg("-p").arg(pid);
-            for s in sockets {
-                cmd.arg("-s").arg(s);
-            }
-            let child = cmd
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            let child = child.spawn().ok()?;
-            std::thread::sleep(Duration::from_millis(300));
-            return Some(Self { child });
+        if std::env::var_os("RTPPROXY_BIN").is_some_and(|v| !v.is_empty()) {
+            return Self::start_daemon(sockets, &[]);
         }
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/rtpio_engine.py");
         let mut child = Command::new("python3")
@@ -333,7 +321,15 @@ pub fn json(text: &str) -> serde_json::Value {
 pub fn relay_active_sessions(control: &str) -> Option<u64> {
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
     sock.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    sock.send_to(b"e2e_1 I", control).ok()?;
+    // RTPProxy answers a repeated cookie from its reply cache: every query needs a new one.
+    static SEQ: AtomicU16 = AtomicU16::new(0);
+    let cookie = format!(
+        "e2e_{}_{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    sock.send_to(format!("{cookie} I").as_bytes(), control)
+        .ok()?;
     let mut buf = [0u8; 2048];
     let n = sock.recv(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf[..n]);
@@ -393,6 +389,8 @@ impl Relay {
     pub fn start_daemon(sockets: &[String], extra: &[String]) -> Option<Self> {
         let bin = std::env::var_os("RTPPROXY_BIN").filter(|v| !v.is_empty())?;
         let mut cmd = Command::new(bin);
+        // The daemon writes its accounting file into its working directory.
+        cmd.current_dir(std::env::temp_dir());
         cmd.args(["-f", "-F", "-l", "127.0.0.1"]);
         let pid = std::env::temp_dir().join(format!("rtpp-e2e-{}.pid", port()));
         cmd.arg("-p").arg(pid);

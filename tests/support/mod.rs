@@ -159,6 +159,7 @@ impl Engine {
 
         let (guard, kind) = if let Some(bin) = std::env::var_os("RTPPROXY_BIN") {
             let mut cmd = Proc::new(&bin);
+            cmd.current_dir(dir.path()); // the daemon writes an accounting file there
             cmd.arg("-f").arg("-F");
             for s in &specs {
                 cmd.arg("-s").arg(s);

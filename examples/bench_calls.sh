@@ -1,0 +1,328 @@
+#!/usr/bin/env bash
+# End-to-end load benchmark: sipp UAC -> OpenSIPS (rtpproxy_offer / rtpproxy_answer /
+# rtpproxy_unforce) -> sipp UAS, with a real rtpproxy relay, on loopback only.
+#
+# For our module and, when --c-module is given, the C module of the same OpenSIPS build, it
+# places calls at rising rates (each step RATE calls/s for DURATION s) and reports per step and
+# per module:
+#   - whether every call succeeded (a call whose offer or answer fails is made to fail: the
+#     INVITE gets a 500, the 200 OK is dropped),
+#   - call set-up time p50/p99: INVITE sent -> 200 OK received at the UAC, from sipp's
+#     -trace_shortmsg timestamps (microseconds; sipp's -trace_rtt only has whole ms),
+#   - OpenSIPS CPU seconds per call: utime+stime of every OpenSIPS process, from /proc, before
+#     and after the step,
+#   - the relay's active sessions after the step (0 = every session was deleted at BYE).
+# A module stops climbing at its first step with a failed call. Both stacks (same OpenSIPS
+# binary, same script, same number of workers, a relay each) run side by side and the steps
+# alternate between them, so background load hits both alike.
+#
+# Usage: examples/bench_calls.sh [options]
+#   --ours PATH        our module (default: cargo build --release, target/release/librtpproxy.so)
+#   --c-module PATH    the C module to compare with (e.g. /opt/opensips/lib64/opensips/modules/rtpproxy.so)
+#   --rates "R1 R2 .." call rates to try, calls/s (default "100 200 400 800")
+#   --duration S       seconds per step (default 10)
+#   --workers N        OpenSIPS udp_workers (default 4)
+#   --flags F          flags for rtpproxy_offer/rtpproxy_answer (default "co")
+#   --keep             keep the work directory (logs, configs, traces)
+# Environment: OPENSIPS_BIN (default /opt/opensips/sbin/opensips), OPENSIPS_MODULES (default
+# <prefix>/lib64/opensips/modules), RTPPROXY_BIN (default /opt/rtpproxy/bin/rtpproxy).
+# Needs: sipp, python3.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+OPENSIPS_BIN=${OPENSIPS_BIN:-/opt/opensips/sbin/opensips}
+RTPPROXY_BIN=${RTPPROXY_BIN:-/opt/rtpproxy/bin/rtpproxy}
+RATES="100 200 400 800"
+DURATION=10
+WORKERS=4
+FLAGS="co"
+OURS=""
+CMOD=""
+KEEP=0
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --ours) OURS=$2; shift 2 ;;
+        --c-module) CMOD=$2; shift 2 ;;
+        --rates) RATES=$2; shift 2 ;;
+        --duration) DURATION=$2; shift 2 ;;
+        --workers) WORKERS=$2; shift 2 ;;
+        --flags) FLAGS=$2; shift 2 ;;
+        --keep) KEEP=1; shift ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+die() { echo "bench_calls: $*" >&2; exit 1; }
+[ -x "$OPENSIPS_BIN" ] || die "no OpenSIPS at $OPENSIPS_BIN (set OPENSIPS_BIN)"
+[ -x "$RTPPROXY_BIN" ] || die "no rtpproxy at $RTPPROXY_BIN (set RTPPROXY_BIN)"
+command -v sipp >/dev/null || die "sipp is not installed (Debian: sip-tester)"
+command -v python3 >/dev/null || die "python3 is needed"
+MPATH=${OPENSIPS_MODULES:-$(dirname "$(dirname "$OPENSIPS_BIN")")/lib64/opensips/modules}
+[ -f "$MPATH/tm.so" ] || die "no tm.so in $MPATH (set OPENSIPS_MODULES)"
+if [ -z "$OURS" ]; then
+    echo "== cargo build --release"
+    cargo build --release --quiet
+    OURS=${CARGO_TARGET_DIR:-target}/release/librtpproxy.so
+fi
+[ -f "$OURS" ] || die "our module $OURS does not exist"
+OURS=$(realpath "$OURS")
+if [ -n "$CMOD" ]; then
+    [ -f "$CMOD" ] || die "C module $CMOD does not exist"
+    CMOD=$(realpath "$CMOD")
+fi
+
+WORK=$(mktemp -d /tmp/bench_calls.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do
+        kill "$p" 2>/dev/null || true
+    done
+    sleep 0.5
+    for p in "${PIDS[@]}"; do
+        kill -9 "$p" 2>/dev/null || true
+    done
+    if [ "$KEEP" = 1 ]; then echo "work directory kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits until something listens on UDP port $1 (from /proc/net/udp).
+wait_udp() {
+    local hex
+    hex=$(printf ':%04X ' "$1")
+    for _ in $(seq 1 200); do
+        grep -q "$hex" /proc/net/udp && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# Active sessions of the relay whose control port is $1 (`I` command).
+relay_sessions() {
+    python3 - "$1" <<'EOF'
+import os, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+cookie = "bench%d" % os.getpid()
+s.sendto(("%s I" % cookie).encode(), ("127.0.0.1", int(sys.argv[1])))
+reply = s.recv(4096).decode(errors="replace")
+for line in reply.splitlines():
+    if "active sessions:" in line:
+        print(line.split("active sessions:")[1].strip())
+        break
+else:
+    print("?")
+EOF
+}
+
+# CPU clock ticks (utime+stime) of OpenSIPS main process $1 and all its children.
+cpu_ticks() {
+    local total=0 p f
+    for p in "$1" $(pgrep -P "$1" || true); do
+        [ -r "/proc/$p/stat" ] || continue
+        # the command name "(opensips)" has no blanks, so fields split plainly
+        read -r -a f < "/proc/$p/stat"
+        total=$((total + f[13] + f[14]))
+    done
+    echo "$total"
+}
+TCK=$(getconf CLK_TCK)
+
+# Set-up times from a sipp short-message trace: "p50 p99" in ms.
+setup_percentiles() {
+    python3 - "$1" <<'EOF'
+import sys
+sent, done = {}, []
+for line in open(sys.argv[1], errors="replace"):
+    f = line.rstrip("\n").split("\t")
+    if len(f) < 7 or f[5] != "CSeq:1 INVITE":
+        continue
+    t, d, cid, first = float(f[2]), f[3], f[4], f[6]
+    if d == "S" and first.startswith("INVITE") and cid not in sent:
+        sent[cid] = t
+    elif d == "R" and first.startswith("SIP/2.0 200") and cid in sent:
+        done.append((t - sent.pop(cid)) * 1000.0)
+if not done:
+    print("- -")
+else:
+    done.sort()
+    pct = lambda p: done[min(len(done) - 1, int(round(p / 100.0 * (len(done) - 1))))]
+    print("%.2f %.2f" % (pct(50), pct(99)))
+EOF
+}
+
+# The UAS answers at once with 200 OK, without 180: with several OpenSIPS workers a 180 can
+# be overtaken by the 200 under load, and sipp's UAC counts a 180 arriving after the 200 as a
+# failed call although offer, answer and delete all worked.
+cat >"$WORK/uas.xml" <<'EOF'
+<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="bench uas">
+  <recv request="INVITE" crlf="true"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+
+    ]]>
+  </send>
+  <recv request="ACK" crlf="true"/>
+  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+EOF
+
+# Starts a relay and an OpenSIPS with module $2 under the name $1; sets SIP_$1, CTL_$1, PID_$1.
+start_stack() {
+    local name=$1 module=$2 min=$3 sip ctl uas cfg
+    sip=$(free_port); ctl=$(free_port); uas=$(free_port)
+    # in the work directory: some rtpproxy builds write an accounting file into the cwd
+    (cd "$WORK" && exec "$RTPPROXY_BIN" -f -F -l 127.0.0.1 -s "udp:127.0.0.1:$ctl" -m "$min" \
+        -M $((min + 9998)) -p "$WORK/$name-rtpproxy.pid" -d ERR >"$WORK/$name-rtpproxy.log" 2>&1) &
+    PIDS+=($!)
+    wait_udp "$ctl" || die "$name: rtpproxy did not start"
+    sipp -sf "$WORK/uas.xml" -i 127.0.0.1 -p "$uas" -nostdin >"$WORK/$name-uas.log" 2>&1 &
+    PIDS+=($!)
+    wait_udp "$uas" || die "$name: sipp UAS did not start"
+    cfg=$WORK/$name.cfg
+    cat >"$cfg" <<EOF
+log_level=1
+stderror_enabled=yes
+syslog_enabled=no
+udp_workers=$WORKERS
+socket=udp:127.0.0.1:$sip
+mpath="$MPATH/"
+loadmodule "proto_udp.so"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "sipmsgops.so"
+loadmodule "$module"
+modparam("rtpproxy", "rtpproxy_sock", "udp:127.0.0.1:$ctl")
+route {
+    if (is_method("INVITE") && has_body("application/sdp")) {
+        if (!rtpproxy_offer("$FLAGS")) { sl_send_reply(500, "rtpproxy_offer failed"); exit; }
+    }
+    if (is_method("BYE|CANCEL")) rtpproxy_unforce();
+    \$du = "sip:127.0.0.1:$uas";
+    t_on_reply("r");
+    if (!t_relay()) sl_reply_error();
+}
+onreply_route[r] {
+    if (has_body("application/sdp")) {
+        if (!rtpproxy_answer("$FLAGS")) drop;
+    }
+}
+EOF
+    "$OPENSIPS_BIN" -F -f "$cfg" -m 512 -M 32 >"$WORK/$name-opensips.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    wait_udp "$sip" || { cat "$WORK/$name-opensips.log" >&2; die "$name: OpenSIPS did not start"; }
+    sleep 2 # let every process start and the relay be probed
+    printf -v "SIP_$name" '%s' "$sip"
+    printf -v "CTL_$name" '%s' "$ctl"
+    printf -v "PID_$name" '%s' "$pid"
+}
+
+# One step: module $1 at rate $2. Prints a result line; returns 1 if a call failed.
+step() {
+    local name=$1 rate=$2 sip ctl pid calls limit before after rc stat ok failed pcts sessions cpu
+    sip=SIP_$name; sip=${!sip}; ctl=CTL_$name; ctl=${!ctl}; pid=PID_$name; pid=${!pid}
+    calls=$((rate * DURATION))
+    limit=$((rate * 5))
+    [ "$limit" -lt $(($(ulimit -n) - 100)) ] || limit=$(($(ulimit -n) - 100))
+    before=$(cpu_ticks "$pid")
+    rc=0
+    sipp -sn uac "127.0.0.1:$sip" -i 127.0.0.1 -p "$(free_port)" -r "$rate" -m "$calls" \
+        -l "$limit" -nostdin -recv_timeout 10000 -timeout $((DURATION * 4 + 30))s \
+        -trace_shortmsg -shortmessage_file "$WORK/$name-$rate.short" \
+        -trace_stat -stf "$WORK/$name-$rate.stat" -fd 1 \
+        -trace_err -error_file "$WORK/$name-$rate.err" \
+        >"$WORK/$name-$rate.out" 2>&1 || rc=$?
+    after=$(cpu_ticks "$pid")
+    sleep 1
+    sessions=$(relay_sessions "$ctl")
+    stat=$(tail -n 1 "$WORK/$name-$rate.stat")
+    ok=$(echo "$stat" | cut -d';' -f16)
+    failed=$(echo "$stat" | cut -d';' -f18)
+    pcts=$(setup_percentiles "$WORK/$name-$rate.short")
+    cpu=$(python3 -c "print('%.3f' % ((($after - $before) / $TCK) / max(1, $ok) * 1000))")
+    TOTAL[$name]=$(( ${TOTAL[$name]:-0} + ok ))
+    printf '%-5s %6s %7s %7s %7s %9s %9s %14s %9s %5s\n' "$name" "$rate" "$calls" "$ok" "$failed" \
+        ${pcts} "$cpu" "$sessions" "$rc"
+    RESULT[$name,$rate]="$ok $failed ${pcts} $cpu $sessions"
+    [ "$rc" = 0 ] && [ "$failed" = 0 ] && [ "$ok" = "$calls" ]
+}
+
+declare -A TOTAL RESULT BEST
+MODS=(ours)
+start_stack ours "$OURS" 20000
+if [ -n "$CMOD" ]; then
+    MODS+=(c)
+    start_stack c "$CMOD" 30000
+fi
+
+echo "OpenSIPS: $("$OPENSIPS_BIN" -V | head -1); workers: $WORKERS; flags: \"$FLAGS\"; $DURATION s per step"
+echo "ours: $OURS"
+[ -n "$CMOD" ] && echo "C:    $CMOD"
+echo
+printf '%-5s %6s %7s %7s %7s %9s %9s %14s %9s %5s\n' module cps calls ok failed "p50(ms)" "p99(ms)" \
+    "cpu(ms)/call" sessions rc
+declare -A STOPPED
+for rate in $RATES; do
+    for m in "${MODS[@]}"; do
+        [ -n "${STOPPED[$m]:-}" ] && continue
+        if step "$m" "$rate"; then
+            BEST[$m]=$rate
+        else
+            STOPPED[$m]=1
+        fi
+    done
+done
+
+echo
+echo "Summary (figures at the highest rate without a failed call):"
+printf '%-5s %14s %9s %9s %14s %12s %16s\n' module "max cps" "p50(ms)" "p99(ms)" "cpu(ms)/call" "total calls" "sessions at end"
+for m in "${MODS[@]}"; do
+    ctl=CTL_$m
+    best=${BEST[$m]:-none}
+    if [ "$best" = none ]; then
+        read -r _ _ p50 p99 cpu _ <<<"- - - - - -"
+    else
+        read -r _ _ p50 p99 cpu _ <<<"${RESULT[$m,$best]}"
+    fi
+    printf '%-5s %14s %9s %9s %14s %12s %16s\n' "$m" "$best" "$p50" "$p99" "$cpu" "${TOTAL[$m]:-0}" \
+        "$(relay_sessions "${!ctl}")"
+done
