@@ -49,10 +49,15 @@ fn status_event_once_per_real_change() {
         return;
     };
     let listener = UdpSocket::bind("127.0.0.1:0").unwrap();
-    listener.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let lport = listener.local_addr().unwrap().port();
     let dir = scratch("events");
-    let (u, d) = (format!("udp:127.0.0.1:{up}"), format!("udp:127.0.0.1:{down}"));
+    let (u, d) = (
+        format!("udp:127.0.0.1:{up}"),
+        format!("udp:127.0.0.1:{down}"),
+    );
     let params = format!(
         "modparam(\"rtpproxy\", \"rtpproxy_sock\", \"{u} {d}\")\n\
          modparam(\"rtpproxy\", \"rtpproxy_timeout\", \"0.2\")\n\
@@ -60,10 +65,24 @@ fn status_event_once_per_real_change() {
          modparam(\"rtpproxy\", \"rtpproxy_disable_tout\", 1)"
     );
     // The test subscribes by MI once OpenSIPS is up, then causes the changes itself.
-    let c = cfg(&env, Impl::Ours, &dir, &params, "loadmodule \"event_datagram.so\"", "");
+    let c = cfg(
+        &env,
+        Impl::Ours,
+        &dir,
+        &params,
+        "loadmodule \"event_datagram.so\"",
+        "",
+    );
     let os = OpenSips::start(&env, &c).unwrap();
-    os.mi("event_subscribe", &["E_RTPPROXY_STATUS", &format!("udp:127.0.0.1:{lport}"), "120"])
-        .unwrap();
+    os.mi(
+        "event_subscribe",
+        &[
+            "E_RTPPROXY_STATUS",
+            &format!("udp:127.0.0.1:{lport}"),
+            "120",
+        ],
+    )
+    .unwrap();
     let mut got = Vec::new();
     // MI: disable the live node, then enable it: exactly one inactive then one active.
     os.mi("rtpproxy_enable", &[&u, "0"]).unwrap();
@@ -81,7 +100,10 @@ fn status_event_once_per_real_change() {
     // The dead node is re-probed every second by the prober and stays down: no event.
     got.clear();
     collect(&listener, &mut got, Duration::from_secs(3), |_| false);
-    assert!(got.iter().all(|e| e.0 != d), "events for a node that stayed down: {got:?}");
+    assert!(
+        got.iter().all(|e| e.0 != d),
+        "events for a node that stayed down: {got:?}"
+    );
     let (status, log) = os.stop();
     assert!(status.success(), "{log}");
 }
