@@ -142,6 +142,8 @@ pub(crate) struct OfferRequest<'a> {
     pub(crate) bridge_address: Option<String>,
     /// A node to try first (URL), as rtp_relay asks for.
     pub(crate) node: Option<&'a str>,
+    /// Cut `flags` and `ip` to 63 bytes, as the C script functions do (not rtp_relay).
+    pub(crate) script_limits: bool,
 }
 
 impl<'a> OfferRequest<'a> {
@@ -156,6 +158,7 @@ impl<'a> OfferRequest<'a> {
             dialog_id: None,
             bridge_address: None,
             node: None,
+            script_limits: true,
         }
     }
 }
@@ -185,13 +188,23 @@ pub(crate) fn run_offer_answer(
     source: SdpSource,
 ) -> Result<OfferResult, Error> {
     let st = state::get().ok_or_else(|| err("module not initialized"))?;
-    let flags = Flags::parse_script_param(req.flags).map_err(|e| err(format!("bad flags: {e}")))?;
+    let flags = if req.script_limits {
+        Flags::parse_script_param(req.flags)
+    } else {
+        Flags::parse(req.flags)
+    }
+    .map_err(|e| err(format!("bad flags: {e}")))?;
     for w in flags.warnings() {
         tracing::warn!("{w}");
     }
-    let ip = req
-        .ip
-        .map(|v| String::from_utf8_lossy(truncate_script_param(v.as_bytes())).into_owned());
+    let ip = req.ip.map(|v| {
+        let v = if req.script_limits {
+            truncate_script_param(v.as_bytes())
+        } else {
+            v.as_bytes()
+        };
+        String::from_utf8_lossy(v).into_owned()
+    });
     let (call_id, from_tag, to_tag) = match (&req.ids, msg) {
         (Some(ids), _) => ids.clone(),
         (None, Some(m)) => (

@@ -396,6 +396,8 @@ unsafe fn offer_answer(
         String::from_utf8_lossy(&a.flags)
     );
     let mut req = OfferRequest::new(&a.flags, direction);
+    // rtp_relay concatenates several flag strings; the C engine does not cut them.
+    req.script_limits = false;
     req.ip = ip.as_deref();
     req.set = Some(set.id);
     req.ids = Some((a.call_id.clone(), a.from_tag.clone(), a.to_tag.clone()));
