@@ -9,12 +9,14 @@
 #     INVITE gets a 500, the 200 OK is dropped),
 #   - call set-up time p50/p99: INVITE sent -> 200 OK received at the UAC, from sipp's
 #     -trace_shortmsg timestamps (microseconds; sipp's -trace_rtt only has whole ms),
-#   - OpenSIPS CPU seconds per call: utime+stime of every OpenSIPS process, from /proc, before
-#     and after the step,
+#   - OpenSIPS CPU per call (ms): utime+stime of every OpenSIPS process, from /proc, before
+#     and after the step ("cpu"), and the same less what those processes burn when idle over
+#     the step's time, measured for 5 s before the first step ("net"),
 #   - the relay's active sessions after the step (0 = every session was deleted at BYE).
 # A module stops climbing at its first step with a failed call. Both stacks (same OpenSIPS
-# binary, same script, same number of workers, a relay each) run side by side and the steps
-# alternate between them, so background load hits both alike.
+# binary, same script, same number of workers, a relay and a sipp UAS each) run side by side
+# and the steps alternate between them, so background load hits both alike. The UAC is sipp's
+# built-in `uac`; the UAS answers 200 OK at once (see uas.xml below).
 #
 # Usage: examples/bench_calls.sh [options]
 #   --ours PATH        our module (default: cargo build --release, target/release/librtpproxy.so)
@@ -77,10 +79,17 @@ fi
 WORK=$(mktemp -d /tmp/bench_calls.XXXXXX)
 PIDS=()
 cleanup() {
+    local p _
     for p in "${PIDS[@]}"; do
         kill "$p" 2>/dev/null || true
     done
-    sleep 0.5
+    for _ in $(seq 1 30); do
+        for p in "${PIDS[@]}"; do
+            kill -0 "$p" 2>/dev/null && break
+        done
+        kill -0 "$p" 2>/dev/null || break
+        sleep 0.1
+    done
     for p in "${PIDS[@]}"; do
         kill -9 "$p" 2>/dev/null || true
     done
@@ -213,9 +222,11 @@ start_stack() {
     (cd "$WORK" && exec "$RTPPROXY_BIN" -f -F -l 127.0.0.1 -s "udp:127.0.0.1:$ctl" -m "$min" \
         -M $((min + 9998)) -p "$WORK/$name-rtpproxy.pid" -d ERR >"$WORK/$name-rtpproxy.log" 2>&1) &
     PIDS+=($!)
+    disown
     wait_udp "$ctl" || die "$name: rtpproxy did not start"
     sipp -sf "$WORK/uas.xml" -i 127.0.0.1 -p "$uas" -nostdin >"$WORK/$name-uas.log" 2>&1 &
     PIDS+=($!)
+    disown
     wait_udp "$uas" || die "$name: sipp UAS did not start"
     cfg=$WORK/$name.cfg
     cat >"$cfg" <<EOF
@@ -249,6 +260,7 @@ EOF
     "$OPENSIPS_BIN" -F -f "$cfg" -m 512 -M 32 >"$WORK/$name-opensips.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")
+    disown
     wait_udp "$sip" || { cat "$WORK/$name-opensips.log" >&2; die "$name: OpenSIPS did not start"; }
     sleep 2 # let every process start and the relay be probed
     printf -v "SIP_$name" '%s' "$sip"
@@ -258,11 +270,12 @@ EOF
 
 # One step: module $1 at rate $2. Prints a result line; returns 1 if a call failed.
 step() {
-    local name=$1 rate=$2 sip ctl pid calls limit before after rc stat ok failed pcts sessions cpu
+    local name=$1 rate=$2 sip ctl pid calls limit before after t0 t1 rc stat ok failed pcts sessions cpu
     sip=SIP_$name; sip=${!sip}; ctl=CTL_$name; ctl=${!ctl}; pid=PID_$name; pid=${!pid}
     calls=$((rate * DURATION))
     limit=$((rate * 5))
     [ "$limit" -lt $(($(ulimit -n) - 100)) ] || limit=$(($(ulimit -n) - 100))
+    t0=$(date +%s.%N)
     before=$(cpu_ticks "$pid")
     rc=0
     sipp -sn uac "127.0.0.1:$sip" -i 127.0.0.1 -p "$(free_port)" -r "$rate" -m "$calls" \
@@ -272,21 +285,24 @@ step() {
         -trace_err -error_file "$WORK/$name-$rate.err" \
         >"$WORK/$name-$rate.out" 2>&1 || rc=$?
     after=$(cpu_ticks "$pid")
+    t1=$(date +%s.%N)
     sleep 1
     sessions=$(relay_sessions "$ctl")
     stat=$(tail -n 1 "$WORK/$name-$rate.stat")
     ok=$(echo "$stat" | cut -d';' -f16)
     failed=$(echo "$stat" | cut -d';' -f18)
     pcts=$(setup_percentiles "$WORK/$name-$rate.short")
-    cpu=$(python3 -c "print('%.3f' % ((($after - $before) / $TCK) / max(1, $ok) * 1000))")
+    # gross, and net of what the same processes burn when idle over the same time
+    cpu=$(python3 -c "g = ($after - $before) / $TCK; n = g - ${IDLE_RATE[$name]} / $TCK * ($t1 - $t0); \
+print('%.3f %.3f' % (g / max(1, $ok) * 1000, max(0.0, n) / max(1, $ok) * 1000))")
     TOTAL[$name]=$(( ${TOTAL[$name]:-0} + ok ))
-    printf '%-5s %6s %7s %7s %7s %9s %9s %14s %9s %5s\n' "$name" "$rate" "$calls" "$ok" "$failed" \
-        ${pcts} "$cpu" "$sessions" "$rc"
+    printf '%-5s %6s %7s %7s %7s %9s %9s %9s %9s %9s %5s\n' "$name" "$rate" "$calls" "$ok" \
+        "$failed" ${pcts} ${cpu} "$sessions" "$rc"
     RESULT[$name,$rate]="$ok $failed ${pcts} $cpu $sessions"
     [ "$rc" = 0 ] && [ "$failed" = 0 ] && [ "$ok" = "$calls" ]
 }
 
-declare -A TOTAL RESULT BEST
+declare -A TOTAL RESULT BEST IDLE_RATE
 MODS=(ours)
 start_stack ours "$OURS" 20000
 if [ -n "$CMOD" ]; then
@@ -294,12 +310,25 @@ if [ -n "$CMOD" ]; then
     start_stack c "$CMOD" 30000
 fi
 
+# Idle CPU of each OpenSIPS (timer processes etc.), over the same 5 s, both stacks idle.
+declare -A I0
+for m in "${MODS[@]}"; do p=PID_$m; I0[$m]=$(cpu_ticks "${!p}"); done
+sleep 5
+for m in "${MODS[@]}"; do
+    p=PID_$m
+    IDLE_RATE[$m]=$(python3 -c "print(($(cpu_ticks "${!p}") - ${I0[$m]}) / 5.0)")
+done
+
 echo "OpenSIPS: $("$OPENSIPS_BIN" -V | head -1); workers: $WORKERS; flags: \"$FLAGS\"; $DURATION s per step"
 echo "ours: $OURS"
 [ -n "$CMOD" ] && echo "C:    $CMOD"
+for m in "${MODS[@]}"; do
+    echo "idle CPU of OpenSIPS ($m): $(python3 -c "print('%.1f' % (${IDLE_RATE[$m]} / $TCK * 1000))") ms/s"
+done
+echo "cpu = OpenSIPS CPU ms per call; net = the same less the idle CPU over the step"
 echo
-printf '%-5s %6s %7s %7s %7s %9s %9s %14s %9s %5s\n' module cps calls ok failed "p50(ms)" "p99(ms)" \
-    "cpu(ms)/call" sessions rc
+printf '%-5s %6s %7s %7s %7s %9s %9s %9s %9s %9s %5s\n' module cps calls ok failed "p50(ms)" \
+    "p99(ms)" "cpu(ms)" "net(ms)" sessions rc
 declare -A STOPPED
 for rate in $RATES; do
     for m in "${MODS[@]}"; do
@@ -314,15 +343,16 @@ done
 
 echo
 echo "Summary (figures at the highest rate without a failed call):"
-printf '%-5s %14s %9s %9s %14s %12s %16s\n' module "max cps" "p50(ms)" "p99(ms)" "cpu(ms)/call" "total calls" "sessions at end"
+printf '%-5s %9s %9s %9s %9s %9s %12s %16s\n' module "max cps" "p50(ms)" "p99(ms)" "cpu(ms)" \
+    "net(ms)" "total calls" "sessions at end"
 for m in "${MODS[@]}"; do
     ctl=CTL_$m
     best=${BEST[$m]:-none}
     if [ "$best" = none ]; then
-        read -r _ _ p50 p99 cpu _ <<<"- - - - - -"
+        read -r _ _ p50 p99 cpu net _ <<<"- - - - - - -"
     else
-        read -r _ _ p50 p99 cpu _ <<<"${RESULT[$m,$best]}"
+        read -r _ _ p50 p99 cpu net _ <<<"${RESULT[$m,$best]}"
     fi
-    printf '%-5s %14s %9s %9s %14s %12s %16s\n' "$m" "$best" "$p50" "$p99" "$cpu" "${TOTAL[$m]:-0}" \
-        "$(relay_sessions "${!ctl}")"
+    printf '%-5s %9s %9s %9s %9s %9s %12s %16s\n' "$m" "$best" "$p50" "$p99" "$cpu" "$net" \
+        "${TOTAL[$m]:-0}" "$(relay_sessions "${!ctl}")"
 done

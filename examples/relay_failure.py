@@ -134,7 +134,7 @@ def run(label, module, scenario, rate, disable_tout, base_port):
             time.sleep(0.1)
         time.sleep(1.5)
         uas = subprocess.Popen(["sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", str(uas_port),
-                                "-nostdin", "-bg"], cwd=work, stdout=subprocess.DEVNULL,
+                                "-nostdin"], cwd=work, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
         procs.append(uas)
         time.sleep(0.5)

@@ -193,6 +193,7 @@ pub(crate) unsafe extern "C" fn child_init(rank: c_int) -> c_int {
 /// `destroy_f`: main process at shutdown.
 pub(crate) unsafe extern "C" fn mod_destroy() {
     guard::call("mod_destroy", (), || {
+        super::dialog::destroy();
         tracing::debug!("module destroyed");
     })
 }

@@ -187,6 +187,17 @@ pub(crate) fn run_offer_answer(
     req: &OfferRequest<'_>,
     source: SdpSource,
 ) -> Result<OfferResult, Error> {
+    run_offer_answer_noting(msg, req, source, &mut None)
+}
+
+/// [`run_offer_answer`], also recording in `last_node` every node selected, even when the
+/// call then fails (the script's `sock_var` names the node that was tried, as in C).
+fn run_offer_answer_noting(
+    msg: Option<Msg>,
+    req: &OfferRequest<'_>,
+    source: SdpSource,
+    last_node: &mut Option<String>,
+) -> Result<OfferResult, Error> {
     let st = state::get().ok_or_else(|| err("module not initialized"))?;
     let flags = if req.script_limits {
         Flags::parse_script_param(req.flags)
@@ -239,7 +250,6 @@ pub(crate) fn run_offer_answer(
         Some(_) => SipMessage::Request(packet),
     };
     let marker = st.config.marker.as_deref().unwrap_or("").as_bytes();
-    let mut last_node: Option<String> = None;
 
     let mut run = |body: &[u8]| -> Result<OfferAnswerOutcome, Error> {
         let mut input = OfferAnswerInput::new(
@@ -273,7 +283,7 @@ pub(crate) fn run_offer_answer(
             };
             loop {
                 tries += 1;
-                last_node = Some(node.spec.url.clone());
+                *last_node = Some(node.spec.url.clone());
                 let caps = control::capabilities(st, node);
                 let info = NodeInfo {
                     caps,
@@ -315,7 +325,7 @@ pub(crate) fn run_offer_answer(
             let new_body = out.apply(&body).map_err(|e| err(e.to_string()))?;
             Ok(OfferResult {
                 ret_var: out.ret_var().map(<[u8]>::to_vec),
-                node_url: last_node,
+                node_url: last_node.clone(),
                 body: Some(new_body),
             })
         }
@@ -363,7 +373,7 @@ pub(crate) fn run_offer_answer(
             *LAST_REWRITTEN.lock().unwrap_or_else(|e| e.into_inner()) = Some(me);
             Ok(OfferResult {
                 ret_var,
-                node_url: last_node,
+                node_url: last_node.clone(),
                 body: None,
             })
         }
@@ -385,9 +395,13 @@ unsafe fn offer_answer(
     // SAFETY: per the contract, for each parameter.
     let (flags, ip, set) = unsafe { (opt_str(p.flags), opt_str(p.ip), opt_int(p.set)) };
     let ip = ip.map(|v| String::from_utf8_lossy(&v).into_owned());
-    let mut req = OfferRequest::new(flags.as_deref().unwrap_or(b""), direction);
+    let flags = flags.unwrap_or_default();
+    let mut req = OfferRequest::new(&flags, direction);
     req.ip = ip.as_deref();
     req.set = set;
+    if let Some(m) = m {
+        req.dialog_id = super::dialog::dialog_id_for_flags(m, &flags, direction)?;
+    }
     let source = if p.body_var.is_null() {
         SdpSource::Message
     } else {
@@ -397,11 +411,13 @@ unsafe fn offer_answer(
                 .ok_or_else(|| err("body_var does not hold a string"))?,
         )
     };
-    let out = run_offer_answer(m, &req, source)?;
-    if let Some(url) = &out.node_url {
+    let mut node = None;
+    let out = run_offer_answer_noting(m, &req, source, &mut node);
+    if let Some(url) = &node {
         // SAFETY: `sock_var` is NULL or the variable parameter of this call.
         unsafe { msg::set_var_str(msg, p.sock_var, url.as_bytes()) };
     }
+    let out = out?;
     if let Some(v) = &out.ret_var {
         // SAFETY: `ret_var` is NULL or the variable parameter of this call.
         unsafe { msg::set_var_str(msg, p.ret_var, v) };

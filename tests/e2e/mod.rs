@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -103,15 +104,22 @@ pub fn our_module() -> PathBuf {
     so
 }
 
-static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
-
-/// A port number unlikely to collide with other tests of this run.
+/// A loopback port that is free for both UDP and TCP right now (chosen by the OS, so tests
+/// running at the same time do not collide), and not handed out before by this process.
 pub fn port() -> u16 {
-    if NEXT_PORT.load(Ordering::Relaxed) == 0 {
-        let base = 20000 + (std::process::id() % 2000) as u16 * 10;
-        let _ = NEXT_PORT.compare_exchange(0, base, Ordering::Relaxed, Ordering::Relaxed);
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let p = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_err() {
+            continue;
+        }
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&p) {
+            given.push(p);
+            return p;
+        }
     }
-    NEXT_PORT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// A scratch directory for one test.
@@ -189,6 +197,8 @@ impl OpenSips {
             .arg("-F")
             .arg("-f")
             .arg(&cfg.path)
+            // its own process group, so that a failed test can stop every OpenSIPS process
+            .process_group(0)
             .stdout(Stdio::from(f.try_clone().unwrap()))
             .stderr(Stdio::from(f))
             .spawn()
@@ -263,9 +273,17 @@ impl OpenSips {
 }
 
 impl Drop for OpenSips {
+    /// A test that did not call [`OpenSips::stop`] (it failed): SIGTERM to the whole process
+    /// group, SIGKILL after a grace period, so that no worker outlives the test.
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
+            let group = format!("-{}", c.id());
+            let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && c.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
             let _ = c.wait();
         }
     }
