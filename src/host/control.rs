@@ -4,12 +4,15 @@
 //! SIP workers never probe a disabled node: a node that fails is marked disabled in shm at
 //! once, for every process, and only the prober (a process of ours) brings it back.
 
+use std::ffi::c_int;
+use std::os::fd::FromRawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 
-use crate::core::config::SetId;
+use crate::core::config::{SetId, Transport};
 use crate::core::proto::caps::{Capabilities, ProbeOutcome};
 use crate::core::proto::command::Command;
 use crate::core::proto::cookie::CookieGen;
@@ -44,10 +47,50 @@ impl Control {
         if self.clients.len() <= node.index {
             self.clients.resize_with(node.index + 1, || None);
         }
-        let client =
-            self.clients[node.index].get_or_insert_with(|| ControlClient::new(&node.spec, opts));
+        let client = self.clients[node.index].get_or_insert_with(|| new_client(node, opts));
         (client, &mut self.cookies)
     }
+}
+
+/// This process's child_init rank (SIP workers and timer processes: 1..N).
+static RANK: AtomicI32 = AtomicI32::new(0);
+
+/// Records the rank OpenSIPS gave this process (`child_init`).
+pub(crate) fn set_rank(rank: i32) {
+    RANK.store(rank, Ordering::Relaxed);
+}
+
+/// A client for `node`. For `rtp.io:auto` the stream comes from the `rtp.io` module, which
+/// keeps one socket pair end per worker rank (`rtp_io_getchildsock(rank)`); we use a
+/// duplicate of it, so dropping our client never closes rtp.io's descriptor.
+fn new_client(node: &NodeView, opts: ClientOptions) -> ControlClient {
+    if node.spec.transport != Transport::RtpIo {
+        return ControlClient::new(&node.spec, opts);
+    }
+    let rank = RANK.load(Ordering::Relaxed);
+    // SAFETY: `find_export` only reads the loaded modules' tables.
+    let f = unsafe { (super::api::api().find_export)(c"rtp_io_getchildsock".as_ptr(), 0) };
+    if f.is_null() || rank < 1 {
+        tracing::error!("rtp.io:auto needs the rtp.io module and a worker process (rank {rank})");
+        return ControlClient::new(&node.spec, opts);
+    }
+    // SAFETY: rtp.io exports `int rtp_io_getchildsock(int rank)` under this name.
+    let get: unsafe extern "C" fn(c_int) -> c_int = unsafe { std::mem::transmute(f) };
+    // SAFETY: a plain call; it returns a descriptor or -1.
+    let fd = unsafe { get(rank) };
+    // SAFETY: `dup` of a descriptor rtp.io owns; we own the duplicate.
+    let dup = if fd >= 0 {
+        unsafe { libc::dup(fd) }
+    } else {
+        -1
+    };
+    if dup < 0 {
+        tracing::error!("rtp.io gave no control socket for rank {rank}");
+        return ControlClient::new(&node.spec, opts);
+    }
+    // SAFETY: `dup` is a fresh descriptor of a connected UNIX stream that nothing else owns.
+    let stream = unsafe { std::os::unix::net::UnixStream::from_raw_fd(dup) };
+    ControlClient::with_rtpio_stream(&node.spec.url, stream, opts)
 }
 
 static CONTROL: Mutex<Option<Control>> = Mutex::new(None);

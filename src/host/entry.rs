@@ -180,6 +180,7 @@ fn init() -> Result<(), String> {
 pub(crate) unsafe extern "C" fn child_init(rank: c_int) -> c_int {
     guard::call("child_init", -1, || {
         tracing::debug!("child_init({rank})");
+        control::set_rank(rank);
         match super::dialog::child_init(rank) {
             Ok(()) => 0,
             Err(e) => {
