@@ -56,6 +56,7 @@ route {
         if (is_method("INVITE")) rtpproxy_offer("co");
     }
     if (is_method("BYE")) rtpproxy_unforce();
+    \$du = "sip:127.0.0.1:$((port + 3))";
     t_on_reply("r");
     t_relay();
 }
@@ -70,5 +71,19 @@ if [ ! -p "$work/fifo" ]; then echo "OpenSIPS did not start:"; tail -20 "$work/o
 sleep 1
 echo "OpenSIPS $("$bin" -V | head -1) running with our module; opensips-cli -x mi rtpproxy_show:"
 opensips-cli -o "fifo_file=$work/fifo" -x mi rtpproxy_show
+if command -v sipp >/dev/null; then
+    uas=$((port + 3))
+    (cd "$work" && exec sipp -sn uas -i 127.0.0.1 -p "$uas" -nostdin -trace_msg -message_file uas.log \
+        >/dev/null 2>&1) &
+    uas_pid=$!
+    sleep 0.5
+    echo "placing 10 calls with sipp through OpenSIPS ..."
+    (cd "$work" && sipp -sn uac "127.0.0.1:$sip" -i 127.0.0.1 -p $((port + 4)) -m 10 -r 10 -nostdin \
+        >/dev/null 2>&1) && echo "10 calls completed" || echo "sipp reported failed calls"
+    kill "$uas_pid" 2>/dev/null || true
+    echo "SDP the called party received for the first call (media now points at the relay):"
+    awk '/^INVITE/{f=1} f&&/^v=0/{p=1} p{print} p&&/^$/{exit}' "$work/uas.log" | head -12
+    printf '1_demo I' | python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2); s.sendto(sys.stdin.buffer.read(),("127.0.0.1",'"$port"')); print("relay:", s.recv(500).decode().replace(chr(10),"; "))'
+fi
 echo "our log lines:"
 grep ':rtpproxy:' "$work/opensips.log" || true
