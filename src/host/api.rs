@@ -100,6 +100,10 @@ core_api! {
         bin_push_int: unsafe extern "C" fn(*mut c_void, c_int) -> c_int,
         bin_pop_str: unsafe extern "C" fn(*mut c_void, *mut host_str) -> c_int,
         bin_pop_int: unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int,
+        msg_callback_add: unsafe extern "C" fn(
+            *mut sip_msg, c_int, unsafe extern "C" fn(*mut sip_msg, c_int, *mut c_void, *mut c_void),
+            *mut c_void) -> c_int,
+        update_sock_struct_from_via: unsafe extern "C" fn(*mut c_void, *mut sip_msg, *mut c_void) -> c_int,
     }
     vars {
         log_level: *mut c_int,

@@ -78,8 +78,8 @@ fn new_client(node: &NodeView, opts: ClientOptions) -> ControlClient {
     let get: unsafe extern "C" fn(c_int) -> c_int = unsafe { std::mem::transmute(f) };
     // SAFETY: a plain call; it returns a descriptor or -1.
     let fd = unsafe { get(rank) };
-    // SAFETY: `dup` of a descriptor rtp.io owns; we own the duplicate.
     let dup = if fd >= 0 {
+        // SAFETY: `dup` of a descriptor rtp.io owns; we own the duplicate.
         unsafe { libc::dup(fd) }
     } else {
         -1

@@ -12,6 +12,7 @@ use crate::core::proto::command::Command;
 use crate::core::sdp::SdpEdit;
 use crate::Error;
 
+use super::autobridge::Plan;
 use super::control;
 use super::entry::Params;
 use super::msg::{self, Bodies, Msg, MsgKind};
@@ -147,6 +148,14 @@ pub(crate) struct OfferRequest<'a> {
 }
 
 impl<'a> OfferRequest<'a> {
+    /// Whether a script function or `rtpproxy_engage` made this request (the Call-ID and
+    /// tags come from the message and the flags are cut like script parameters), rather
+    /// than the rtp_relay engine. Autobridge applies only to these, as in C, where the
+    /// rtp_relay engine calls the offer/answer core directly.
+    pub(crate) fn is_script_request(&self) -> bool {
+        self.script_limits && self.ids.is_none()
+    }
+
     /// A request with the script defaults.
     pub(crate) fn new(flags: &'a [u8], direction: Direction) -> Self {
         Self {
@@ -251,6 +260,27 @@ fn run_offer_answer_noting(
     };
     let marker = st.config.marker.as_deref().unwrap_or("").as_bytes();
 
+    // Autobridge (spec §4.12): a request waits for its next hop; a reply learns where it goes.
+    let mut bridge_address = req.bridge_address.clone();
+    let mut preset_url = req.node.map(str::to_owned);
+    if let Some(m) = msg {
+        let body_mode = matches!(source, SdpSource::Body(_));
+        match super::autobridge::plan(st, set, m, &call_id, req, body_mode, last_node)? {
+            Plan::Normal => {}
+            Plan::NoSdp | Plan::Deferred => {
+                return Ok(OfferResult {
+                    ret_var: None,
+                    node_url: last_node.clone(),
+                    body: None,
+                })
+            }
+            Plan::Reply { bridge, node } => {
+                bridge_address = bridge;
+                preset_url = Some(node);
+            }
+        }
+    }
+
     let mut run = |body: &[u8]| -> Result<OfferAnswerOutcome, Error> {
         let mut input = OfferAnswerInput::new(
             body,
@@ -264,15 +294,15 @@ fn run_offer_answer_noting(
         input.ip_address = ip.as_deref().filter(|s| !s.is_empty());
         input.marker = marker;
         input.notify_socket = st.config.notify.as_ref();
-        input.bridge_address = req.bridge_address.as_deref();
+        input.bridge_address = bridge_address.as_deref();
         let mut oa = OfferAnswer::new(input).map_err(|e| err(e.to_string()))?;
         if let Some(did) = &req.dialog_id {
             oa.set_dialog_id(did).map_err(|e| err(e.to_string()))?;
         } else if oa.needs_dialog_for_notify() {
             tracing::warn!("flag n without a dialog: no timeout notification is requested");
         }
-        let preset = req
-            .node
+        let preset = preset_url
+            .as_deref()
             .and_then(|url| set.nodes.iter().find(|n| n.spec.url == url));
         while oa.current_stream().is_some() {
             let mut tries = 0;

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod api;
+pub(crate) mod autobridge;
 pub(crate) mod avp;
 pub(crate) mod control;
 pub(crate) mod cstr;

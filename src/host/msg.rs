@@ -495,3 +495,60 @@ impl Msg {
         }
     }
 }
+
+// ---- autobridge (spec §4.12) --------------------------------------------------------------
+
+/// `HDR_VIA2_F`: parse up to the second Via.
+const HDR_VIA2_F: u64 = 1 << 2;
+/// `PARSE_OK` of `struct via_body.error`.
+const PARSE_OK: c_int = 1;
+/// `struct sip_msg`: `via2` (`struct via_body*`) at 80; `struct via_body`: `error` int at 0.
+const VIA2: usize = 80;
+
+impl Msg {
+    /// Where the second Via of a reply says to send it (its `received`/`rport`, `maddr` or
+    /// host, resolved as the core resolves it for forwarding, `update_sock_struct_from_via`);
+    /// `None` without a usable second Via.
+    pub(crate) fn via2_destination(self) -> Option<IpAddr> {
+        if !self.parse(HDR_VIA2_F) {
+            return None;
+        }
+        // SAFETY: `via2` is a `struct via_body*` at offset 80, NULL or parsed by the call
+        // above; its `error` int is at offset 0.
+        let via = unsafe { self.field::<*mut c_void>(VIA2) };
+        if via.is_null() {
+            return None;
+        }
+        // SAFETY: `via` is a live `struct via_body` of this message (checked non-NULL).
+        if unsafe { via.cast::<c_int>().read_unaligned() } != PARSE_OK {
+            return None;
+        }
+        // SAFETY: all-zero is a valid `sockaddr_storage`, large enough and aligned for the
+        // 28-byte `union sockaddr_union` the core fills.
+        let mut su: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        // SAFETY: the live message, its parsed second Via and a writable sockaddr buffer.
+        let r = unsafe {
+            (api().update_sock_struct_from_via)(
+                std::ptr::from_mut(&mut su).cast::<c_void>(),
+                self.ptr,
+                via,
+            )
+        };
+        if r == -1 {
+            return None;
+        }
+        match c_int::from(su.ss_family) {
+            libc::AF_INET => {
+                // SAFETY: the family says the storage holds a `sockaddr_in`.
+                let sin = unsafe { &*std::ptr::from_ref(&su).cast::<libc::sockaddr_in>() };
+                Some(IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes()))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the family says the storage holds a `sockaddr_in6`.
+                let sin6 = unsafe { &*std::ptr::from_ref(&su).cast::<libc::sockaddr_in6>() };
+                Some(IpAddr::from(sin6.sin6_addr.s6_addr))
+            }
+            _ => None,
+        }
+    }
+}

@@ -43,7 +43,17 @@ type RegisterTmcb = unsafe extern "C" fn(
 #[repr(C)]
 pub(crate) struct TmBinds {
     register_tmcb: Option<RegisterTmcb>,
-    _others: [*mut c_void; 45],
+    _before_t_gett: [*mut c_void; 20],
+    /// `struct cell *t_gett(void)` at offset 168 (index 21).
+    t_gett: Option<unsafe extern "C" fn() -> *mut c_void>,
+    _after_t_gett: [*mut c_void; 24],
+}
+
+impl TmBinds {
+    /// tm's `t_gett`: the current transaction (NULL, `T_UNDEFINED` = -1, or a `struct cell*`).
+    pub(crate) fn t_gett(&self) -> Option<unsafe extern "C" fn() -> *mut c_void> {
+        self.t_gett
+    }
 }
 
 /// `TMCB_RESPONSE_FWDED`: a reply is about to be relayed upstream.

@@ -432,3 +432,119 @@ pub fn makeann() -> Option<PathBuf> {
     let bin = PathBuf::from(std::env::var_os("RTPPROXY_BIN").filter(|v| !v.is_empty())?);
     Some(bin.parent()?.join("makeann")).filter(|p| p.exists())
 }
+
+// ---- a logging UDP proxy in front of a relay's control socket (tests/e2e_autobridge.rs) ----
+
+/// One datagram seen by a [`ControlTap`]: towards the relay (`true`) or back.
+pub type TapEvent = (bool, Vec<u8>);
+
+/// Forwards datagrams between OpenSIPS processes and a relay's UDP control socket and records
+/// them in order (the same trick as tests/e2e_differential.rs).
+pub struct ControlTap {
+    pub port: u16,
+    log: std::sync::Arc<std::sync::Mutex<Vec<TapEvent>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ControlTap {
+    pub fn start(relay: std::net::SocketAddr) -> Self {
+        use std::collections::BTreeMap;
+        use std::net::{SocketAddr, UdpSocket};
+        let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+        front
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let port = front.local_addr().unwrap().port();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TapEvent>::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (log2, stop2) = (log.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut uplinks: BTreeMap<SocketAddr, UdpSocket> = BTreeMap::new();
+            let mut workers = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((n, client)) = front.recv_from(&mut buf) else {
+                    continue;
+                };
+                let up = uplinks.entry(client).or_insert_with(|| {
+                    let up = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    up.connect(relay).unwrap();
+                    up.set_read_timeout(Some(Duration::from_millis(50)))
+                        .unwrap();
+                    let (up2, back) = (up.try_clone().unwrap(), front.try_clone().unwrap());
+                    let (log3, stop3) = (log2.clone(), stop2.clone());
+                    workers.push(std::thread::spawn(move || {
+                        let mut buf = vec![0u8; 65536];
+                        while !stop3.load(Ordering::Relaxed) {
+                            if let Ok(n) = up2.recv(&mut buf) {
+                                log3.lock().unwrap().push((false, buf[..n].to_vec()));
+                                let _ = back.send_to(&buf[..n], client);
+                            }
+                        }
+                    }));
+                    up
+                });
+                log2.lock().unwrap().push((true, buf[..n].to_vec()));
+                let _ = up.send(&buf[..n]);
+            }
+            for w in workers {
+                let _ = w.join();
+            }
+        });
+        Self {
+            port,
+            log,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// How many datagrams were seen so far.
+    pub fn len(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    /// The commands sent to the relay from event `from` on, without their cookies, each with
+    /// the reply to its cookie (`(no reply)` when none came); probes (`V`, `VF …`) and
+    /// retransmissions (a cookie seen before) left out.
+    pub fn commands(&self, from: usize) -> Vec<(String, String)> {
+        let events = self.log.lock().unwrap()[from..].to_vec();
+        let split = |d: &[u8]| -> (String, String) {
+            let t = String::from_utf8_lossy(d).into_owned();
+            match t.split_once(' ') {
+                Some((c, rest)) => (c.to_owned(), rest.trim_end().to_owned()),
+                None => (String::new(), t.trim_end().to_owned()),
+            }
+        };
+        let mut seen = Vec::new();
+        let mut out = Vec::new();
+        for (to_relay, data) in &events {
+            if !to_relay {
+                continue;
+            }
+            let (cookie, cmd) = split(data);
+            if cmd == "V" || cmd.starts_with("VF ") || seen.contains(&cookie) {
+                continue;
+            }
+            seen.push(cookie.clone());
+            let reply = events
+                .iter()
+                .filter(|(to, _)| !to)
+                .map(|(_, d)| split(d))
+                .find(|(c, _)| *c == cookie)
+                .map_or_else(|| "(no reply)".to_owned(), |(_, r)| r);
+            out.push((cmd, reply));
+        }
+        out
+    }
+}
+
+impl Drop for ControlTap {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
