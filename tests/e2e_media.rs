@@ -976,6 +976,13 @@ fn srs_xml(ports: (u16, u16)) -> String {
     )
 }
 
+/// How many SIP worker processes OpenSIPS stopped (its shutdown lines, one per process).
+fn sip_workers(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("Asking process") && l.contains("[SIP receiver "))
+        .count()
+}
+
 #[test]
 fn siprec_copies_both_legs_to_the_srs() {
     const T: &str = "siprec_copies_both_legs_to_the_srs";
@@ -1021,8 +1028,17 @@ fn siprec_copies_both_legs_to_the_srs() {
     .expect("sipp srs");
     let uac = uac_xml("[media_port]", Some(&pcap), &[], 4000);
     let uas = uas_xml("[media_port]", Some(&pcap), &[]);
-    let modules =
-        format!("{RELAY_MODULES}\nloadmodule \"b2b_entities.so\"\nloadmodule \"siprec.so\"");
+    // One SIP worker. siprec 3.6.8 sends the INVITE to the SRS (b2b `client_new`, from the
+    // TMCB_RESPONSE_OUT callback of the callee's 200 OK) and only then marks the session
+    // started (`srs_send_invite` sets SIPREC_STARTED after `client_new` returns); its reply
+    // handler (`srec_b2b_notify`) takes no lock and drops a 200 OK that finds the session not
+    // started yet ("sess=... no longer active"): no ACK, no `copy_answer`, no copy. With two
+    // workers the other one can read the SRS's immediate answer inside that window (a loaded
+    // machine preempts the sender there). With one worker the answer is read only after the
+    // callee's 200 OK has been handled, flag set.
+    let modules = format!(
+        "{RELAY_MODULES}\nloadmodule \"b2b_entities.so\"\nloadmodule \"siprec.so\"\nudp_workers=1"
+    );
     let params = format!(
         "{}\nmodparam(\"rtpproxy\", \"generated_sdp_media_ip\", \"127.0.0.2\")\n\
          modparam(\"rtpproxy\", \"generated_sdp_port_min\", 41000)\n\
@@ -1042,8 +1058,15 @@ fn siprec_copies_both_legs_to_the_srs() {
         &uas,
     );
     let (ok, log) = call.finish();
-    std::thread::sleep(Duration::from_millis(500));
-    let after = active_sessions(&ctl);
+    // The relay's session is deleted at the BYE; wait for the count to drop (or give up).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let n = active_sessions(&ctl);
+        if n == Some(0) || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let srs_trace = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
@@ -1088,6 +1111,13 @@ fn siprec_copies_both_legs_to_the_srs() {
         "{offer}"
     );
     assert!(offer.contains("c=IN IP4 127.0.0.2"), "{offer}");
+    assert_eq!(sip_workers(&log), 1, "udp_workers=1 not in effect");
+    assert!(
+        log.contains("received b2b reply with code 200 for INVITE")
+            && !log.contains("no longer active"),
+        "siprec did not take the SRS's 200 OK:\n{}",
+        tail(&log)
+    );
     assert!(
         leg_a.count() > 0,
         "no copy of the caller's RTP:\n{}",
