@@ -9,8 +9,8 @@ use std::ffi::{c_char, c_int, c_long, c_uint, c_void, CStr};
 use std::sync::OnceLock;
 
 use super::sys::{
-    db_func_t, evi_params_t, gen_free_f, gen_info_f, gen_malloc_f, gen_realloc_f, host_str,
-    mi_item_t, mi_params_t, mi_response_t, pv_spec_t, pv_value_t, scm_version, sip_msg,
+    db_func_t, evi_params_t, gen_free_f, gen_info_f, gen_malloc_f, host_str, mi_item_t,
+    mi_params_t, mi_response_t, pv_spec_t, pv_value_t, scm_version, sip_msg,
 };
 
 type Dprint = unsafe extern "C" fn(
@@ -111,7 +111,6 @@ core_api! {
         log_prefix: *mut c_char,
         core_scm_ver: scm_version,
         gen_pkg_malloc: gen_malloc_f,
-        gen_pkg_realloc: gen_realloc_f,
         gen_pkg_free: gen_free_f,
         mem_block: *mut c_void,
         gen_shm_malloc: gen_malloc_f,

@@ -77,7 +77,9 @@ pub(crate) const DLG_VAL_TYPE_INT: c_int = 2;
 
 /// Offsets in `struct dlg_cell` and `struct dlg_leg` (3.6.8, x86_64; ABI spec §4.11).
 mod off {
+    #[cfg(test)]
     pub(super) const H_ID: usize = 24;
+    #[cfg(test)]
     pub(super) const H_ENTRY: usize = 28;
     pub(super) const CALLID: usize = 160;
     pub(super) const LEGS: usize = 208;
@@ -164,7 +166,8 @@ impl Dlg {
         }
     }
 
-    /// `h_entry` and `h_id`.
+    /// `h_entry` and `h_id` (the tests check the offsets through it).
+    #[cfg(test)]
     pub(crate) fn ids(self) -> (u32, u32) {
         // SAFETY: both are unsigned ints at 28 and 24.
         unsafe { (self.field(off::H_ENTRY), self.field(off::H_ID)) }

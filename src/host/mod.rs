@@ -1,11 +1,9 @@
 //! The unsafe shell: the only place that touches OpenSIPS memory, pointers and symbols.
 //!
-//! Rules (see SAFETY.md): every `extern "C"` entry point is one call through `guard::call`;
+//! Rules (see doc/safety.md): every `extern "C"` entry point is one call through `guard::call`;
 //! C strings are converted only in `cstr`; memory the host frees comes from `mem`; state shared
 //! between processes lives in `shared` (shm atomics, allocated before fork).
 #![allow(unsafe_code)]
-// Building blocks for offer/answer (message access, pkg memory) land before their callers.
-#![allow(dead_code)]
 
 pub(crate) mod api;
 pub(crate) mod autobridge;

@@ -426,7 +426,6 @@ pub(crate) const FL_USE_RTPPROXY: u32 = 1 << 12;
 /// `METHOD_*` values of `first_line.u.request.method_value` and of the CSeq method id.
 pub(crate) const METHOD_INVITE: u32 = 1;
 pub(crate) const METHOD_ACK: u32 = 4;
-pub(crate) const METHOD_UPDATE: u32 = 64;
 
 /// Offsets used by the dialog integration (3.6.8, x86_64).
 mod dlg_off {
