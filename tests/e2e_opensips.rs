@@ -256,6 +256,11 @@ fn bad_modparams_are_refused_with_a_clear_message() {
             r#"modparam("rtpproxy", "generated_sdp_media_ip", "")"#,
             "generated_sdp_media_ip",
         ),
+        // printf directives in a value are logged as text, never interpreted
+        (
+            r#"modparam("rtpproxy", "rtpproxy_sock", "udp:127.0.0.1:22222=%s%n%x")"#,
+            "=%s%n%x",
+        ),
     ];
     for (line, name) in cases {
         let c = cfg(

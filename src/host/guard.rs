@@ -58,3 +58,24 @@ pub(crate) fn script_code(what: &str, r: Result<i32, crate::Error>) -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_the_failure_value() {
+        let r = call("test", -1, || -> i32 { panic!("boom {}", 42) });
+        assert_eq!(r, -1);
+        // and the guard keeps working afterwards
+        assert_eq!(call("test", -1, || 7), 7);
+    }
+
+    #[test]
+    fn zero_never_reaches_the_script() {
+        assert_eq!(script_code("f", Ok(0)), -1);
+        assert_eq!(script_code("f", Ok(1)), 1);
+        assert_eq!(script_code("f", Ok(-2)), -2);
+        assert_eq!(script_code("f", Err(crate::Error::Other("x".into()))), -1);
+    }
+}
