@@ -185,31 +185,6 @@ fn scenario(name: &str) -> String {
         .to_string()
 }
 
-/// A free UDP port on `ip`.
-fn free_port(ip: &str) -> u16 {
-    UdpSocket::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Whether something listens on UDP `port` (IPv4 or IPv6).
-fn udp_bound(port: u16) -> bool {
-    let hex = format!(":{port:04X}");
-    ["/proc/net/udp", "/proc/net/udp6"].iter().any(|f| {
-        std::fs::read_to_string(f)
-            .unwrap_or_default()
-            .lines()
-            .skip(1)
-            .any(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .is_some_and(|a| a.ends_with(&hex))
-            })
-    })
-}
-
 /// The messages a sipp `-trace_msg` file says were received.
 fn received_messages(trace: &str) -> Vec<String> {
     const HEAD: &str = "message received [";
@@ -358,7 +333,7 @@ fn run_case(
         .spawn()
         .expect("sipp uas");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !udp_bound(uas_port) && Instant::now() < deadline {
+    while !e2e::udp_bound(uas_port) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     // The second branch of the forked call: caught, never answered.
@@ -375,7 +350,7 @@ fn run_case(
         "-i",
         uac_ip,
         "-p",
-        &free_port(uac_ip).to_string(),
+        &e2e::free_port(uac_ip, 1).to_string(),
         "-m",
         "1",
         "-timeout",
@@ -457,8 +432,8 @@ fn run_impl(env: &Env, which: Impl) -> Option<Run> {
          modparam(\"rtpproxy\", \"rtpproxy_autobridge\", 1)\n",
         tap.port
     );
-    let fork_port = free_port(FORK_IP);
-    let uas_ports: Vec<u16> = CASES.iter().map(|c| free_port(uas_ip(c))).collect();
+    let fork_port = e2e::free_port(FORK_IP, 1);
+    let uas_ports: Vec<u16> = CASES.iter().map(|c| e2e::free_port(uas_ip(c), 1)).collect();
     // cfg() picks the IPv4 SIP port; the IPv6 socket gets the same number.
     let extra = format!("socket=udp:[::1]:@SIP@\n{MODULES}");
     let c = cfg(

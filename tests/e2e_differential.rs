@@ -28,15 +28,12 @@
 mod e2e;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use e2e::{cfg, Env, Impl, OpenSips};
+use e2e::{cfg, ControlTap, Dir, Env, Impl, OpenSips, Relay, TapEvent};
 
 const TEST: &str = "c_and_rust_modules_agree_call_by_call";
 
@@ -377,97 +374,6 @@ fn indent_block(b: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A logging UDP proxy in front of a relay's control socket
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Dir {
-    ToRelay,
-    FromRelay,
-}
-
-type TapLog = Arc<Mutex<Vec<(Dir, Vec<u8>)>>>;
-
-/// Forwards datagrams between OpenSIPS processes and a relay and records them in order.
-struct Tap {
-    port: u16,
-    log: TapLog,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Tap {
-    fn start(relay: SocketAddr) -> Self {
-        let front = UdpSocket::bind("127.0.0.1:0").unwrap();
-        front
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let port = front.local_addr().unwrap().port();
-        let log: TapLog = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (log2, stop2) = (log.clone(), stop.clone());
-        let main = std::thread::spawn(move || {
-            let mut uplinks: BTreeMap<SocketAddr, UdpSocket> = BTreeMap::new();
-            let mut workers = Vec::new();
-            let mut buf = vec![0u8; 65536];
-            while !stop2.load(Ordering::Relaxed) {
-                let Ok((n, client)) = front.recv_from(&mut buf) else {
-                    continue;
-                };
-                let up = uplinks.entry(client).or_insert_with(|| {
-                    let up = UdpSocket::bind("127.0.0.1:0").unwrap();
-                    up.connect(relay).unwrap();
-                    up.set_read_timeout(Some(Duration::from_millis(50)))
-                        .unwrap();
-                    let (up2, back) = (up.try_clone().unwrap(), front.try_clone().unwrap());
-                    let (log3, stop3) = (log2.clone(), stop2.clone());
-                    workers.push(std::thread::spawn(move || {
-                        let mut buf = vec![0u8; 65536];
-                        while !stop3.load(Ordering::Relaxed) {
-                            if let Ok(n) = up2.recv(&mut buf) {
-                                log3.lock()
-                                    .unwrap()
-                                    .push((Dir::FromRelay, buf[..n].to_vec()));
-                                let _ = back.send_to(&buf[..n], client);
-                            }
-                        }
-                    }));
-                    up
-                });
-                log2.lock().unwrap().push((Dir::ToRelay, buf[..n].to_vec()));
-                let _ = up.send(&buf[..n]);
-            }
-            for w in workers {
-                let _ = w.join();
-            }
-        });
-        Self {
-            port,
-            log,
-            stop,
-            threads: vec![main],
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.log.lock().unwrap().len()
-    }
-
-    fn events(&self, from: usize) -> Vec<(Dir, Vec<u8>)> {
-        self.log.lock().unwrap()[from..].to_vec()
-    }
-}
-
-impl Drop for Tap {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // The relay
 // ---------------------------------------------------------------------------------------------
 
@@ -480,91 +386,21 @@ fn rtpproxy_binary() -> Option<PathBuf> {
         .filter(|p| p.exists())
 }
 
-/// A free UDP port on `ip` (bound and released at once).
-fn free_port(ip: &str) -> u16 {
-    UdpSocket::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A real rtpproxy daemon, killed on drop.
-struct Rtpproxy {
-    child: Child,
-    control: SocketAddr,
-}
-
-impl Rtpproxy {
-    /// `listen` are the media arguments (`-l …`, `-6 …`); ports from `min..=max`.
-    fn start(bin: &Path, dir: &Path, name: &str, listen: &[&str], min: u16, max: u16) -> Self {
-        let ctl = free_port("127.0.0.1");
-        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-        let mut cmd = Command::new(bin);
-        // in the scratch directory: some rtpproxy builds write an accounting file into the cwd
-        cmd.current_dir(dir)
-            .args(["-f", "-F"])
-            .args(listen)
-            .arg("-s")
-            .arg(format!("udp:127.0.0.1:{ctl}"))
-            .arg("-m")
-            .arg(min.to_string())
-            .arg("-M")
-            .arg(max.to_string())
-            .arg("-p")
-            .arg(dir.join(format!("{name}.pid")))
-            .args(["-d", "INFO"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log));
-        let child = cmd.spawn().unwrap();
-        let control: SocketAddr = format!("127.0.0.1:{ctl}").parse().unwrap();
-        let me = Self { child, control };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while relay_command(control, "V").as_deref() != Some("20040107") {
-            assert!(
-                Instant::now() < deadline,
-                "rtpproxy {name} did not come up: {}",
-                std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        me
-    }
-
-    fn active_sessions(&self) -> Option<u64> {
-        let text = relay_command(self.control, "I")?;
-        text.lines()
-            .find_map(|l| l.split("active sessions:").nth(1))
-            .and_then(|v| v.trim().parse().ok())
-    }
-}
-
-impl Drop for Rtpproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Sends one command with a fresh cookie (rtpproxy answers a repeated cookie from its reply
-/// cache) and returns the reply without it.
-fn relay_command(control: SocketAddr, cmd: &str) -> Option<String> {
-    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let cookie = format!(
-        "diff{}_{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    );
-    let sock = UdpSocket::bind("127.0.0.1:0").ok()?;
-    sock.set_read_timeout(Some(Duration::from_millis(300)))
-        .ok()?;
-    sock.send_to(format!("{cookie} {cmd}").as_bytes(), control)
-        .ok()?;
-    let mut buf = [0u8; 4096];
-    let n = sock.recv(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf[..n]);
-    Some(text.strip_prefix(&cookie)?.trim().to_owned())
+/// A real rtpproxy daemon in `dir` with the media arguments `listen` (`-l …`, `-6 …`) and ports
+/// from `min..=max`; returns it with its control address.
+fn start_relay(
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    listen: &[&str],
+    min: u16,
+    max: u16,
+) -> (Relay, SocketAddr) {
+    let control = SocketAddr::from(([127, 0, 0, 1], e2e::port()));
+    let mut args: Vec<String> = listen.iter().map(|a| (*a).to_owned()).collect();
+    args.extend(["-m", &min.to_string(), "-M", &max.to_string(), "-d", "INFO"].map(String::from));
+    let relay = Relay::start_logged(bin, dir, name, control, &args).expect("start rtpproxy");
+    (relay, control)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -772,22 +608,6 @@ fn scenario_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/scenarios")
 }
 
-/// Whether something listens on UDP `port` (any address, IPv4 or IPv6).
-fn udp_bound(port: u16) -> bool {
-    let hex = format!(":{port:04X} ");
-    ["/proc/net/udp", "/proc/net/udp6"].iter().any(|f| {
-        std::fs::read_to_string(f)
-            .unwrap_or_default()
-            .lines()
-            .skip(1)
-            .any(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .is_some_and(|a| a.ends_with(&hex[..hex.len() - 1]))
-            })
-    })
-}
-
 fn wait_child(child: &mut Child, secs: u64) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
@@ -813,30 +633,8 @@ struct Run {
 
 /// Relay events of one case as transcript lines: `U… → reply`, probes left out, cookies cut,
 /// retransmissions (same cookie) folded.
-fn show_relay(out: &mut String, label: &str, events: &[(Dir, Vec<u8>)]) {
-    let split = |d: &[u8]| -> (String, String) {
-        let t = String::from_utf8_lossy(d).into_owned();
-        match t.split_once(' ') {
-            Some((c, rest)) => (c.to_owned(), rest.trim_end().to_owned()),
-            None => (String::new(), t.trim_end().to_owned()),
-        }
-    };
-    let mut seen = Vec::new();
-    for (dir, data) in events {
-        if *dir != Dir::ToRelay {
-            continue;
-        }
-        let (cookie, cmd) = split(data);
-        if cmd == "V" || cmd.starts_with("VF ") || seen.contains(&cookie) {
-            continue;
-        }
-        seen.push(cookie.clone());
-        let reply = events
-            .iter()
-            .filter(|(d, _)| *d == Dir::FromRelay)
-            .map(|(_, d)| split(d))
-            .find(|(c, _)| *c == cookie)
-            .map_or_else(|| "(no reply)".to_owned(), |(_, r)| r);
+fn show_relay(out: &mut String, label: &str, events: &[TapEvent]) {
+    for (cmd, reply) in e2e::control_commands(events) {
         out.push_str(&format!("{label} {cmd}\n{label}   => {reply}\n"));
     }
 }
@@ -875,7 +673,7 @@ fn normalise_ports(text: &str, relay_ports: &[u16]) -> String {
     out
 }
 
-fn relay_ports_of(events: &[(Dir, Vec<u8>)]) -> Vec<u16> {
+fn relay_ports_of(events: &[TapEvent]) -> Vec<u16> {
     let mut ports = Vec::new();
     for (dir, data) in events {
         if *dir != Dir::FromRelay {
@@ -896,7 +694,7 @@ fn relay_ports_of(events: &[(Dir, Vec<u8>)]) -> Vec<u16> {
 struct Lab {
     dir: PathBuf,
     sip: u16,
-    taps: [Tap; 2],
+    taps: [ControlTap; 2],
 }
 
 impl Lab {
@@ -921,7 +719,7 @@ impl Lab {
             Transport::V4 => ("127.0.0.1", format!("127.0.0.1:{}", self.sip)),
             Transport::V6 => ("::1", format!("[::1]:{}", self.sip)),
         };
-        let uas_port = free_port(local);
+        let uas_port = e2e::free_port(local, 1);
         let uas_addr = match c.transport {
             Transport::V4 => format!("127.0.0.1:{uas_port}"),
             Transport::V6 => format!("[::1]:{uas_port}"),
@@ -970,7 +768,7 @@ impl Lab {
             .spawn()
             .expect("sipp uas");
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !udp_bound(uas_port) && Instant::now() < deadline {
+        while !e2e::udp_bound(uas_port) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
         let marks = [self.taps[0].len(), self.taps[1].len()];
@@ -984,7 +782,7 @@ impl Lab {
                 "-i",
                 local,
                 "-p",
-                &free_port(local).to_string(),
+                &e2e::free_port(local, 1).to_string(),
                 "-m",
                 "1",
                 "-timeout",
@@ -1084,7 +882,7 @@ fn run_impl(env: &Env, which: Impl, relay_bin: &Path, cases: &[Case]) -> Run {
     let dir = e2e::scratch(&format!("diff-{which:?}"));
     // Set 0: an ordinary relay with IPv4 and IPv6 media addresses; set 1: a bridging relay
     // (internal 127.0.0.1, external 127.0.0.2) for the `i`/`e` flags.
-    let plain = Rtpproxy::start(
+    let (_plain, plain_ctl) = start_relay(
         relay_bin,
         &dir,
         "relay0",
@@ -1092,7 +890,7 @@ fn run_impl(env: &Env, which: Impl, relay_bin: &Path, cases: &[Case]) -> Run {
         10000,
         14998,
     );
-    let bridge = Rtpproxy::start(
+    let (_bridge, bridge_ctl) = start_relay(
         relay_bin,
         &dir,
         "relay1",
@@ -1100,7 +898,7 @@ fn run_impl(env: &Env, which: Impl, relay_bin: &Path, cases: &[Case]) -> Run {
         15000,
         19998,
     );
-    let taps = [Tap::start(plain.control), Tap::start(bridge.control)];
+    let taps = [ControlTap::start(plain_ctl), ControlTap::start(bridge_ctl)];
     let params = format!(
         "modparam(\"rtpproxy\", \"rtpproxy_sock\", \"udp:127.0.0.1:{}\")\n\
          modparam(\"rtpproxy\", \"rtpproxy_sock\", \"1 == udp:127.0.0.1:{}\")\n",
@@ -1153,7 +951,10 @@ fn run_impl(env: &Env, which: Impl, relay_bin: &Path, cases: &[Case]) -> Run {
         transcripts
     }));
     std::thread::sleep(Duration::from_millis(200));
-    let sessions_left = (plain.active_sessions(), bridge.active_sessions());
+    let sessions_left = (
+        e2e::relay_active_sessions(plain_ctl),
+        e2e::relay_active_sessions(bridge_ctl),
+    );
     let (status, log) = os.stop();
     let transcripts = ran.unwrap_or_else(|e| std::panic::resume_unwind(e));
     assert!(

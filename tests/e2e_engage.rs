@@ -19,7 +19,7 @@ mod e2e;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use e2e::{cfg, scratch, Env, Impl, OpenSips, Relay, Sipp};
@@ -30,20 +30,9 @@ loadmodule "dialog.so"
 loadmodule "sipmsgops.so"
 loadmodule "event_datagram.so""#;
 
-/// A port the system reports free now (UDP and TCP on 127.0.0.1), outside the harness's
-/// per-process ranges, so that concurrent test runs do not collide. Media ports get room for
-/// RTCP and the next stream after them.
+/// A loopback port free for UDP and TCP, with room for RTCP and the next stream after it.
 fn free_port() -> u16 {
-    loop {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = u.local_addr().unwrap().port();
-        let rest_free = (p..p.saturating_add(4))
-            .all(|q| UdpSocket::bind(("127.0.0.1", q)).is_ok() || q == p)
-            && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if rest_free && p < u16::MAX - 4 {
-            return p;
-        }
-    }
+    e2e::free_port("127.0.0.1", 4)
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -80,69 +69,24 @@ fn sipp_pcap(name: &str) -> Option<PathBuf> {
 }
 
 /// The `RTPPROXY_BIN` daemon with our options, its log kept in the test directory.
-struct Daemon {
-    child: Child,
-}
-
-impl Daemon {
-    fn start(dir: &Path, ctl: u16, extra: &[String]) -> Option<Self> {
-        let bin = rtpproxy_bin()?;
-        let log = dir.join(format!("rtpproxy-{ctl}.log"));
-        let f = std::fs::File::create(&log).ok()?;
-        let child = Command::new(bin)
-            .args(["-f", "-F", "-l", "127.0.0.1", "-d", "INFO"])
-            .arg("-s")
-            .arg(format!("udp:127.0.0.1:{ctl}"))
-            .arg("-p")
-            .arg(dir.join(format!("rtpproxy-{ctl}.pid")))
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(f.try_clone().ok()?))
-            .stderr(Stdio::from(f))
-            .spawn()
-            .ok()?;
-        let me = Self { child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while relay_info(&format!("127.0.0.1:{ctl}")).is_none() {
-            assert!(Instant::now() < deadline, "rtpproxy did not come up");
-        }
-        Some(me)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The relay's `I` reply.
-fn relay_info(control: &str) -> Option<String> {
-    static COOKIE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
-    let c = COOKIE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let sock = UdpSocket::bind("127.0.0.1:0").ok()?;
-    sock.set_read_timeout(Some(Duration::from_millis(500)))
-        .ok()?;
-    sock.send_to(format!("engage{c} I").as_bytes(), control)
-        .ok()?;
-    let mut buf = [0u8; 2048];
-    let n = sock.recv(&mut buf).ok()?;
-    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-}
-
-fn relay_counter(control: &str, name: &str) -> Option<u64> {
-    relay_info(control)?
-        .lines()
-        .find_map(|l| l.split(&format!("{name}:")).nth(1))
-        .and_then(|v| v.trim().parse().ok())
+fn daemon(dir: &Path, ctl: u16, extra: &[String]) -> Option<Relay> {
+    let mut args: Vec<String> = ["-l", "127.0.0.1", "-d", "INFO"].map(String::from).into();
+    args.extend_from_slice(extra);
+    let control = SocketAddr::from(([127, 0, 0, 1], ctl));
+    Relay::start_logged(
+        &rtpproxy_bin()?,
+        dir,
+        &format!("rtpproxy-{ctl}"),
+        control,
+        &args,
+    )
 }
 
 /// Waits (up to a generous limit) until the relay has no session left; returns the count.
 fn sessions_drained(control: &str) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let n = relay_counter(control, "active sessions").expect("relay I command");
+        let n = e2e::relay_counter(control, "active sessions").expect("relay I command");
         if n == 0 || Instant::now() > deadline {
             return n;
         }
@@ -551,7 +495,7 @@ fn engage_relays_calls_and_deletes_sessions() {
     assert_uac_ok(&out, &stack, "answered calls");
     assert!(sipp_ok(&mut uas_sipp, Duration::from_secs(30)), "sipp uas");
     let after_bye = sessions_drained(&ctl);
-    let relayed = relay_counter(&ctl, "packets transmitted").unwrap_or(0);
+    let relayed = e2e::relay_counter(&ctl, "packets transmitted").unwrap_or(0);
 
     // Every INVITE reached the UAS with the relay's port, every 200 OK the UAC likewise.
     let uas_trace = stack.trace("uas-calls.msg");
@@ -598,7 +542,7 @@ fn engage_relays_calls_and_deletes_sessions() {
         "sipp uas (busy)"
     );
     let after_busy = sessions_drained(&ctl);
-    let created = relay_counter(&ctl, "sessions created").unwrap_or(0);
+    let created = e2e::relay_counter(&ctl, "sessions created").unwrap_or(0);
 
     let errors = stack.rtpproxy_errors();
     let (status, log) = stack.stop();
@@ -697,7 +641,7 @@ fn timeout_call(test: &str, unix: bool, media: bool) -> Option<(f64, f64)> {
         "modparam(\"rtpproxy\", \"rtpproxy_sock\", \"udp:{ctl}\")\n\
          modparam(\"rtpproxy\", \"rtpp_notify_socket\", \"{notify}\")"
     );
-    let relay = Daemon::start(
+    let relay = daemon(
         &dir,
         ctl_port,
         &[
@@ -813,7 +757,7 @@ fn dtmf_reaches_event_subscriber() {
         "modparam(\"rtpproxy\", \"rtpproxy_sock\", \"udp:{ctl}\")\n\
          modparam(\"rtpproxy\", \"rtpp_notify_socket\", \"{notify}\")"
     );
-    let _relay = Daemon::start(
+    let _relay = daemon(
         &dir,
         ctl_port,
         &[
@@ -945,7 +889,7 @@ fn listener_survives_abuse_without_leaking() {
         "-T".into(),
         "2".into(),
     ];
-    let relay = Daemon::start(&dir, ctl_port, &relay_args).expect("rtpproxy");
+    let relay = daemon(&dir, ctl_port, &relay_args).expect("rtpproxy");
     let mut stack = Stack::start(
         &env,
         Impl::Ours,
@@ -1011,7 +955,7 @@ fn listener_survives_abuse_without_leaking() {
     // The relay restarts (its notification connection drops); the next timeout arrives over
     // a new connection, and the old one is gone.
     drop(relay);
-    let relay = Daemon::start(&dir, ctl_port, &relay_args).expect("rtpproxy restarted");
+    let relay = daemon(&dir, ctl_port, &relay_args).expect("rtpproxy restarted");
     let mut uas_sipp = stack.uas(&uas, 1, &[], "uas-restart.msg");
     let out = stack.uac(&uac, 1, 1, "uac-restart.msg");
     assert_uac_ok(&out, &stack, "timeout call after a relay restart");

@@ -33,39 +33,9 @@ fn pcap() -> Option<PathBuf> {
     .find(|p| p.exists())
 }
 
-/// A UDP port the system says is free now (the harness's fixed ranges collide with other
-/// test binaries running at the same time; these tests need many ports).
+/// A loopback port for sipp, which uses the media port and the next ones (RTCP, video).
 fn port() -> u16 {
-    loop {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = s.local_addr().unwrap().port();
-        drop(s);
-        // sipp uses the media port and the next ones (RTCP, video)
-        if p < 65000 && (1..4).all(|i| UdpSocket::bind(("127.0.0.1", p + i)).is_ok()) {
-            return p;
-        }
-    }
-}
-
-/// The relay's `active sessions` count (`I`). Each query has its own cookie: RTPProxy answers
-/// a repeated cookie from its reply cache.
-fn active_sessions(control: &str) -> Option<u64> {
-    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let sock = UdpSocket::bind("127.0.0.1:0").ok()?;
-    sock.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    let cookie = format!(
-        "media_{}_{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    );
-    sock.send_to(format!("{cookie} I").as_bytes(), control)
-        .ok()?;
-    let mut buf = [0u8; 2048];
-    let n = sock.recv(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf[..n]);
-    text.lines()
-        .find_map(|l| l.split("active sessions:").nth(1))
-        .and_then(|v| v.trim().parse().ok())
+    e2e::free_port("127.0.0.1", 4)
 }
 
 /// Counts the UDP packets arriving on a port (RTP from the relay).
@@ -887,10 +857,10 @@ fn rtp_relay_engage_call_and_delete() {
     while to_uas.count() == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let during = active_sessions(&ctl);
+    let during = e2e::relay_active_sessions(&ctl);
     let (ok, log) = call.finish();
     std::thread::sleep(Duration::from_millis(300));
-    let after = active_sessions(&ctl);
+    let after = e2e::relay_active_sessions(&ctl);
     let trace = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
@@ -1061,7 +1031,7 @@ fn siprec_copies_both_legs_to_the_srs() {
     // The relay's session is deleted at the BYE; wait for the count to drop (or give up).
     let deadline = Instant::now() + Duration::from_secs(10);
     let after = loop {
-        let n = active_sessions(&ctl);
+        let n = e2e::relay_active_sessions(&ctl);
         if n == Some(0) || Instant::now() > deadline {
             break n;
         }

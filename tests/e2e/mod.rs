@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// What the environment provides.
@@ -107,19 +107,46 @@ pub fn our_module() -> PathBuf {
 /// A loopback port that is free for both UDP and TCP right now (chosen by the OS, so tests
 /// running at the same time do not collide), and not handed out before by this process.
 pub fn port() -> u16 {
+    free_port("127.0.0.1", 1)
+}
+
+/// A port on `ip` the OS reports free now for UDP and TCP, with the `span - 1` UDP ports after
+/// it free as well (sipp uses a media port and the next ones for RTCP and video); none of them
+/// handed out before by this process.
+pub fn free_port(ip: &str, span: u16) -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let span = span.max(1);
     loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let udp = std::net::UdpSocket::bind((ip, 0)).expect("bind udp");
         let p = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_err() {
+        if u16::MAX - p < span
+            || std::net::TcpListener::bind((ip, p)).is_err()
+            || !(1..span).all(|i| std::net::UdpSocket::bind((ip, p + i)).is_ok())
+        {
             continue;
         }
         let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&p) {
-            given.push(p);
+        if (p..p + span).all(|q| !given.contains(&q)) {
+            given.extend(p..p + span);
             return p;
         }
     }
+}
+
+/// Whether something listens on UDP `port` (IPv4 or IPv6).
+pub fn udp_bound(port: u16) -> bool {
+    let hex = format!(":{port:04X}");
+    ["/proc/net/udp", "/proc/net/udp6"].iter().any(|f| {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|a| a.ends_with(&hex))
+            })
+    })
 }
 
 /// A scratch directory for one test.
@@ -335,25 +362,41 @@ pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-/// Sends `I` (info) to a UDP control socket and returns the `active sessions` count.
-pub fn relay_active_sessions(control: &str) -> Option<u64> {
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
-    sock.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    // RTPProxy answers a repeated cookie from its reply cache: every query needs a new one.
-    static SEQ: AtomicU16 = AtomicU16::new(0);
+/// Sends one command to a relay's UDP control socket with a fresh cookie (RTPProxy answers a
+/// repeated cookie from its reply cache) and returns the reply without the cookie; `None` when
+/// none came within `timeout`.
+pub fn relay_command(
+    control: impl std::net::ToSocketAddrs,
+    cmd: &str,
+    timeout: Duration,
+) -> Option<String> {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
     let cookie = format!(
         "e2e_{}_{}",
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     );
-    sock.send_to(format!("{cookie} I").as_bytes(), control)
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+    sock.set_read_timeout(Some(timeout)).ok()?;
+    sock.send_to(format!("{cookie} {cmd}").as_bytes(), control)
         .ok()?;
-    let mut buf = [0u8; 2048];
+    let mut buf = [0u8; 4096];
     let n = sock.recv(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf[..n]);
-    text.lines()
-        .find_map(|l| l.split("active sessions:").nth(1))
+    Some(text.strip_prefix(&cookie)?.trim().to_owned())
+}
+
+/// One counter of the relay's `I` (info) reply, e.g. `active sessions`.
+pub fn relay_counter(control: impl std::net::ToSocketAddrs, name: &str) -> Option<u64> {
+    relay_command(control, "I", Duration::from_secs(2))?
+        .lines()
+        .find_map(|l| l.split(&format!("{name}:")).nth(1))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// The relay's `active sessions` count.
+pub fn relay_active_sessions(control: impl std::net::ToSocketAddrs) -> Option<u64> {
+    relay_counter(control, "active sessions")
 }
 
 /// Runs sipp with `args` (in `dir`) and returns its exit status and output.
@@ -406,25 +449,77 @@ impl Relay {
     /// ...). `None` when `RTPPROXY_BIN` is not set (the PyPI engine takes no such options).
     pub fn start_daemon(sockets: &[String], extra: &[String]) -> Option<Self> {
         let bin = std::env::var_os("RTPPROXY_BIN").filter(|v| !v.is_empty())?;
-        let mut cmd = Command::new(bin);
-        // The daemon writes its accounting file into its working directory.
-        cmd.current_dir(std::env::temp_dir());
-        cmd.args(["-f", "-F", "-l", "127.0.0.1"]);
-        let pid = std::env::temp_dir().join(format!("rtpp-e2e-{}.pid", port()));
-        cmd.arg("-p").arg(pid);
+        let mut args = vec!["-l".to_owned(), "127.0.0.1".to_owned()];
         for s in sockets {
-            cmd.arg("-s").arg(s);
+            args.extend(["-s".to_owned(), s.clone()]);
         }
-        cmd.args(extra);
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
+        args.extend_from_slice(extra);
+        let pid = std::env::temp_dir().join(format!("rtpp-e2e-{}.pid", port()));
+        // The daemon writes its accounting file into its working directory.
+        let child = daemon(Path::new(&bin), &std::env::temp_dir(), &pid, &args, None)?;
         std::thread::sleep(Duration::from_millis(300));
         Some(Self { child })
     }
+
+    /// Starts the rtpproxy daemon `bin` in `dir` (its working directory: some builds write an
+    /// accounting file there) with the control socket `udp:<control>` and `args` (media
+    /// addresses, port range, ...), its pid file `<name>.pid` and its output in `<name>.log`
+    /// there; waits until it answers `V` (panics with its log when it does not within 10 s).
+    /// `None` when it cannot be started.
+    pub fn start_logged(
+        bin: &Path,
+        dir: &Path,
+        name: &str,
+        control: std::net::SocketAddr,
+        args: &[String],
+    ) -> Option<Self> {
+        let mut all = vec!["-s".to_owned(), format!("udp:{control}")];
+        all.extend_from_slice(args);
+        let log = dir.join(format!("{name}.log"));
+        let pid = dir.join(format!("{name}.pid"));
+        let me = Self {
+            child: daemon(bin, dir, &pid, &all, Some(&log))?,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while relay_command(control, "V", Duration::from_millis(300)).as_deref() != Some("20040107")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "rtpproxy {name} did not come up: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(me)
+    }
+}
+
+/// `bin -f -F -p <pid> <args>` in `cwd`, its output to `log` (else discarded).
+fn daemon(
+    bin: &Path,
+    cwd: &Path,
+    pid: &Path,
+    args: &[String],
+    log: Option<&Path>,
+) -> Option<Child> {
+    let (out, err) = match log {
+        Some(l) => {
+            let f = std::fs::File::create(l).ok()?;
+            (Stdio::from(f.try_clone().ok()?), Stdio::from(f))
+        }
+        None => (Stdio::null(), Stdio::null()),
+    };
+    Command::new(bin)
+        .current_dir(cwd)
+        .args(["-f", "-F"])
+        .arg("-p")
+        .arg(pid)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .ok()
 }
 
 /// The `makeann` tool next to `RTPPROXY_BIN`, when both exist.
@@ -433,13 +528,20 @@ pub fn makeann() -> Option<PathBuf> {
     Some(bin.parent()?.join("makeann")).filter(|p| p.exists())
 }
 
-// ---- a logging UDP proxy in front of a relay's control socket (tests/e2e_autobridge.rs) ----
+// ---- a logging UDP proxy in front of a relay's control socket ----
 
-/// One datagram seen by a [`ControlTap`]: towards the relay (`true`) or back.
-pub type TapEvent = (bool, Vec<u8>);
+/// Which way a datagram seen by a [`ControlTap`] went.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Dir {
+    ToRelay,
+    FromRelay,
+}
+
+/// One datagram seen by a [`ControlTap`].
+pub type TapEvent = (Dir, Vec<u8>);
 
 /// Forwards datagrams between OpenSIPS processes and a relay's UDP control socket and records
-/// them in order (the same trick as tests/e2e_differential.rs).
+/// them in order.
 pub struct ControlTap {
     pub port: u16,
     log: std::sync::Arc<std::sync::Mutex<Vec<TapEvent>>>,
@@ -478,14 +580,16 @@ impl ControlTap {
                         let mut buf = vec![0u8; 65536];
                         while !stop3.load(Ordering::Relaxed) {
                             if let Ok(n) = up2.recv(&mut buf) {
-                                log3.lock().unwrap().push((false, buf[..n].to_vec()));
+                                log3.lock()
+                                    .unwrap()
+                                    .push((Dir::FromRelay, buf[..n].to_vec()));
                                 let _ = back.send_to(&buf[..n], client);
                             }
                         }
                     }));
                     up
                 });
-                log2.lock().unwrap().push((true, buf[..n].to_vec()));
+                log2.lock().unwrap().push((Dir::ToRelay, buf[..n].to_vec()));
                 let _ = up.send(&buf[..n]);
             }
             for w in workers {
@@ -505,39 +609,48 @@ impl ControlTap {
         self.log.lock().unwrap().len()
     }
 
-    /// The commands sent to the relay from event `from` on, without their cookies, each with
-    /// the reply to its cookie (`(no reply)` when none came); probes (`V`, `VF …`) and
-    /// retransmissions (a cookie seen before) left out.
-    pub fn commands(&self, from: usize) -> Vec<(String, String)> {
-        let events = self.log.lock().unwrap()[from..].to_vec();
-        let split = |d: &[u8]| -> (String, String) {
-            let t = String::from_utf8_lossy(d).into_owned();
-            match t.split_once(' ') {
-                Some((c, rest)) => (c.to_owned(), rest.trim_end().to_owned()),
-                None => (String::new(), t.trim_end().to_owned()),
-            }
-        };
-        let mut seen = Vec::new();
-        let mut out = Vec::new();
-        for (to_relay, data) in &events {
-            if !to_relay {
-                continue;
-            }
-            let (cookie, cmd) = split(data);
-            if cmd == "V" || cmd.starts_with("VF ") || seen.contains(&cookie) {
-                continue;
-            }
-            seen.push(cookie.clone());
-            let reply = events
-                .iter()
-                .filter(|(to, _)| !to)
-                .map(|(_, d)| split(d))
-                .find(|(c, _)| *c == cookie)
-                .map_or_else(|| "(no reply)".to_owned(), |(_, r)| r);
-            out.push((cmd, reply));
-        }
-        out
+    /// The datagrams seen from event `from` on.
+    pub fn events(&self, from: usize) -> Vec<TapEvent> {
+        self.log.lock().unwrap()[from..].to_vec()
     }
+
+    /// [`control_commands`] of the events from `from` on.
+    pub fn commands(&self, from: usize) -> Vec<(String, String)> {
+        control_commands(&self.events(from))
+    }
+}
+
+/// The commands sent to the relay, without their cookies, each with the reply to its cookie
+/// (`(no reply)` when none came); probes (`V`, `VF …`) and retransmissions (a cookie seen
+/// before) left out.
+pub fn control_commands(events: &[TapEvent]) -> Vec<(String, String)> {
+    let split = |d: &[u8]| -> (String, String) {
+        let t = String::from_utf8_lossy(d).into_owned();
+        match t.split_once(' ') {
+            Some((c, rest)) => (c.to_owned(), rest.trim_end().to_owned()),
+            None => (String::new(), t.trim_end().to_owned()),
+        }
+    };
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    for (dir, data) in events {
+        if *dir != Dir::ToRelay {
+            continue;
+        }
+        let (cookie, cmd) = split(data);
+        if cmd == "V" || cmd.starts_with("VF ") || seen.contains(&cookie) {
+            continue;
+        }
+        seen.push(cookie.clone());
+        let reply = events
+            .iter()
+            .filter(|(d, _)| *d == Dir::FromRelay)
+            .map(|(_, d)| split(d))
+            .find(|(c, _)| *c == cookie)
+            .map_or_else(|| "(no reply)".to_owned(), |(_, r)| r);
+        out.push((cmd, reply));
+    }
+    out
 }
 
 impl Drop for ControlTap {
