@@ -690,3 +690,47 @@ proptest! {
         }
     }
 }
+
+/// Regression (found by `rewriting_twice_is_idempotent`): a held session-level `c=` (`::`)
+/// with flag `c` and one stream that has its own `c=`: the session line must stay on hold for
+/// the stream that relies on it, so a second pass changes nothing.
+#[test]
+fn flag_c_keeps_a_held_session_connection() {
+    let media = |conn: Option<(String, &'static str)>, rtcp| GenMedia {
+        media: "audio",
+        port: "1".into(),
+        proto: "RTP/AVP",
+        payloads: "0",
+        conn,
+        rtcp,
+        junk: vec![],
+    };
+    let sessions = [GenSession {
+        origin: ("0.0.0.0".into(), "IP4"),
+        conn: Some(("::".into(), "IP6")),
+        junk: vec![],
+        media: vec![
+            media(Some(("1.0.0.1".into(), "IP4")), None),
+            media(None, Some(None)),
+        ],
+    }];
+    let body = render(&sessions, &["\r\n"], false);
+    let replies = [GenReply {
+        port: 1,
+        addr: None,
+    }];
+    let out = offer(&body, "c", &replies).unwrap();
+    let once = out.apply(&body).unwrap();
+    let text = String::from_utf8_lossy(&once).into_owned();
+    let session_c = text.lines().find(|l| l.starts_with("c=")).unwrap();
+    assert!(
+        session_c == "c=IN IP6 ::" || session_c == "c=IN IP4 0.0.0.0",
+        "held session c= taken off hold:\n{text}"
+    );
+    let again = offer(&once, "cf", &replies).unwrap();
+    assert!(
+        again.edits.is_empty(),
+        "second pass edits: {:?}\n{text}",
+        again.edits
+    );
+}

@@ -138,10 +138,18 @@ impl<'s, 'a> Rewriter<'s, 'a> {
         // A stream on hold (null replacement) does not lend its null address to the
         // session-level c= under flag `c`: other streams may rely on that line.
         let holding = is_null_address(&answer.address, answer.family);
+        // Nor does a stream take a held session-level c= off hold under flag `c`: the
+        // streams without their own c= rely on it being null (and rewriting twice must give
+        // the same SDP).
+        let session_conn_held = session
+            .connection
+            .and_then(|c| c.address)
+            .is_some_and(|a| is_null_address(a.addr.slice(body), a.family));
         let extra_session_conn: Option<Address> = match session.connection {
             Some(c)
                 if self.opts.session_connection
                     && !holding
+                    && !session_conn_held
                     && !touches_session_conn
                     && !self.session_conn_done[s] =>
             {
