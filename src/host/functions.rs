@@ -16,7 +16,7 @@ use super::autobridge::Plan;
 use super::control;
 use super::entry::Params;
 use super::msg::{self, Bodies, Msg, MsgKind};
-use super::state;
+use super::state::{self, ModuleState, NodeView};
 use super::sys::sip_msg;
 
 /// An optional `CMD_PARAM_INT` parameter.
@@ -30,6 +30,36 @@ pub(crate) unsafe fn opt_int(p: *mut c_void) -> Option<i32> {
 
 fn err(msg: impl Into<String>) -> Error {
     Error::Other(msg.into())
+}
+
+/// The set of the call (`set_id` or `default_set`) and its node for `call_id`; `sock_var`
+/// gets the node's URL (spec §2.2, §10).
+///
+/// # Safety
+/// `set` and `sock_var` must be the `int*` / `pv_spec_t*` parameters (or NULL) of the call on
+/// `msg`.
+pub(crate) unsafe fn pick_node<'a>(
+    st: &'a ModuleState,
+    msg: *mut sip_msg,
+    set: *mut c_void,
+    sock_var: *mut c_void,
+    call_id: &[u8],
+) -> Result<&'a NodeView, Error> {
+    // SAFETY: per the contract.
+    let set_id = unsafe { opt_int(set) };
+    let set = control::find_set(st, set_id).ok_or_else(|| {
+        err(format!(
+            "cannot find RTPProxy set {}",
+            set_id.unwrap_or(st.config.default_set)
+        ))
+    })?;
+    let node = control::select_for_call(st, set, call_id)
+        .ok_or_else(|| err(format!("no available proxies in set {}", set.id)))?;
+    // SAFETY: per the contract.
+    if !unsafe { msg::set_var_str(msg, sock_var, node.spec.url.as_bytes()) } {
+        tracing::warn!("cannot set sock_var to {}", node.spec.url);
+    }
+    Ok(node)
 }
 
 /// `rtpproxy_unforce([set_id], [sock_var])`: deletes the call's sessions on its node.
@@ -48,22 +78,10 @@ pub(crate) unsafe fn unforce(msg: *mut sip_msg, params: &Params) -> Result<i32, 
         .ok_or_else(|| err("no Call-ID in the message"))?;
     let from_tag = m.ftag().ok_or_else(|| err("no From-tag in the message"))?;
     let to_tag = m.ttag();
-    // SAFETY: per the contract.
-    let set_id = unsafe { opt_int(set) };
-    let set = control::find_set(st, set_id).ok_or_else(|| {
-        err(format!(
-            "cannot find RTPProxy set {}",
-            set_id.unwrap_or(st.config.default_set)
-        ))
-    })?;
     let cmd = Command::delete(&call_id, &from_tag, to_tag.as_deref())?;
-    let node = control::select_for_call(st, set, &call_id)
-        .ok_or_else(|| err(format!("no available proxies in set {}", set.id)))?;
+    // SAFETY: `set` and `sock_var` are this call's parameters (or NULL).
+    let node = unsafe { pick_node(st, msg, set, sock_var, &call_id) }?;
     control::forget_call(st, &call_id);
-    // SAFETY: per the contract, `sock_var` is NULL or the variable parameter.
-    if !unsafe { msg::set_var_str(msg, sock_var, node.spec.url.as_bytes()) } {
-        tracing::warn!("cannot set sock_var to {}", node.spec.url);
-    }
     // The reply does not matter (as in the C module); a transport failure has already
     // disabled the node for everybody.
     let _ = control::send(st, node, &cmd);

@@ -23,7 +23,7 @@ use crate::Error;
 
 use super::control;
 use super::entry::Params;
-use super::functions::opt_int;
+use super::functions::{opt_int, pick_node};
 use super::msg::{self, Bodies, Msg, MsgKind};
 use super::state::{self, ModuleState, NodeView};
 use super::sys::{host_str, sip_msg};
@@ -91,36 +91,6 @@ pub(crate) fn node_by_url(
         .and_then(|id| st.sets().iter().find(|s| s.id == id))
         .and_then(|s| s.nodes.iter().find(matches))
         .or_else(|| st.sets().iter().flat_map(|s| s.nodes.iter()).find(matches))
-}
-
-/// The set of the call (`set_id` or `default_set`) and its node for `call_id`; `sock_var`
-/// gets the node's URL (spec §2.2, §10).
-///
-/// # Safety
-/// `set` and `sock_var` must be the `int*` / `pv_spec_t*` parameters (or NULL) of the call on
-/// `msg`.
-unsafe fn pick_node<'a>(
-    st: &'a ModuleState,
-    msg: *mut sip_msg,
-    set: *mut c_void,
-    sock_var: *mut c_void,
-    call_id: &[u8],
-) -> Result<&'a NodeView, Error> {
-    // SAFETY: per the contract.
-    let set_id = unsafe { opt_int(set) };
-    let set = control::find_set(st, set_id).ok_or_else(|| {
-        err(format!(
-            "cannot find RTPProxy set {}",
-            set_id.unwrap_or(st.config.default_set)
-        ))
-    })?;
-    let node = control::select_for_call(st, set, call_id)
-        .ok_or_else(|| err(format!("no available proxies in set {}", set.id)))?;
-    // SAFETY: per the contract.
-    if !unsafe { msg::set_var_str(msg, sock_var, node.spec.url.as_bytes()) } {
-        tracing::warn!("cannot set sock_var to {}", node.spec.url);
-    }
-    Ok(node)
 }
 
 /// Fails unless the node has `cap` (announced by feature `date`).
