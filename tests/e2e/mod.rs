@@ -11,6 +11,21 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+/// The OpenSIPS release the module was built for (from `opensips -V` by build.rs).
+pub const HOST_RELEASE: &str = env!("RTPPROXY_HOST_RELEASE");
+
+/// An MI command name as the release built for registers it: 4.0 moved the module's
+/// `rtpproxy_show`/`_enable`/`_reload` under the module (`rtpproxy:show`, ...), for both the C
+/// module and ours; tests name them the 3.6 way.
+pub fn mi_name(cmd: &str) -> String {
+    match cmd.strip_prefix("rtpproxy_") {
+        Some(sub @ ("show" | "enable" | "reload")) if !HOST_RELEASE.starts_with("3.") => {
+            format!("rtpproxy:{sub}")
+        }
+        _ => cmd.to_string(),
+    }
+}
+
 /// What the environment provides.
 pub struct Env {
     pub opensips: PathBuf,
@@ -258,6 +273,7 @@ impl OpenSips {
 
     /// Runs `opensips-cli -x mi <cmd> <args>` against this instance.
     pub fn mi(&self, cmd: &str, args: &[&str]) -> Result<String, String> {
+        let cmd = mi_name(cmd);
         let out = Command::new("opensips-cli")
             .arg("-o")
             .arg(format!("fifo_file={}", self.fifo.display()))
