@@ -14,15 +14,24 @@ use std::time::{Duration, Instant};
 /// The OpenSIPS release the module was built for (from `opensips -V` by build.rs).
 pub const HOST_RELEASE: &str = env!("RTPPROXY_HOST_RELEASE");
 
-/// An MI command name as the release built for registers it: 4.0 moved the module's
-/// `rtpproxy_show`/`_enable`/`_reload` under the module (`rtpproxy:show`, ...), for both the C
-/// module and ours; tests name them the 3.6 way.
+/// An MI command name as the release built for registers it. 4.0 registers every MI command
+/// under its module (`core:ps`, `dialog:list`, `rtpproxy:show`, ...) and opensips-cli only
+/// accepts those names; tests use the 3.6 names.
 pub fn mi_name(cmd: &str) -> String {
-    match cmd.strip_prefix("rtpproxy_") {
-        Some(sub @ ("show" | "enable" | "reload")) if !HOST_RELEASE.starts_with("3.") => {
-            format!("rtpproxy:{sub}")
-        }
-        _ => cmd.to_string(),
+    if HOST_RELEASE.starts_with("3.") || cmd.contains(':') {
+        return cmd.to_string();
+    }
+    let renamed = [
+        ("rtpproxy_show", "rtpproxy:show"),
+        ("rtpproxy_enable", "rtpproxy:enable"),
+        ("rtpproxy_reload", "rtpproxy:reload"),
+        ("dlg_list", "dialog:list"),
+        ("dlg_list_ctx", "dialog:list_ctx"),
+        ("dbt_reload", "db_text:reload"),
+    ];
+    match renamed.iter().find(|(old, _)| *old == cmd) {
+        Some((_, new)) => new.to_string(),
+        None => format!("core:{cmd}"),
     }
 }
 
