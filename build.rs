@@ -54,15 +54,6 @@ fn main() {
     println!("cargo:rerun-if-changed={RESULTS_DIR}");
     println!("cargo::rustc-check-cfg=cfg(opensips_4)");
 
-    let target_arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
-    let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
-    if target_arch != "x86_64" || target_os != "linux" {
-        fail(&format!(
-            "target {target_arch}/{target_os}: the OpenSIPS layouts were measured on x86_64 Linux \
-             only (tests/abi_probe); other targets are not verified"
-        ));
-    }
-
     let releases = verified_releases();
     let (version, flags, source) = host_signature();
     let release = version
@@ -75,7 +66,11 @@ fn main() {
              declarations were verified for {} on x86_64/linux only (see README.md, \"Supported \
              OpenSIPS releases\"). Point OPENSIPS_BIN at a supported opensips binary, or set \
              OPENSIPS_FULL_VERSION/OPENSIPS_COMPILE_FLAGS.",
-            releases.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>().join(", ")
+            releases
+                .iter()
+                .map(|(r, _)| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     };
     for item in REQUIRED_FLAGS {
@@ -116,7 +111,9 @@ fn main() {
     println!("cargo:rustc-env=RTPPROXY_HOST_SIGNATURE_SOURCE={source}");
     println!("cargo:rustc-env=RTPPROXY_HOST_RELEASE={release}");
     println!("cargo:rustc-env=RTPPROXY_HOST_PROFILE={profile}");
-    println!("cargo:warning=building for OpenSIPS {release} (host profile {profile}, from {source})");
+    println!(
+        "cargo:warning=building for OpenSIPS {release} (host profile {profile}, from {source})"
+    );
 
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
     std::fs::write(
@@ -133,8 +130,11 @@ fn main() {
         ),
     )
     .expect("write host_version.rs");
-    std::fs::write(out.join("host_profile.rs"), probed_constants(&profile, probe))
-        .expect("write host_profile.rs");
+    std::fs::write(
+        out.join("host_profile.rs"),
+        probed_constants(&profile, probe),
+    )
+    .expect("write host_profile.rs");
 
     let value = |name: &str| {
         probe
@@ -146,8 +146,14 @@ fn main() {
     let bindings = bindgen::Builder::default()
         .header("include/opensips_abi.h")
         .clang_arg(format!("-DPROBED_MAX_MI_PARAMS={}", value("MAX_MI_PARAMS")))
-        .clang_arg(format!("-DPROBED_MAX_MI_ALIASES={}", value("MAX_MI_ALIASES")))
-        .clang_arg(format!("-DPROBED_SIZEOF_PV_SPEC_T={}", value("SIZEOF_PV_SPEC_T")))
+        .clang_arg(format!(
+            "-DPROBED_MAX_MI_ALIASES={}",
+            value("MAX_MI_ALIASES")
+        ))
+        .clang_arg(format!(
+            "-DPROBED_SIZEOF_PV_SPEC_T={}",
+            value("SIZEOF_PV_SPEC_T")
+        ))
         .allowlist_file(".*opensips_abi\\.h")
         .use_core()
         .derive_default(false)
@@ -182,7 +188,10 @@ fn verified_releases() -> Vec<(String, Probe)> {
         };
         let text = std::fs::read_to_string(entry.path()).expect("read probe result");
         let mut probe = Probe::new();
-        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
             let mut it = line.split_whitespace();
             match (it.next(), it.next(), it.next().and_then(|v| v.parse().ok())) {
                 (Some(kind), Some(name), Some(value)) => {

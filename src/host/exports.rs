@@ -82,8 +82,9 @@ const OFFER_ANSWER_PARAMS: [cmd_param; sys::MAX_CMD_PARAMS as usize + 1] =
     params([STR_OPT, STR_OPT, INT_OPT, VAR_OPT, VAR_OPT, VAR_OPT]);
 /// 4.0 adds a 7th, `bind_local` (a variable, sent as `l<value>` in the U/L command).
 #[cfg(opensips_4)]
-const OFFER_ANSWER_PARAMS: [cmd_param; sys::MAX_CMD_PARAMS as usize + 1] =
-    params([STR_OPT, STR_OPT, INT_OPT, VAR_OPT, VAR_OPT, VAR_OPT, VAR_OPT]);
+const OFFER_ANSWER_PARAMS: [cmd_param; sys::MAX_CMD_PARAMS as usize + 1] = params([
+    STR_OPT, STR_OPT, INT_OPT, VAR_OPT, VAR_OPT, VAR_OPT, VAR_OPT,
+]);
 
 /// Number of script functions (4.0 adds the `rtpproxy_is_nproc` API export).
 const N_CMDS: usize = if cfg!(opensips_4) { 15 } else { 14 };
@@ -171,9 +172,7 @@ pub(crate) static CMDS: HostTable<[sys::cmd_export_t; N_CMDS]> = HostTable([
         // SAFETY: OpenSIPS never calls an API export (flags 0) as a script function; users
         // (rtp.io) cast it back to `int (*)(enum inp_op)`, its real type.
         function: Some(unsafe {
-            std::mem::transmute::<unsafe extern "C" fn(i32) -> i32, CmdFn>(
-                entry::rtpproxy_is_nproc,
-            )
+            std::mem::transmute::<unsafe extern "C" fn(i32) -> i32, CmdFn>(entry::rtpproxy_is_nproc)
         }),
         params: params([]),
         flags: 0,

@@ -390,7 +390,10 @@ pub(crate) unsafe fn get_var_str(msg: *mut sip_msg, spec: *mut c_void) -> Option
 ///
 /// # Safety
 /// `spec` must be a `pv_spec_t*` the host passed for a variable parameter of this call.
-pub(crate) unsafe fn get_var_text(msg: *mut sip_msg, spec: *mut c_void) -> Result<Option<Vec<u8>>, ()> {
+pub(crate) unsafe fn get_var_text(
+    msg: *mut sip_msg,
+    spec: *mut c_void,
+) -> Result<Option<Vec<u8>>, ()> {
     let mut v = pv_value_t {
         rs: cstr::borrowed_str(b""),
         ri: 0,

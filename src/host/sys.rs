@@ -14,7 +14,6 @@ include!(concat!(env!("OUT_DIR"), "/opensips_abi.rs"));
 include!(concat!(env!("OUT_DIR"), "/host_version.rs"));
 include!(concat!(env!("OUT_DIR"), "/host_profile.rs"));
 
-
 /// Pins the layouts OpenSIPS reads from us to the values measured on the real headers: the
 /// fixed ones (the same in every verified release, ABI spec §2, Appendix A) as numbers, the
 /// ones that differ between releases against the host profile's probe result (`probed`).

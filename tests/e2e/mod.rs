@@ -28,6 +28,7 @@ pub fn mi_name(cmd: &str) -> String {
         ("dlg_list", "dialog:list"),
         ("dlg_list_ctx", "dialog:list_ctx"),
         ("dbt_reload", "db_text:reload"),
+        ("event_subscribe", "evi:subscribe"),
     ];
     match renamed.iter().find(|(old, _)| *old == cmd) {
         Some((_, new)) => new.to_string(),
