@@ -238,6 +238,7 @@ pub(crate) static PARAMS: HostTable<[sys::param_export_t; 16]> = HostTable([
     },
 ]);
 
+#[cfg(opensips_4)]
 type CmdFn = unsafe extern "C" fn(
     *mut sys::sip_msg,
     *mut std::ffi::c_void,
