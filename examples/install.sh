@@ -13,6 +13,7 @@
 # --force       replace an existing rtpproxy.so (it is kept as rtpproxy.so.bak); without it, an
 #               existing file is described and left alone.
 # --no-build    install target/release/librtpproxy.so as it is (it is still checked).
+#               (CARGO_TARGET_DIR is honoured.)
 #
 # Before installing, the built file is loaded by that opensips in a config check (`opensips -c`),
 # so a module OpenSIPS would refuse is never installed.
@@ -50,7 +51,7 @@ fi
 [ -d "$modules_dir" ] || die "modules directory $modules_dir does not exist"
 echo "modules directory: $modules_dir"
 
-so="$here/target/release/librtpproxy.so"
+so="${CARGO_TARGET_DIR:-$here/target}/release/librtpproxy.so"
 if [ "$build" = 1 ]; then
     (cd "$here" && OPENSIPS_BIN="$bin" cargo build --release --lib)
 fi
