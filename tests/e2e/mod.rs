@@ -59,7 +59,7 @@ impl Env {
     pub fn get(test: &str) -> Option<Self> {
         let Some(bin) = std::env::var_os("OPENSIPS_BIN").filter(|v| !v.is_empty()) else {
             println!(
-                "SKIPPED {test}: OPENSIPS_BIN is not set (point it at an OpenSIPS 3.6.8 binary)"
+                "SKIPPED {test}: OPENSIPS_BIN is not set (point it at the opensips binary of a supported release)"
             );
             return None;
         };
