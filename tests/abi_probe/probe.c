@@ -239,5 +239,28 @@ int main(void)
 	SIG(bin_pop_int, int (*)(bin_packet_t *, void *));
 	SIG(msg_callback_add, int (*)(struct sip_msg *, cb_type_t, cb_func_t, void *));
 	SIG(update_sock_struct_from_via, int (*)(union sockaddr_union *, struct sip_msg *, struct via_body *));
+	SIG(dprint, void (*)(int, int, const char *, const char *, char *, char *, char *, ...));
+	SIG(dp_my_pid, int (*)(void));
+	SIG(shm_event_raise, void (*)(long, long, long));
+	/* core variables (their address has the type the module reads through) */
+	SIG(log_level, int **);
+	SIG(log_facility, int *);
+	SIG(log_prefix, char **);
+	SIG(core_scm_ver, const struct scm_version *);
+	SIG(gen_pkg_malloc, void *(**)(void *, unsigned long, const char *, const char *, unsigned int));
+	SIG(gen_pkg_free, void (**)(void *, void *, const char *, const char *, unsigned int));
+	SIG(gen_shm_malloc, void *(**)(void *, unsigned long, const char *, const char *, unsigned int));
+	SIG(gen_shm_free, void (**)(void *, void *, const char *, const char *, unsigned int));
+	SIG(gen_shm_get_rused, unsigned long (**)(void *));
+	SIG(gen_shm_get_size, unsigned long (**)(void *));
+	SIG(mem_block, void **);
+	SIG(shm_block, void **);
+	SIG(mem_lock, gen_lock_t **);
+	SIG(event_shm_threshold, long *);
+	SIG(event_shm_last, long **);
+	SIG(event_shm_pending, int **);
+	SIG(process_no, int *);
+	SIG(route_type, int *);
+	SIG(pt, struct process_table **);
 	return 0;
 }
