@@ -91,7 +91,7 @@ fn main() {
     }
     if let Some((_, name, _)) = probe.iter().find(|(k, _, v)| k == "sig" && *v != 1) {
         fail(&format!(
-            "OpenSIPS {release}: the core function {name} changed its signature (probe result); \
+            "OpenSIPS {release}: the core symbol {name} changed its type (probe result); \
              this release needs a code change, not only a profile"
         ));
     }
