@@ -515,3 +515,65 @@ extern "C" fn copy_core_scm() {
 #[used]
 #[link_section = ".init_array"]
 static COPY_CORE_SCM: extern "C" fn() = copy_core_scm;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(p: *const c_char) -> &'static str {
+        // SAFETY: the tables hold pointers to `'static` C string literals.
+        unsafe { CStr::from_ptr(p) }.to_str().unwrap()
+    }
+
+    fn cmd(n: &str) -> Option<&'static sys::cmd_export_t> {
+        CMDS.0
+            .iter()
+            .take_while(|c| !c.name.is_null())
+            .find(|c| name(c.name) == n)
+    }
+
+    #[test]
+    fn mi_names_are_those_of_the_release_built_for() {
+        let names: Vec<&str> = MI_CMDS
+            .0
+            .iter()
+            .take_while(|m| !m.name.is_null())
+            .map(|m| name(m.name))
+            .collect();
+        if cfg!(opensips_4) {
+            assert_eq!(names, ["enable", "show", "reload"]);
+        } else {
+            assert_eq!(
+                names,
+                ["rtpproxy_enable", "rtpproxy_show", "rtpproxy_reload"]
+            );
+        }
+        assert!(MI_CMDS.0[3].name.is_null() && MI_CMDS.0[3].recipes[0].cmd.is_none());
+    }
+
+    #[test]
+    fn offer_and_answer_take_the_parameters_of_the_release() {
+        let want = if cfg!(opensips_4) { 7 } else { 6 };
+        for f in ["rtpproxy_offer", "rtpproxy_answer"] {
+            let c = cmd(f).unwrap();
+            let n = c.params.iter().take_while(|p| p.flags != 0).count();
+            assert_eq!(n, want, "{f}");
+        }
+        assert_eq!(cmd("rtpproxy_is_nproc").is_some(), cfg!(opensips_4));
+    }
+
+    #[test]
+    fn only_the_forked_notification_process_is_the_notifier() {
+        let p = &PROCS_WITH_NOTIFY.0[1];
+        let (pre, post) = (p.pre_fork_function.unwrap(), p.post_fork_function.unwrap());
+        // SAFETY: the hooks only store a flag.
+        unsafe {
+            assert_eq!(pre(), 0);
+            #[cfg(opensips_4)]
+            assert_eq!(entry::rtpproxy_is_nproc(0), 1);
+            assert_eq!(post(), 0);
+            #[cfg(opensips_4)]
+            assert_eq!(entry::rtpproxy_is_nproc(0), 0);
+        }
+    }
+}
