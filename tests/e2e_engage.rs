@@ -1127,7 +1127,8 @@ fn dialog_values_match_the_c_module() {
         let node = ours.iter().position(|(k, _)| k == "rtpproxy_node");
         let node = node.map(|i| ours.remove(i));
         assert!(
-            node.as_ref().is_some_and(|(_, v)| v.contains("udp:127.0.0.1:")),
+            node.as_ref()
+                .is_some_and(|(_, v)| v.contains("udp:127.0.0.1:")),
             "our rtpproxy_node value ({place}): {node:?}"
         );
         assert_eq!(ours, c, "dialog values from the {place} route");

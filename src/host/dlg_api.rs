@@ -325,7 +325,15 @@ impl DlgBinds {
         };
         // SAFETY: NULL dialog selects the global lists; `cb` is an `extern "C"` function of
         // this module, which is never unloaded; no parameter and no free function.
-        unsafe { f(std::ptr::null_mut(), types, Some(cb), std::ptr::null_mut(), None) == 0 }
+        unsafe {
+            f(
+                std::ptr::null_mut(),
+                types,
+                Some(cb),
+                std::ptr::null_mut(),
+                None,
+            ) == 0
+        }
     }
 
     /// `terminate_dlg(NULL, h_entry, h_id, reason)`: 1 = ended (BYE both ways), 0 = no such
