@@ -10,7 +10,18 @@
 //! module does, and registers, once per message:
 //! - a tm `RESPONSE_FWDED` callback on the INVITE transaction (replies to the INVITE),
 //! - a dialog `REQ_WITHIN|RESPONSE_WITHIN` callback (sequential requests and their replies),
-//! - a dialog `FAILED|TERMINATED|EXPIRED` callback that deletes the sessions (`D`).
+//! - a dialog `FAILED|TERMINATED|EXPIRED` callback that deletes the sessions (`D`),
+//! - a dialog `PROCESS_VARS` callback (values replicated from another instance).
+//!
+//! It also stores `rtpproxy_node`, the URL of the node holding the call ([`super::dlg_node`]),
+//! and every later command of the call goes there.
+//!
+//! # Restored and replicated dialogs
+//!
+//! Per-dialog callbacks live only in the memory of the instance that registered them. A global
+//! `DLGCB_LOADED` callback registers them again for every engaged dialog the dialog module
+//! restores from its database or receives from another instance of its cluster, so the call's
+//! re-INVITEs, replies and teardown are handled there as on the instance that created it.
 //!
 //! # Notification process
 //!
@@ -30,6 +41,10 @@
 //! - An empty flags string is accepted in a branch route (C refuses it).
 //! - An UPDATE without SDP does not mark a late negotiation (C does, after which the next SDP
 //!   exchange is handled as an offer in the wrong place); only an INVITE without SDP does.
+//! - The teardown `D` goes to the node stored in the dialog (C: Call-ID hash in the set).
+//! - `late_negotiation` set from the callbacks is a string value (C: value-less); see
+//!   `engage_vars_cb`.
+//! - Engaged dialogs restored from the database or replicated keep working (C: not at all).
 //! - The sessions are also deleted when the dialog expires (`DLGCB_EXPIRED`, dialog lifetime
 //!   ran out without BYEs); C leaves them to the relay's own timeout.
 //! - The listener binds to the configured address with a few retries; if it still cannot,
