@@ -59,18 +59,7 @@ const UAC: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
       CSeq: 1 INVITE
       Contact: <sip:uac@[local_ip]:[local_port]>
       Max-Forwards: 70
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=uac 1 1 IN IP4 [media_ip]
-      s=-
-      c=IN IP4 [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 8 101
-      a=rtpmap:8 PCMA/8000
-      a=rtpmap:101 telephone-event/8000
-
+@INVITE_BODY@
     ]]>
   </send>
   <recv response="100" optional="true"/>
@@ -80,6 +69,7 @@ const UAC: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
       <ereg regexp="tag=[^;>]*" search_in="hdr" header="To:" check_it="true" assign_to="totag"/>
     </action>
   </recv>
+@ACK_WAIT@
   <send>
     <![CDATA[
 
@@ -91,25 +81,11 @@ const UAC: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
       CSeq: 1 ACK
       Contact: <sip:uac@[local_ip]:[local_port]>
       Max-Forwards: 70
-      Content-Length: 0
-
+@ACK_BODY@
     ]]>
   </send>
   @PLAY@
-  <recv request="NOTIFY" timeout="180000"/>
-  <send>
-    <![CDATA[
-
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
+@WAIT@
   <send retrans="500">
     <![CDATA[
 
@@ -171,6 +147,56 @@ const UAC: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
   <recv response="200" crlf="true"/>
 </scenario>
 "#;
+
+/// The UAC's offer (initial INVITE, or the ACK of a late negotiation).
+const UAC_SDP: &str = "      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=uac 1 1 IN IP4 [media_ip]
+      s=-
+      c=IN IP4 [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8 101
+      a=rtpmap:8 PCMA/8000
+      a=rtpmap:101 telephone-event/8000
+
+";
+
+const NO_BODY: &str = "      Content-Length: 0
+
+";
+
+/// The UAC waits for the test's NOTIFY and answers it.
+const WAIT: &str = r#"  <recv request="NOTIFY" timeout="180000"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>"#;
+
+/// The UAC scenario: with `late`, an INVITE without SDP, the answer in the ACK, sent only
+/// after a first NOTIFY.
+fn uac_scenario(late: bool, play: &str) -> String {
+    let (invite, ack, ack_wait) = if late {
+        (NO_BODY, UAC_SDP, WAIT)
+    } else {
+        (UAC_SDP, NO_BODY, "")
+    };
+    UAC.replace("@INVITE_BODY@\n", invite)
+        .replace("@ACK_BODY@\n", ack)
+        .replace("@ACK_WAIT@", ack_wait)
+        .replace("@WAIT@", WAIT)
+        .replace("@PLAY@", play)
+}
 
 const UAS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
@@ -372,8 +398,9 @@ modparam("dialog", "dialog_replication_cluster", 1)"#
     )
 }
 
-/// The Call-IDs of the confirmed dialogs an instance holds.
-fn confirmed_calls(os: &OpenSips) -> Vec<String> {
+/// The Call-IDs of an instance's dialogs in one of `states` (3: 2xx not yet acknowledged,
+/// 4: confirmed).
+fn calls_in(os: &OpenSips, states: &[i64]) -> Vec<String> {
     let Ok(text) = os.mi("dlg_list", &[]) else {
         return Vec::new();
     };
@@ -382,21 +409,41 @@ fn confirmed_calls(os: &OpenSips) -> Vec<String> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|d| d["state"].as_i64() == Some(4))
+        .filter(|d| d["state"].as_i64().is_some_and(|s| states.contains(&s)))
         .filter_map(|d| d["callid"].as_str().map(str::to_owned))
         .collect()
 }
 
-/// Polls until `os` holds `n` confirmed dialogs (or the limit passes); their Call-IDs.
-fn wait_confirmed(os: &OpenSips, n: usize, limit: Duration) -> Vec<String> {
+/// Polls until `os` holds `n` dialogs in `states` (or the limit passes); their Call-IDs.
+fn wait_calls(os: &OpenSips, n: usize, states: &[i64], limit: Duration) -> Vec<String> {
     let deadline = Instant::now() + limit;
     loop {
-        let ids = confirmed_calls(os);
+        let ids = calls_in(os, states);
         if ids.len() >= n || Instant::now() > deadline {
             return ids;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// How many of an instance's dialogs carry the value `name`.
+fn dialogs_with_value(os: &OpenSips, name: &str) -> usize {
+    let Ok(text) = os.mi("dlg_list_ctx", &[]) else {
+        return usize::MAX;
+    };
+    let v = e2e::json(&text);
+    v["Dialogs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| {
+            d["context"]["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|item| item.get(name).is_some())
+        })
+        .count()
 }
 
 /// SIGKILL to every process of an instance (its own process group).
@@ -450,6 +497,9 @@ struct Report {
     deleted: usize,
     /// Re-INVITEs the UAS received with an SDP port other than the UAC's.
     uas_saw_relay_port: usize,
+    /// Dialogs still marked `late_negotiation` on the primary and the backup after the ACKs
+    /// of late negotiations (takeover with late offers).
+    late_left: [usize; 2],
     /// Active sessions left on each relay at the end.
     left: [u64; 2],
     uac_ok: bool,
@@ -482,8 +532,9 @@ fn sessions_drained(ctl: SocketAddr) -> u64 {
 }
 
 /// Runs `n` calls through `event` with module `which`.
-fn run(env: &Env, which: Impl, event: Event, engage: Engage, n: usize) -> Report {
-    let dir = scratch(&format!("ha-{event:?}-{which:?}-{engage:?}"));
+fn run(env: &Env, which: Impl, event: Event, engage: Engage, late: bool, n: usize) -> Report {
+    let late_tag = if late { "-late" } else { "" };
+    let dir = scratch(&format!("ha-{event:?}-{which:?}-{engage:?}{late_tag}"));
     let bin = rtpproxy_bin().unwrap();
     let relay_ctl: Vec<SocketAddr> = (0..2)
         .map(|_| SocketAddr::from(([127, 0, 0, 1], e2e::port())))
@@ -569,7 +620,7 @@ fn run(env: &Env, which: Impl, event: Event, engage: Engage, n: usize) -> Report
     } else {
         String::new()
     };
-    std::fs::write(dir.join("uac.xml"), UAC.replace("@PLAY@", &play)).unwrap();
+    std::fs::write(dir.join("uac.xml"), uac_scenario(late, &play)).unwrap();
     std::fs::write(dir.join("uas.xml"), UAS).unwrap();
     let s = |v: &str| v.to_string();
     let mut uas = Sipp::spawn(
@@ -586,6 +637,9 @@ fn run(env: &Env, which: Impl, event: Event, engage: Engage, n: usize) -> Report
             s("-mp"),
             e2e::free_port("127.0.0.1", 4).to_string(),
             s("-rtp_echo"),
+            // a late negotiation's 200 is retransmitted until the test lets the ACK go
+            s("-max_retrans"),
+            s("12"),
             s("-m"),
             n.to_string(),
             s("-trace_msg"),
@@ -628,7 +682,9 @@ fn run(env: &Env, which: Impl, event: Event, engage: Engage, n: usize) -> Report
         calls: n,
         ..Report::default()
     };
-    let ids = wait_confirmed(&os, n, Duration::from_secs(60));
+    // A late negotiation stays at "2xx not acknowledged" until the test lets the ACK go.
+    let up: &[i64] = if late { &[3] } else { &[4] };
+    let ids = wait_calls(&os, n, up, Duration::from_secs(60));
     assert_eq!(ids.len(), n, "calls up through the primary");
     // Let RTP flow a little through the relays.
     std::thread::sleep(Duration::from_millis(1500));
@@ -660,13 +716,33 @@ fn run(env: &Env, which: Impl, event: Event, engage: Engage, n: usize) -> Report
         }
         Event::Takeover => {
             let b = OpenSips::start(env, backup.as_ref().unwrap()).unwrap();
-            let synced = wait_confirmed(&b, n, Duration::from_secs(30));
+            let synced = wait_calls(&b, n, up, Duration::from_secs(30));
             assert_eq!(synced.len(), n, "the backup synced the dialogs");
+            if late {
+                // The ACKs carry the answer and end the late negotiation; whichever instance
+                // gets them, the other one learns it by replication.
+                let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+                let uac_addr = SocketAddr::from(([127, 0, 0, 1], uac_port));
+                for (i, id) in ids.iter().enumerate() {
+                    trigger(&sock, uac_addr, id, 1000 + i);
+                }
+                for inst in [&os, &b] {
+                    wait_calls(inst, n, &[4], Duration::from_secs(30));
+                }
+                let deadline = Instant::now() + Duration::from_secs(5);
+                loop {
+                    report.late_left = [&os, &b].map(|i| dialogs_with_value(i, "late_negotiation"));
+                    if report.late_left == [0, 0] || Instant::now() > deadline {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
             kill_all(os);
             b
         }
     };
-    report.restored = confirmed_calls(&survivor).len();
+    report.restored = calls_in(&survivor, &[3, 4]).len();
     let marks: Vec<usize> = taps.iter().map(ControlTap::len).collect();
 
     // Go: every call re-INVITEs and hangs up, now through the survivor.
@@ -804,7 +880,14 @@ fn assert_survived(r: &Report) {
 fn engaged_calls_survive_a_restart() {
     let test = "engaged_calls_survive_a_restart";
     let Some(env) = setup(test) else { return };
-    let r = run(&env, Impl::Ours, Event::Restart, Engage::Engage, calls());
+    let r = run(
+        &env,
+        Impl::Ours,
+        Event::Restart,
+        Engage::Engage,
+        false,
+        calls(),
+    );
     assert!(r.rtp_before > 0, "RTP flowed through the relays");
     assert_survived(&r);
 }
@@ -813,7 +896,14 @@ fn engaged_calls_survive_a_restart() {
 fn engaged_calls_survive_a_takeover() {
     let test = "engaged_calls_survive_a_takeover";
     let Some(env) = setup(test) else { return };
-    let r = run(&env, Impl::Ours, Event::Takeover, Engage::Engage, calls());
+    let r = run(
+        &env,
+        Impl::Ours,
+        Event::Takeover,
+        Engage::Engage,
+        false,
+        calls(),
+    );
     assert!(r.rtp_before > 0, "RTP flowed through the relays");
     assert_survived(&r);
 }
@@ -828,9 +918,13 @@ fn restart_and_takeover_c_module_reference() {
         println!("SKIPPED {test}: no C rtpproxy.so");
         return;
     }
-    for event in [Event::Restart, Event::Takeover] {
-        let r = run(&env, Impl::C, event, Engage::Engage, calls());
-        println!("C module, {event:?}: {r:#?}");
+    for (event, late) in [
+        (Event::Restart, false),
+        (Event::Takeover, false),
+        (Event::Takeover, true),
+    ] {
+        let r = run(&env, Impl::C, event, Engage::Engage, late, calls());
+        println!("C module, {event:?}, late offer {late}: {r:#?}");
     }
 }
 
@@ -844,6 +938,32 @@ fn rtp_relay_calls_survive_a_takeover() {
         println!("SKIPPED {test}: rtp_relay.so not in the modules directory");
         return;
     }
-    let r = run(&env, Impl::Ours, Event::Takeover, Engage::RtpRelay, calls());
+    let r = run(
+        &env,
+        Impl::Ours,
+        Event::Takeover,
+        Engage::RtpRelay,
+        false,
+        calls(),
+    );
+    assert_survived(&r);
+}
+
+/// Late negotiations (INVITE without SDP, answer in the ACK) acknowledged while both instances
+/// run: the end of the late negotiation reaches the other instance, and the calls then survive
+/// the takeover.
+#[test]
+fn late_offer_calls_survive_a_takeover() {
+    let test = "late_offer_calls_survive_a_takeover";
+    let Some(env) = setup(test) else { return };
+    let r = run(
+        &env,
+        Impl::Ours,
+        Event::Takeover,
+        Engage::Engage,
+        true,
+        calls(),
+    );
+    assert_eq!(r.late_left, [0, 0], "late_negotiation left after the ACKs");
     assert_survived(&r);
 }

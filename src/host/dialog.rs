@@ -649,6 +649,10 @@ unsafe extern "C" fn engage_vars_cb(dlg: *mut DlgCell, _ty: c_int, p: *mut DlgCb
         match name.as_deref() {
             Some(VAL_LATE) => {
                 if d.fetch(dlg, VAL_LATE) == Some(DlgValue::Flag) {
+                    tracing::debug!(
+                        "late negotiation of call {} ended on another instance",
+                        String::from_utf8_lossy(&dlg.call_id())
+                    );
                     d.delete(dlg, VAL_LATE);
                 }
             }
