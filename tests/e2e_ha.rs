@@ -305,6 +305,9 @@ fn routes(uas: u16, engage: Engage) -> String {
         exit;
     }}
     if (is_method("INVITE")) {{
+        # An INVITE retransmitted before this one left the script would create a second
+        # dialog, whose failure deletes the call's sessions: absorb retransmissions first.
+        t_newtran();
         record_route();
         {engage}
     }}
@@ -710,7 +713,8 @@ fn run(env: &Env, which: Impl, event: Event, engage: Engage, late: bool, n: usiz
     // The survivor's log starts with the event (a restarted instance rewrites its log).
     let survivor = match event {
         Event::Restart => {
-            let (status, _) = os.stop();
+            let (status, log) = os.stop();
+            let _ = std::fs::write(dir.join("primary-before-restart.log"), log);
             assert!(status.success(), "OpenSIPS stopped cleanly");
             OpenSips::start(env, &primary).unwrap()
         }
@@ -766,6 +770,17 @@ fn run(env: &Env, which: Impl, event: Event, engage: Engage, late: bool, n: usiz
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    // The relays' command logs, for a post-mortem (marks: where the event was).
+    for (i, tap) in taps.iter().enumerate() {
+        for (name, from) in [("all", 0), ("after", marks[i])] {
+            let text: String = tap
+                .commands(from)
+                .iter()
+                .map(|(c, r)| format!("{c} => {r}\n"))
+                .collect();
+            let _ = std::fs::write(dir.join(format!("tap{i}-{name}.txt")), text);
+        }
+    }
     for (id, holder) in ids.iter().zip(&holders) {
         let holder = holder.unwrap();
         let mut rewritten = false;
