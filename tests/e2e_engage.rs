@@ -1118,10 +1118,18 @@ fn dialog_values_match_the_c_module() {
     }
     for place in ["request", "branch"] {
         let c = values_of(&env, Impl::C, place, place);
-        let ours = values_of(&env, Impl::Ours, place, place);
+        let mut ours = values_of(&env, Impl::Ours, place, place);
         assert!(
             c.iter().any(|(k, _)| k == "rtpproxy_3"),
             "C values ({place}): {c:?}"
+        );
+        // Ours adds the node holding the call (issue 14), a value the C module ignores.
+        let node = ours.iter().position(|(k, _)| k == "rtpproxy_node");
+        let node = node.map(|i| ours.remove(i));
+        assert!(
+            node.as_ref()
+                .is_some_and(|(_, v)| v.contains("udp:127.0.0.1:")),
+            "our rtpproxy_node value ({place}): {node:?}"
         );
         assert_eq!(ours, c, "dialog values from the {place} route");
         println!("dialog values ({place} route), C and ours: {c:?}");

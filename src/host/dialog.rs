@@ -10,7 +10,18 @@
 //! module does, and registers, once per message:
 //! - a tm `RESPONSE_FWDED` callback on the INVITE transaction (replies to the INVITE),
 //! - a dialog `REQ_WITHIN|RESPONSE_WITHIN` callback (sequential requests and their replies),
-//! - a dialog `FAILED|TERMINATED|EXPIRED` callback that deletes the sessions (`D`).
+//! - a dialog `FAILED|TERMINATED|EXPIRED` callback that deletes the sessions (`D`),
+//! - a dialog `PROCESS_VARS` callback (values replicated from another instance).
+//!
+//! It also stores `rtpproxy_node`, the URL of the node holding the call ([`super::dlg_node`]),
+//! and every later command of the call goes there.
+//!
+//! # Restored and replicated dialogs
+//!
+//! Per-dialog callbacks live only in the memory of the instance that registered them. A global
+//! `DLGCB_LOADED` callback registers them again for every engaged dialog the dialog module
+//! restores from its database or receives from another instance of its cluster, so the call's
+//! re-INVITEs, replies and teardown are handled there as on the instance that created it.
 //!
 //! # Notification process
 //!
@@ -30,6 +41,10 @@
 //! - An empty flags string is accepted in a branch route (C refuses it).
 //! - An UPDATE without SDP does not mark a late negotiation (C does, after which the next SDP
 //!   exchange is handled as an offer in the wrong place); only an INVITE without SDP does.
+//! - The teardown `D` goes to the node stored in the dialog (C: Call-ID hash in the set).
+//! - `late_negotiation` set from the callbacks is a string value (C: value-less); see
+//!   `engage_vars_cb`.
+//! - Engaged dialogs restored from the database or replicated keep working (C: not at all).
 //! - The sessions are also deleted when the dialog expires (`DLGCB_EXPIRED`, dialog lifetime
 //!   ran out without BYEs); C leaves them to the relay's own timeout.
 //! - The listener binds to the configured address with a few retries; if it still cannot,
@@ -54,8 +69,8 @@ use crate::Error;
 use super::api::api;
 use super::cstr::borrowed_str;
 use super::dlg_api::{
-    self, DlgCbParams, DlgCell, DlgValue, DLGCB_EXPIRED, DLGCB_FAILED, DLGCB_REQ_WITHIN,
-    DLGCB_RESPONSE_WITHIN, DLGCB_TERMINATED,
+    self, DlgCbParams, DlgCell, DlgValue, DLGCB_EXPIRED, DLGCB_FAILED, DLGCB_LOADED,
+    DLGCB_PROCESS_VARS, DLGCB_REQ_WITHIN, DLGCB_RESPONSE_WITHIN, DLGCB_TERMINATED,
 };
 use super::entry::Params;
 use super::functions::{opt_int, run_offer_answer, OfferRequest, SdpSource};
@@ -63,7 +78,7 @@ use super::msg::{self, Bodies, Msg, MsgKind};
 use super::state::{self, ModuleState};
 use super::sys::{self, host_str, pv_spec_t, pv_value_t, sip_msg};
 use super::tm_api::{self, Cell, TmcbParams, TMCB_RESPONSE_FWDED};
-use super::{control, guard};
+use super::{control, dlg_node, guard};
 
 /// Dialog value names (spec §5.3).
 const VAL_FLAGS: &[u8] = b"rtpproxy_1";
@@ -184,6 +199,7 @@ pub(crate) unsafe fn engage(msg: *mut sip_msg, params: &Params) -> Result<i32, E
         req.dialog_id = d.did(dlg);
         let out = run_offer_answer(Some(m), &req, SdpSource::Message)?;
         if let Some(url) = &out.node_url {
+            dlg_node::store_call_node(d, dlg, url);
             // SAFETY: `sock_var` is NULL or the variable parameter of this call.
             unsafe { msg::set_var_str(msg, sock_var, url.as_bytes()) };
         }
@@ -236,6 +252,13 @@ pub(crate) unsafe fn engage(msg: *mut sip_msg, params: &Params) -> Result<i32, E
     if !unsafe { tm.register(msg, TMCB_RESPONSE_FWDED, engage_reply_cb) } {
         return Err(err("failed to install the TM callback"));
     }
+    register_dialog_callbacks(d, dlg)?;
+    Ok(1)
+}
+
+/// The per-dialog callbacks of an engaged call: at engage, and again on every instance that
+/// restores or receives the dialog (per-dialog callbacks are neither stored nor replicated).
+fn register_dialog_callbacks(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg) -> Result<(), Error> {
     if !d.register(
         dlg,
         DLGCB_RESPONSE_WITHIN | DLGCB_REQ_WITHIN,
@@ -250,7 +273,10 @@ pub(crate) unsafe fn engage(msg: *mut sip_msg, params: &Params) -> Result<i32, E
     ) {
         return Err(err("cannot register the dialog close callback"));
     }
-    Ok(1)
+    if !d.register(dlg, DLGCB_PROCESS_VARS, engage_vars_cb) {
+        return Err(err("cannot register the dialog values callback"));
+    }
+    Ok(())
 }
 
 /// Engage from a branch route: the parameters go to branch AVPs until a 2xx picks a branch.
@@ -431,9 +457,10 @@ fn on_message(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg, m: Msg) -> Result<(), Er
             }
         }
     } else if !has_sdp {
+        // A string value, as at engage: see `engage_vars_cb` for why not a value-less one.
         if m.kind() == Some(MsgKind::Request)
             && method == msg::METHOD_INVITE
-            && !d.store_flag(dlg, VAL_LATE)
+            && !d.store_str(dlg, VAL_LATE, VAL_LATE)
         {
             return Err(err("cannot store late_negotiation into the dialog"));
         }
@@ -449,11 +476,21 @@ fn on_message(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg, m: Msg) -> Result<(), Er
     } else {
         Direction::Answer
     };
+    // The node that holds the call (also when this instance did not create it).
+    let call_node = dlg_node::call_node_from_dialog(d, dlg);
+    let preset = call_node.as_deref().filter(|url| {
+        control::find_set(st, Some(p.set))
+            .is_some_and(|set| dlg_node::resolve(st, set, url, &dlg.call_id()).is_some())
+    });
     let mut req = OfferRequest::new(&p.flags, direction);
     req.ip = p.ip.as_deref();
     req.set = Some(p.set);
     req.dialog_id = d.did(dlg);
-    run_offer_answer(Some(m), &req, SdpSource::Message)?;
+    req.node = preset;
+    let out = run_offer_answer(Some(m), &req, SdpSource::Message)?;
+    if let Some(url) = &out.node_url {
+        dlg_node::store_call_node(d, dlg, url);
+    }
     Ok(())
 }
 
@@ -522,11 +559,110 @@ fn teardown(dlg: dlg_api::Dlg) -> Result<(), Error> {
     let from_tag = dlg.caller_tag().unwrap_or_default();
     let to_tag = dlg.callee_tag();
     let cmd = Command::delete(&call_id, &from_tag, to_tag.as_deref())?;
-    let node = control::select(st, set, &call_id)
-        .ok_or_else(|| err(format!("no available proxies in set {set_id}")))?;
+    let stored = dlg_node::call_node_from_dialog(d, dlg)
+        .and_then(|url| dlg_node::resolve(st, set, &url, &call_id));
+    let node = match stored {
+        Some(n) => n,
+        None => control::select_for_call(st, set, &call_id)
+            .ok_or_else(|| err(format!("no available proxies in set {set_id}")))?,
+    };
+    control::forget_call(st, &call_id);
     // The reply does not matter (the relay may have deleted a timed-out session already).
     let _ = control::send(st, node, &cmd);
     Ok(())
+}
+
+// ---- dialogs restored from the database or replicated from another instance ---------------
+
+/// Registers the global `DLGCB_LOADED` callback; the dialog module runs it at once for the
+/// dialogs it restored from its database, then for every dialog restored later or received
+/// from another instance of the cluster. Call after the module state is installed.
+pub(crate) fn register_loaded_callback() {
+    let Some(d) = dlg_api::binds() else { return };
+    if !d.register_global(DLGCB_LOADED, engage_loaded_cb) {
+        tracing::warn!(
+            "cannot register for loaded dialogs: engaged calls restored from the database or \
+             replicated from another instance will not be handled"
+        );
+    }
+}
+
+/// Whether a dialog that came from elsewhere was engaged: it carries any of our values (a
+/// call engaged by the C module without parameters and with an SDP offer carries none).
+fn is_engaged(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg) -> bool {
+    [dlg_node::VAL_NODE, VAL_FLAGS, VAL_IP, VAL_SET, VAL_LATE]
+        .iter()
+        .any(|name| d.fetch(dlg, name).is_some())
+}
+
+/// `DLGCB_LOADED`: an engaged dialog restored or replicated here gets the callbacks the
+/// instance that created it has, and this instance's call map learns its node.
+unsafe extern "C" fn engage_loaded_cb(dlg: *mut DlgCell, _ty: c_int, _p: *mut DlgCbParams) {
+    guard::call("rtpproxy_engage loaded-dialog callback", (), || {
+        // SAFETY: the dialog module passes a live cell.
+        let Some(dlg) = (unsafe { dlg_api::Dlg::from_ptr(dlg) }) else {
+            return;
+        };
+        let Some(d) = dlg_api::binds() else { return };
+        if !is_engaged(d, dlg) {
+            return;
+        }
+        let call_id = dlg.call_id();
+        if let Err(e) = register_dialog_callbacks(d, dlg) {
+            tracing::error!(
+                "rtpproxy_engage: call {} restored without its callbacks: {e}",
+                String::from_utf8_lossy(&call_id)
+            );
+            return;
+        }
+        if let Some(st) = state::get() {
+            let set = dialog_set(d, dlg).unwrap_or(st.config.default_set);
+            dlg_node::note_call_node(st, d, dlg, set);
+        }
+        tracing::debug!(
+            "rtpproxy_engage: call {} restored (node {:?})",
+            String::from_utf8_lossy(&call_id),
+            dlg_node::call_node_from_dialog(d, dlg)
+        );
+    })
+}
+
+/// `DLGCB_PROCESS_VARS`: values of an engaged dialog arrived from another instance.
+///
+/// - A new node (a command of the call went elsewhere there) updates this instance's map.
+/// - The dialog module replicates the deletion of a value as a value-less store, which would
+///   turn a finished late negotiation back on here; our module stores `late_negotiation` as a
+///   string, so a value-less one arriving alone is such a deletion, and is deleted.
+unsafe extern "C" fn engage_vars_cb(dlg: *mut DlgCell, _ty: c_int, p: *mut DlgCbParams) {
+    guard::call("rtpproxy_engage dialog values callback", (), || {
+        // SAFETY: the dialog module passes a live cell.
+        let Some(dlg) = (unsafe { dlg_api::Dlg::from_ptr(dlg) }) else {
+            return;
+        };
+        let (Some(d), Some(st)) = (dlg_api::binds(), state::get()) else {
+            return;
+        };
+        // SAFETY: `p` is NULL or the live parameters of this PROCESS_VARS callback.
+        let name = (!p.is_null())
+            .then(|| unsafe { (*p).replicated_value_name() })
+            .flatten();
+        match name.as_deref() {
+            Some(VAL_LATE) => {
+                if d.fetch(dlg, VAL_LATE) == Some(DlgValue::Flag) {
+                    tracing::debug!(
+                        "late negotiation of call {} ended on another instance",
+                        String::from_utf8_lossy(&dlg.call_id())
+                    );
+                    d.delete(dlg, VAL_LATE);
+                }
+            }
+            None | Some(dlg_node::VAL_NODE) => {
+                let set = dialog_set(d, dlg).unwrap_or(st.config.default_set);
+                dlg_node::note_call_node(st, d, dlg, set);
+            }
+            Some(_) => {}
+        }
+    })
 }
 
 /// The dialog id a plain `rtpproxy_offer`/`rtpproxy_answer` passes in

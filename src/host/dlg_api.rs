@@ -30,6 +30,19 @@ pub(crate) struct DlgCbParams {
     pub(crate) param: *mut *mut c_void,
 }
 
+impl DlgCbParams {
+    /// The value name a `DLGCB_PROCESS_VARS` callback was run for (`None`: all values).
+    ///
+    /// # Safety
+    /// `self` must be the parameters of a `DLGCB_PROCESS_VARS` callback being run.
+    pub(crate) unsafe fn replicated_value_name(&self) -> Option<Vec<u8>> {
+        let name = self.dlg_data.cast::<host_str>();
+        // SAFETY: for this callback type `dlg_data` is NULL or the `str*` name of the value,
+        // live for the callback.
+        (!name.is_null()).then(|| unsafe { cstr::str_bytes(name) }.to_vec())
+    }
+}
+
 /// A dialog callback.
 pub(crate) type DialogCb = unsafe extern "C" fn(*mut DlgCell, c_int, *mut DlgCbParams);
 
@@ -64,11 +77,17 @@ pub(crate) struct DlgBinds {
 }
 
 /// Callback types (`DLGCB_*`).
+/// A dialog entered this instance's memory from the database or by replication (global:
+/// registered without a dialog, alone; also run at registration for every dialog present).
+pub(crate) const DLGCB_LOADED: c_int = 1 << 0;
 pub(crate) const DLGCB_FAILED: c_int = 1 << 2;
 pub(crate) const DLGCB_REQ_WITHIN: c_int = 1 << 4;
 pub(crate) const DLGCB_TERMINATED: c_int = 1 << 5;
 pub(crate) const DLGCB_EXPIRED: c_int = 1 << 6;
 pub(crate) const DLGCB_RESPONSE_WITHIN: c_int = 1 << 9;
+/// Dialog values arrived by replication (`dlg_data`: the `str*` name of one value, or NULL
+/// for a whole set of values).
+pub(crate) const DLGCB_PROCESS_VARS: c_int = 1 << 14;
 
 /// Value types of `store_dlg_value` / `fetch_dlg_value`.
 pub(crate) const DLG_VAL_TYPE_NONE: c_int = 0;
@@ -264,12 +283,6 @@ impl DlgBinds {
         self.store(dlg, name, Some(v), DLG_VAL_TYPE_STR)
     }
 
-    /// Stores a value-less flag (type NONE), as the C module marks late negotiation from its
-    /// callbacks.
-    pub(crate) fn store_flag(&self, dlg: Dlg, name: &[u8]) -> bool {
-        self.store(dlg, name, Some(IntStr { n: 0 }), DLG_VAL_TYPE_NONE)
-    }
-
     /// Deletes a value (no error when it does not exist).
     pub(crate) fn delete(&self, dlg: Dlg, name: &[u8]) -> bool {
         self.store(dlg, name, None, DLG_VAL_TYPE_NONE)
@@ -303,6 +316,26 @@ impl DlgBinds {
         // SAFETY: live cell; `cb` is an `extern "C"` function of this module, which is never
         // unloaded; no parameter and no free function.
         unsafe { f(dlg.as_ptr(), types, Some(cb), std::ptr::null_mut(), None) == 0 }
+    }
+
+    /// Registers a global callback (`dlg` NULL), e.g. `DLGCB_LOADED`, which must be
+    /// registered alone. The dialog module runs a `DLGCB_LOADED` callback at once for every
+    /// dialog already in memory. `false` on failure.
+    pub(crate) fn register_global(&self, types: c_int, cb: DialogCb) -> bool {
+        let Some(f) = self.register_dlgcb else {
+            return false;
+        };
+        // SAFETY: NULL dialog selects the global lists; `cb` is an `extern "C"` function of
+        // this module, which is never unloaded; no parameter and no free function.
+        unsafe {
+            f(
+                std::ptr::null_mut(),
+                types,
+                Some(cb),
+                std::ptr::null_mut(),
+                None,
+            ) == 0
+        }
     }
 
     /// `terminate_dlg(NULL, h_entry, h_id, reason)`: 1 = ended (BYE both ways), 0 = no such

@@ -173,6 +173,7 @@ fn init() -> Result<(), String> {
     state::install(ModuleState::new(
         config, shared, list, calls, events, topology,
     ))?;
+    super::dialog::register_loaded_callback();
     Ok(())
 }
 

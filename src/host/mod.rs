@@ -13,6 +13,7 @@ pub(crate) mod cstr;
 pub(crate) mod db;
 pub(crate) mod dialog;
 pub(crate) mod dlg_api;
+pub(crate) mod dlg_node;
 pub(crate) mod entry;
 pub(crate) mod events;
 pub(crate) mod exports;
