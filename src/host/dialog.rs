@@ -522,10 +522,10 @@ fn teardown(dlg: dlg_api::Dlg) -> Result<(), Error> {
     let from_tag = dlg.caller_tag().unwrap_or_default();
     let to_tag = dlg.callee_tag();
     let cmd = Command::delete(&call_id, &from_tag, to_tag.as_deref())?;
-    let node = control::select(st, set, &call_id)
+    let node = control::select_for_call(st, set, &call_id)
         .ok_or_else(|| err(format!("no available proxies in set {set_id}")))?;
     // The reply does not matter (the relay may have deleted a timed-out session already).
-    let _ = control::send(st, node, &cmd);
+    let _ = control::delete_call(st, node, &call_id, &cmd);
     Ok(())
 }
 

@@ -173,6 +173,7 @@ fn init() -> Result<(), String> {
     state::install(ModuleState::new(
         config, shared, list, calls, events, topology,
     ))?;
+    super::stats::init(state::get().ok_or("module state not installed")?)?;
     Ok(())
 }
 
@@ -254,7 +255,7 @@ pub(crate) unsafe extern "C" fn mi_show_rtpproxies(
     })
 }
 
-fn show_json(st: &ModuleState) -> Json {
+pub(crate) fn show_json(st: &ModuleState) -> Json {
     Json::Arr(
         st.sets()
             .iter()
@@ -354,6 +355,9 @@ unsafe fn mi_enable(params: *const sys::mi_params_t, with_set: bool) -> *mut mi_
                 let what = MiEnable::from_value(i64::from(enable));
                 let (before, after) =
                     slot.update(|h| _ = h.apply_mi_enable(what, now, st.config.disable_tout));
+                if after.disabled && !before.disabled {
+                    super::stats::disabled(st, n, &format!("rtpproxy_enable {enable}"));
+                }
                 if before.disabled != after.disabled {
                     // The C module raises this event with the status inverted; we send the
                     // state the node is now in (doc/differences.md).
@@ -413,6 +417,7 @@ fn reload(st: &ModuleState, db: &crate::core::config::DbConfig) -> Result<usize,
     let published = st.list.publish(&lines)?;
     debug_assert_eq!(published, generation);
     st.replace(state::Topology::new(generation, &sets));
+    super::stats::attach_nodes(st);
     Ok(count)
 }
 

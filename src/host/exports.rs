@@ -5,8 +5,8 @@
 
 use std::ffi::{c_char, CStr};
 
-use super::entry;
 use super::sys::{self, cmd_param, mi_recipe_t};
+use super::{entry, mi_ops};
 
 /// `Sync` wrapper for host tables made of raw pointers to static data.
 #[repr(transparent)]
@@ -255,7 +255,7 @@ const fn mi(
 }
 
 /// MI commands under their 3.6 names.
-pub(crate) static MI_CMDS: HostTable<[sys::mi_export_t; 4]> = HostTable([
+pub(crate) static MI_CMDS: HostTable<[sys::mi_export_t; 6]> = HostTable([
     mi(
         c"rtpproxy_enable",
         None,
@@ -267,12 +267,32 @@ pub(crate) static MI_CMDS: HostTable<[sys::mi_export_t; 4]> = HostTable([
     mi(
         c"rtpproxy_show",
         None,
-        &[recipe(entry::mi_show_rtpproxies, &[])],
+        &[
+            recipe(entry::mi_show_rtpproxies, &[]),
+            recipe(mi_ops::mi_show_detail, &[c"detail"]),
+        ],
     ),
     mi(
         c"rtpproxy_reload",
         Some(entry::mi_child_init),
         &[recipe(entry::mi_reload_rtpproxies, &[])],
+    ),
+    // Our additions (issue 12): probe a node now; keep new calls away from a node.
+    mi(
+        c"rtpproxy_ping",
+        None,
+        &[
+            recipe(mi_ops::mi_ping_1, &[c"url"]),
+            recipe(mi_ops::mi_ping_2, &[c"url", c"setid"]),
+        ],
+    ),
+    mi(
+        c"rtpproxy_drain",
+        None,
+        &[
+            recipe(mi_ops::mi_drain_1, &[c"url", c"drain"]),
+            recipe(mi_ops::mi_drain_2, &[c"url", c"drain", c"setid"]),
+        ],
     ),
     sys::mi_export_ {
         name: std::ptr::null_mut(),
