@@ -251,37 +251,8 @@ pub(crate) unsafe extern "C" fn mi_show_rtpproxies(
         let Some(st) = state::get() else {
             return mi::error(500, "module not initialized");
         };
-        mi::reply(&show_json(st))
+        mi::reply(&super::mi_ops::show_json(st))
     })
-}
-
-pub(crate) fn show_json(st: &ModuleState) -> Json {
-    Json::Arr(
-        st.sets()
-            .iter()
-            .map(|s| {
-                let nodes = s
-                    .nodes
-                    .iter()
-                    .map(|n| {
-                        let (disabled, recheck) =
-                            st.slot(n).map(|x| x.snapshot()).unwrap_or((0, 0));
-                        Json::Obj(vec![
-                            ("url", Json::Str(n.spec.url.clone())),
-                            ("index", Json::Num(n.index as f64)),
-                            ("disabled", Json::Num(f64::from(disabled))),
-                            ("weight", Json::Num(f64::from(n.spec.weight))),
-                            ("recheck_ticks", Json::Num(f64::from(recheck))),
-                        ])
-                    })
-                    .collect();
-                Json::Obj(vec![
-                    ("Set", Json::Num(f64::from(s.id))),
-                    ("Nodes", Json::Arr(nodes)),
-                ])
-            })
-            .collect(),
-    )
 }
 
 /// `rtpproxy_enable url enable`.

@@ -49,6 +49,36 @@ unsafe fn url_and_set(
     Ok((url, set))
 }
 
+/// The plain `rtpproxy_show` reply (byte-identical to the C module's).
+pub(crate) fn show_json(st: &ModuleState) -> Json {
+    Json::Arr(
+        st.sets()
+            .iter()
+            .map(|s| {
+                let nodes = s
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        let (disabled, recheck) =
+                            st.slot(n).map(|x| x.snapshot()).unwrap_or((0, 0));
+                        Json::Obj(vec![
+                            ("url", Json::Str(n.spec.url.clone())),
+                            ("index", Json::Num(n.index as f64)),
+                            ("disabled", Json::Num(f64::from(disabled))),
+                            ("weight", Json::Num(f64::from(n.spec.weight))),
+                            ("recheck_ticks", Json::Num(f64::from(recheck))),
+                        ])
+                    })
+                    .collect();
+                Json::Obj(vec![
+                    ("Set", Json::Num(f64::from(s.id))),
+                    ("Nodes", Json::Arr(nodes)),
+                ])
+            })
+            .collect(),
+    )
+}
+
 fn detail_json(st: &ModuleState) -> Json {
     let now = control::now();
     let ago = |tick: u32| Json::Num(f64::from(now.saturating_sub(tick)));
@@ -123,7 +153,7 @@ pub(crate) unsafe extern "C" fn mi_show_detail(
         // SAFETY: `params` is the live parameter set of this MI call.
         match unsafe { mi::int_param(params, c"detail") } {
             None => mi::param_error(),
-            Some(0) => mi::reply(&super::entry::show_json(st)),
+            Some(0) => mi::reply(&show_json(st)),
             Some(_) => mi::reply(&detail_json(st)),
         }
     })

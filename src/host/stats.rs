@@ -63,6 +63,12 @@ pub(crate) struct NodeRecord {
     url: [u8; URL_MAX],
 }
 
+/// OpenSIPS seconds-since-start clock.
+fn now() -> u32 {
+    // SAFETY: `get_ticks` only reads the core's tick counter.
+    unsafe { (super::api::api().get_ticks)() }
+}
+
 fn region() -> Option<&'static Region> {
     let p = REGION.load(Ordering::Acquire);
     // SAFETY: set once in mod_init to a zeroed shm block that is never freed.
@@ -307,8 +313,7 @@ pub(crate) fn note(st: &ModuleState, node: Option<&NodeView>, ev: Event) {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |prev| {
                 Some(smooth_rtt(prev, rtt_us))
             });
-        rec.last_success
-            .store(super::control::now().max(1), Ordering::Relaxed);
+        rec.last_success.store(now().max(1), Ordering::Relaxed);
     }
 }
 
@@ -326,8 +331,7 @@ pub(crate) fn disabled(st: &ModuleState, node: &NodeView, why: &str) {
         std::ptr::copy_nonoverlapping(why.as_ptr(), buf, len);
     }
     rec.reason_len.store(len as u32, Ordering::Release);
-    rec.disabled_at
-        .store(super::control::now().max(1), Ordering::Release);
+    rec.disabled_at.store(now().max(1), Ordering::Release);
     rec.reason_lock.store(0, Ordering::Release);
 }
 
