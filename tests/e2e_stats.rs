@@ -422,3 +422,120 @@ fn a_hung_relay_times_out_and_fails_over() {
     assert!(r.node_stat("commands", 0) + r.node_stat("commands", 1) > before);
     r.finish();
 }
+
+/// Nodes added by `rtpproxy_reload` get their statistics; removed ones keep theirs, frozen.
+#[test]
+fn reloaded_nodes_get_statistics() {
+    let name = "stats_reload";
+    let Some(env) = Env::get(name) else { return };
+    let Some(bin) = rtpproxy_bin() else {
+        println!("SKIPPED {name}: RTPPROXY_BIN is not set");
+        return;
+    };
+    if !env.mpath.join("db_sqlite.so").exists() {
+        println!("SKIPPED {name}: no db_sqlite.so in {}", env.mpath.display());
+        return;
+    }
+    let dir = scratch(name);
+    let controls: Vec<SocketAddr> = (0..2)
+        .map(|_| SocketAddr::from(([127, 0, 0, 1], port())))
+        .collect();
+    let _relays: Vec<Relay> = controls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let args = ["-l", "127.0.0.1"].map(String::from);
+            Relay::start_logged(&bin, &dir, &format!("relay{i}"), *c, &args).expect("rtpproxy")
+        })
+        .collect();
+    let urls: Vec<String> = controls.iter().map(|c| format!("udp:{c}")).collect();
+    let db = dir.join("nodes.db");
+    let sql = |sql: &str| {
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg("import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()")
+            .arg(&db)
+            .arg(sql)
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sql(&format!(
+        "CREATE TABLE rtpproxy_sockets (id INTEGER PRIMARY KEY, rtpproxy_sock TEXT, set_id INTEGER);
+         INSERT INTO rtpproxy_sockets (rtpproxy_sock, set_id) VALUES ('{}', 0);",
+        urls[0]
+    ));
+    let params = format!(
+        "modparam(\"rtpproxy\", \"db_url\", \"sqlite://{}\")",
+        db.display()
+    );
+    let c = cfg(
+        &env,
+        Impl::Ours,
+        &dir,
+        &params,
+        "loadmodule \"db_sqlite.so\"",
+        "",
+    );
+    let os = OpenSips::start(&env, &c).unwrap();
+    let stats = || e2e::json(&os.mi("get_statistics", &["rtpproxy:"]).unwrap());
+    let get = |s: &serde_json::Value, n: &str| s[format!("rtpproxy:{n}")].as_u64();
+    let wait = |what: &str, cond: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let s = stats();
+            if cond(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let s = wait("the first node enabled", &|s| {
+        get(s, &format!("enabled__{}", urls[0])) == Some(1)
+    });
+    assert_eq!(get(&s, &format!("commands__{}", urls[1])), None, "{s}");
+
+    // the second node arrives, the first goes
+    sql(&format!(
+        "DELETE FROM rtpproxy_sockets;
+         INSERT INTO rtpproxy_sockets (rtpproxy_sock, set_id) VALUES ('{}', 0);",
+        urls[1]
+    ));
+    os.mi("rtpproxy_reload", &[]).unwrap();
+    let s = wait("the reloaded node enabled", &|s| {
+        get(s, &format!("enabled__{}", urls[1])) == Some(1)
+    });
+    println!("after reload: {s:#}");
+    assert_eq!(get(&s, &format!("commands__{}", urls[1])), Some(0));
+    assert_eq!(get(&s, &format!("enabled__{}", urls[0])), Some(0));
+    assert_eq!(get(&s, &format!("commands__{}", urls[0])), Some(0));
+    assert_eq!(get(&s, "enabled_nodes"), Some(1));
+    let ping = e2e::json(&os.mi("rtpproxy_ping", &[&urls[1], "0"]).unwrap());
+    assert_eq!(ping["version"], "20040107", "{ping}");
+
+    // and back: the first node's statistics continue (registered once)
+    sql(&format!(
+        "INSERT INTO rtpproxy_sockets (rtpproxy_sock, set_id) VALUES ('{}', 0);",
+        urls[0]
+    ));
+    os.mi("rtpproxy_reload", &[]).unwrap();
+    let s = wait("both nodes enabled", &|s| {
+        get(s, "enabled_nodes") == Some(2)
+    });
+    let rows = s.as_object().map_or(0, |o| o.len());
+    assert_eq!(
+        rows,
+        13 + 2 * 6,
+        "one row per statistic, no duplicates: {s}"
+    );
+    let (status, log) = os.stop();
+    assert!(status.success(), "{log}");
+}
