@@ -322,7 +322,10 @@ fn a_draining_relay_keeps_its_calls_and_takes_no_new_ones() {
     assert!(held > 0, "relay 2 holds none of the long calls");
     assert_eq!(r.stat("active_calls"), 20);
 
-    r.os.mi("rtpproxy_drain", &[&url2, "1"]).unwrap();
+    let unknown = r.os.mi("rtpproxy_drain", &["udp:127.0.0.1:1", "1"]);
+    assert!(unknown.is_err_and(|e| e.contains("not found")));
+    // the recipe with a set id (set 0 holds both relays)
+    r.os.mi("rtpproxy_drain", &[&url2, "1", "0"]).unwrap();
     let d = r.detail(1);
     assert_eq!(d["state"], "draining", "{d}");
     let show = e2e::json(&r.os.mi("rtpproxy_show", &[]).unwrap());
