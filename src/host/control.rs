@@ -182,8 +182,8 @@ fn exchange(st: &ModuleState, node: &NodeView, cmd: &Command) -> Result<Vec<u8>,
     r
 }
 
-/// Like [`send`], but gives the raw reply body (`None` after a transport failure, which has
-/// disabled the node).
+/// Sends one command and gives the raw reply body (`None` after a transport failure, which
+/// has disabled the node); see [`exchange`].
 pub(crate) fn send_raw(st: &ModuleState, node: &NodeView, cmd: &Command) -> Option<Vec<u8>> {
     exchange(st, node, cmd).ok()
 }
