@@ -52,6 +52,13 @@ fn have_curl() -> bool {
     Command::new("curl").arg("--version").output().is_ok()
 }
 
+/// The statistic `rtpproxy:<name>` of a `get_statistics` reply.
+fn value(all: &serde_json::Value, name: &str) -> u64 {
+    all.get(format!("rtpproxy:{name}"))
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or_else(|| panic!("no statistic rtpproxy:{name} in {all}"))
+}
+
 /// OpenSIPS with two relays in set 0, a sipp UAS behind it, and the prometheus page.
 struct Rig {
     dir: PathBuf,
@@ -188,10 +195,7 @@ impl Rig {
     }
 
     fn stat(&self, name: &str) -> u64 {
-        let all = self.statistics();
-        all.get(format!("rtpproxy:{name}"))
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or_else(|| panic!("no statistic rtpproxy:{name} in {all}"))
+        value(&self.statistics(), name)
     }
 
     fn node_stat(&self, name: &str, relay: usize) -> u64 {
@@ -315,19 +319,39 @@ fn a_draining_relay_keeps_its_calls_and_takes_no_new_ones() {
         return;
     };
     let url2 = r.urls[1].clone();
-    // 20 long calls (8 s each) before the drain
-    let long = Sipp::spawn(&r.dir, &r.uac_args(20, 20, 8000)).expect("sipp uac");
+    let node = |s: &serde_json::Value, name: &str, relay: usize| {
+        value(s, &format!("{name}__{}", r.urls[relay]))
+    };
+    // 20 long calls (20 s each) before the drain
+    let long = Sipp::spawn(&r.dir, &r.uac_args(20, 20, 20_000)).expect("sipp uac");
     r.wait_for("20 long calls answered", |r| r.stat("answers") == 20);
-    let held = r.node_stat("active_calls", 1);
-    assert!(held > 0, "relay 2 holds none of the long calls");
-    assert_eq!(r.stat("active_calls"), 20);
+    let s0 = r.statistics();
+    let held = node(&s0, "active_calls", 1);
+    assert!(held > 0, "relay 2 holds none of the long calls: {s0}");
+    assert_eq!(value(&s0, "active_calls"), 20);
+    let commands2 = node(&s0, "commands", 1);
+    let created2 = r.sessions_created(1);
 
-    let unknown = r.os.mi("rtpproxy_drain", &["udp:127.0.0.1:1", "1"]);
-    assert!(unknown.is_err_and(|e| e.contains("not found")));
-    // the recipe with a set id (set 0 holds both relays)
+    // the recipe with a set id (set 0 holds both relays); then 20 new calls at once
     r.os.mi("rtpproxy_drain", &[&url2, "1", "0"]).unwrap();
+    r.calls(20, 20);
+    let s1 = r.statistics();
+    assert_eq!(
+        value(&s1, "deletes"),
+        20,
+        "the long calls must still be up here: {s1}"
+    );
+    assert_eq!(node(&s1, "commands", 1), commands2, "relay 2 got commands");
+    assert_eq!(r.sessions_created(1), created2, "relay 2 created sessions");
+    assert_eq!(node(&s1, "active_calls", 1), held);
+    println!("while draining: 20 calls, commands__{url2} stayed {commands2}; relay 2 holds {held}");
+
     let d = r.detail(1);
     assert_eq!(d["state"], "draining", "{d}");
+    assert_eq!(node(&s1, "draining", 1), 1);
+    assert_eq!(node(&s1, "draining", 0), 0);
+    assert_eq!(node(&s1, "enabled", 1), 1);
+    assert_eq!(value(&s1, "enabled_nodes"), 2);
     let show = e2e::json(&r.os.mi("rtpproxy_show", &[]).unwrap());
     let plain = show[0]["Nodes"][1].clone();
     assert_eq!(plain["url"], url2.as_str(), "{show}");
@@ -336,17 +360,8 @@ fn a_draining_relay_keeps_its_calls_and_takes_no_new_ones() {
         "plain rtpproxy_show of a draining node: {show}"
     );
     assert_eq!(plain.as_object().map(|o| o.len()), Some(5), "{show}");
-
-    let commands2 = r.node_stat("commands", 1);
-    let created2 = r.sessions_created(1);
-    r.calls(20, 20);
-    assert_eq!(
-        r.node_stat("commands", 1),
-        commands2,
-        "relay 2 got commands"
-    );
-    assert_eq!(r.sessions_created(1), created2, "relay 2 created sessions");
-    println!("while draining: 20 calls, commands__{url2} stayed {commands2}; relay 2 holds {held}");
+    let unknown = r.os.mi("rtpproxy_drain", &["udp:127.0.0.1:1", "1"]);
+    assert!(unknown.is_err_and(|e| e.contains("not found")));
 
     // the long calls end normally, their deletes on relay 2
     let mut long = long;
@@ -365,6 +380,7 @@ fn a_draining_relay_keeps_its_calls_and_takes_no_new_ones() {
 
     r.os.mi("rtpproxy_drain", &[&url2, "0"]).unwrap();
     assert_eq!(r.detail(1)["state"], "enabled");
+    assert_eq!(r.node_stat("draining", 1), 0);
     r.calls(20, 20);
     let after = r.node_stat("commands", 1);
     assert!(after > commands2 + held, "relay 2 back in selection");
@@ -534,7 +550,7 @@ fn reloaded_nodes_get_statistics() {
         get(s, "enabled_nodes") == Some(2)
     });
     let rows = s.as_object().map_or(0, |o| o.len());
-    assert_eq!(rows, 13 + 2 * 6, "one row per statistic: {s}");
+    assert_eq!(rows, 13 + 2 * 7, "one row per statistic: {s}");
     let raw = os.mi("get_statistics", &["rtpproxy:"]).unwrap();
     let key = format!("\"rtpproxy:commands__{}\"", urls[0]);
     assert_eq!(raw.matches(&key).count(), 1, "registered twice: {raw}");

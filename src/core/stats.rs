@@ -87,6 +87,8 @@ stat_table! {
         RttUs => "rtt_us", Gauge;
         /// 1 when the node is not disabled.
         Enabled => "enabled", Gauge;
+        /// 1 while the node drains (MI `rtpproxy_drain`).
+        Draining => "draining", Gauge;
         /// Calls the node holds for us.
         ActiveCalls => "active_calls", Gauge;
     }
@@ -260,6 +262,7 @@ mod tests {
                 ("errors", StatKind::Counter),
                 ("rtt_us", StatKind::Gauge),
                 ("enabled", StatKind::Gauge),
+                ("draining", StatKind::Gauge),
                 ("active_calls", StatKind::Gauge),
             ]
         );

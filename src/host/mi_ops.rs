@@ -121,7 +121,7 @@ fn detail_json(st: &ModuleState) -> Json {
                 f.push(("last_success_ago_s", ago(rec.last_success())));
             }
             for &s in NodeStat::ALL {
-                if s != NodeStat::Enabled {
+                if !matches!(s, NodeStat::Enabled | NodeStat::Draining) {
                     f.push((s.name(), Json::Num(rec.value(s) as f64)));
                 }
             }

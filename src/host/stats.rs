@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use crate::core::stats::{smooth_rtt, Event, NodeStat, Stat, StatKind};
 
 use super::mem;
+use super::shared::NodeSlot;
 use super::state::{self, ModuleState, NodeView};
 use super::sys::{self, stat_var};
 
@@ -231,6 +232,7 @@ fn new_record(region: &Region, url: &str) -> Option<&'static NodeRecord> {
         let f: StatFn = match s {
             NodeStat::RttUs => node_gauge::<{ NodeStat::RttUs.index() }>,
             NodeStat::Enabled => node_gauge::<{ NodeStat::Enabled.index() }>,
+            NodeStat::Draining => node_gauge::<{ NodeStat::Draining.index() }>,
             _ => node_gauge::<{ NodeStat::ActiveCalls.index() }>,
         };
         match register(&s.full_name(url), s.kind(), f, p.cast()) {
@@ -254,19 +256,19 @@ impl NodeRecord {
         match s {
             NodeStat::RttUs => self.rtt_us.load(Ordering::Relaxed),
             NodeStat::ActiveCalls => self.active_calls.load(Ordering::Relaxed).max(0) as u64,
-            NodeStat::Enabled => u64::from(self.enabled()),
+            NodeStat::Enabled => {
+                u64::from(self.current_slot().is_some_and(|s| s.health().is_enabled()))
+            }
+            NodeStat::Draining => u64::from(self.current_slot().is_some_and(|s| s.draining())),
             _ => read(self.counters[s.index()].load(Ordering::Acquire)),
         }
     }
 
-    fn enabled(&self) -> bool {
+    /// The node's slot in the current list (`None` once a reload removed the URL).
+    fn current_slot(&self) -> Option<&'static NodeSlot> {
         let v = self.slot.load(Ordering::Acquire);
-        let Some(index) = ((v & 0xffff_ffff) as usize).checked_sub(1) else {
-            return false;
-        };
-        state::get()
-            .and_then(|st| st.shared.get_owned(index, v >> 32))
-            .is_some_and(|s| s.health().is_enabled())
+        let index = ((v & 0xffff_ffff) as usize).checked_sub(1)?;
+        state::get()?.shared.get_owned(index, v >> 32)
     }
 
     /// Tick of the last answered command (0: none).
