@@ -308,6 +308,33 @@ fn forty_calls_are_counted_and_exported() {
         let enabled = format!("opensips_rtpproxy_enabled{{node=\"{url}\"}} 1");
         assert!(metrics.lines().any(|l| l == enabled), "{enabled}");
     }
+
+    // A BYE of a call the relays do not know: its D gets an E reply.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = sock.local_addr().unwrap();
+    let bye = format!(
+        "BYE sip:b@127.0.0.1:{sip} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {me};branch=z9hG4bK-stats-unknown\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:a@127.0.0.1>;tag=ft-unknown\r\n\
+         To: <sip:b@127.0.0.1>;tag=tt-unknown\r\n\
+         Call-ID: stats-unknown-call@127.0.0.1\r\n\
+         CSeq: 2 BYE\r\n\
+         Content-Length: 0\r\n\r\n",
+        sip = r.sip_port
+    );
+    sock.send_to(bye.as_bytes(), ("127.0.0.1", r.sip_port))
+        .unwrap();
+    r.wait_for("the E reply counted", |r| r.stat("relay_errors") == 1);
+    let s = r.statistics();
+    assert_eq!(value(&s, "deletes_failed"), 1, "{s}");
+    assert_eq!(value(&s, "deletes"), 40, "{s}");
+    let errors: u64 = r
+        .urls
+        .iter()
+        .map(|u| value(&s, &format!("errors__{u}")))
+        .sum();
+    assert_eq!(errors, 1, "{s}");
     r.finish();
 }
 
@@ -428,6 +455,7 @@ fn a_hung_relay_times_out_and_fails_over() {
     println!("detailed view of the hung relay: {d:#}");
     assert!(timeouts > 0);
     assert!(failovers > 0);
+    assert!(r.stat("retransmissions") > 0);
     assert_eq!(r.stat("offers"), 20);
     assert_eq!(r.stat("offers_failed"), 0);
     assert!(r.stat("timeouts") >= timeouts);
