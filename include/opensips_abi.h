@@ -189,12 +189,37 @@ typedef struct dep_export_rtpproxy {
 	modparam_dependency_t mpd[2];
 } dep_export_rtpproxy_t;
 
-/* ---- statistics.h (only the pointer type is needed) -------------------------------------- */
+/* ---- statistics.h ------------------------------------------------------------------------- */
 typedef struct stat_export_ {
 	char *name;
 	unsigned short flags;
 	void **stat_pointer;
 } stat_export_t;
+
+#define STAT_NO_RESET  (1<<0)
+#define STAT_IS_FUNC   (1<<3)
+
+/* One statistic (shm). `u` is `stat_val *val` (an 8-byte _Atomic unsigned long) or, with
+ * STAT_IS_FUNC, `unsigned long (*f)(void *context)`. */
+typedef struct stat_var_ {
+	unsigned int mod_idx;
+	host_str name;
+	unsigned short flags;
+	void *context;
+	void *u;
+	struct stat_var_ *hnext;
+	struct stat_var_ *lnext;
+} stat_var;
+
+/* A statistics group ("module"); `is_dyn` makes later registrations take the collector's lock. */
+typedef struct module_stats_ {
+	host_str name;
+	unsigned int no;
+	unsigned short is_dyn;
+	unsigned short idx;
+	stat_var *head;
+	stat_var *tail;
+} module_stats;
 
 struct module_exports {
 	const char *name;

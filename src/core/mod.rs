@@ -11,3 +11,4 @@ pub mod offer;
 pub mod proto;
 pub mod sdp;
 pub mod select;
+pub mod stats;

@@ -10,7 +10,8 @@ use std::sync::OnceLock;
 
 use super::sys::{
     db_func_t, evi_params_t, gen_free_f, gen_info_f, gen_malloc_f, host_str, mi_item_t,
-    mi_params_t, mi_response_t, pv_spec_t, pv_value_t, scm_version, sip_msg,
+    mi_params_t, mi_response_t, module_stats, pv_spec_t, pv_value_t, scm_version, sip_msg,
+    stat_var,
 };
 
 type Dprint = unsafe extern "C" fn(
@@ -103,6 +104,9 @@ core_api! {
         msg_callback_add: unsafe extern "C" fn(
             *mut sip_msg, c_int, unsafe extern "C" fn(*mut sip_msg, c_int, *mut c_void, *mut c_void),
             *mut c_void) -> c_int,
+        register_stat2: unsafe extern "C" fn(
+            *const c_char, *mut c_char, *mut *mut stat_var, u16, *mut c_void, c_int) -> c_int,
+        add_stat_module: unsafe extern "C" fn(*mut c_char) -> *mut module_stats,
         update_sock_struct_from_via: unsafe extern "C" fn(*mut c_void, *mut sip_msg, *mut c_void) -> c_int,
     }
     vars {

@@ -18,10 +18,12 @@ use crate::core::proto::command::Command;
 use crate::core::proto::cookie::CookieGen;
 use crate::core::proto::reply::Reply;
 use crate::core::select::{self, NodeHealth};
+use crate::core::stats::{Event, Op};
 use crate::io::transport::{ClientOptions, ControlClient, TransportError};
 
 use super::events;
 use super::state::{self, ModuleState, NodeView, SetView};
+use super::stats;
 
 /// Per-process control state, rebuilt when the process id changes (after a fork).
 struct Control {
@@ -141,10 +143,13 @@ pub(crate) fn now() -> u32 {
 fn exchange(st: &ModuleState, node: &NodeView, cmd: &Command) -> Result<Vec<u8>, TransportError> {
     let opts = options(st);
     let mut suspected = false;
+    let started = std::time::Instant::now();
+    stats::note(st, Some(node), Event::Sent);
     let r = with_control(|c| {
         let (client, cookies) = c.client(node, opts);
         client.send_raw_observed(cookies, cmd, &mut || {
             if suspected {
+                stats::note(st, Some(node), Event::Retransmitted);
                 return true; // our own mark: keep retransmitting
             }
             let already_out = st.slot(node).is_some_and(|s| s.health().disabled);
@@ -157,9 +162,18 @@ fn exchange(st: &ModuleState, node: &NodeView, cmd: &Command) -> Result<Vec<u8>,
                 node,
                 &format!("no reply to {} yet, retransmitting", cmd.letter() as char),
             );
+            stats::note(st, Some(node), Event::Retransmitted);
             true
         })
     });
+    let ev = match &r {
+        Err(_) => Event::TimedOut,
+        Ok(body) if matches!(Reply::parse(body), Ok(Reply::Error(_))) => Event::RelayError,
+        Ok(_) => Event::Answered {
+            rtt_us: started.elapsed().as_micros() as u64,
+        },
+    };
+    stats::note(st, Some(node), ev);
     match &r {
         Err(e) => node_failed(st, node, &format!("{} failed: {e}", cmd.letter() as char)),
         Ok(_) if suspected => node_recovered(st, node),
@@ -168,18 +182,8 @@ fn exchange(st: &ModuleState, node: &NodeView, cmd: &Command) -> Result<Vec<u8>,
     r
 }
 
-/// Sends one command and parses the reply (see [`exchange`]).
-pub(crate) fn send(
-    st: &ModuleState,
-    node: &NodeView,
-    cmd: &Command,
-) -> Result<Reply, TransportError> {
-    let body = exchange(st, node, cmd)?;
-    Reply::parse(&body).map_err(|e| TransportError::Garbage(e.into()))
-}
-
-/// Like [`send`], but gives the raw reply body (`None` after a transport failure, which has
-/// disabled the node).
+/// Sends one command and gives the raw reply body (`None` after a transport failure, which
+/// has disabled the node); see [`exchange`].
 pub(crate) fn send_raw(st: &ModuleState, node: &NodeView, cmd: &Command) -> Option<Vec<u8>> {
     exchange(st, node, cmd).ok()
 }
@@ -204,6 +208,7 @@ pub(crate) fn node_failed(st: &ModuleState, node: &NodeView, why: &str) {
     let now = now();
     let (before, after) = slot.update(|h| h.on_transport_failure(now, st.config.disable_tout));
     if before.disabled != after.disabled {
+        stats::disabled(st, node, why);
         tracing::error!(
             "RTPProxy {} disabled: {why}; re-probed after {}s by the prober",
             node.spec.url,
@@ -221,8 +226,8 @@ pub(crate) fn find_set(st: &ModuleState, set: Option<SetId>) -> Option<&'static 
     st.sets().iter().find(|s| s.id == id)
 }
 
-/// Chooses the node of `set` for `call_id` (same node as the C module for the same Call-ID
-/// while the same nodes are enabled). Never does I/O.
+/// Chooses the node of `set` for a new call `call_id` (same node as the C module for the same
+/// Call-ID while the same nodes are enabled); draining nodes are skipped. Never does I/O.
 pub(crate) fn select<'a>(
     st: &ModuleState,
     set: &'a SetView,
@@ -234,7 +239,8 @@ pub(crate) fn select<'a>(
         .map(|n| {
             (
                 n.spec.weight,
-                st.slot(n).is_some_and(|s| s.health().is_enabled()),
+                st.slot(n)
+                    .is_some_and(|s| select::takes_new_calls(s.health(), s.draining())),
             )
         })
         .collect();
@@ -242,7 +248,8 @@ pub(crate) fn select<'a>(
 }
 
 /// The node for a command of call `call_id`: the node that took the call's first command if
-/// it is still enabled (a call stays on its node), else the hash choice of [`select`].
+/// it is still enabled, even while it drains (a call stays on its node), else the hash choice
+/// of [`select`].
 pub(crate) fn select_for_call<'a>(
     st: &ModuleState,
     set: &'a SetView,
@@ -261,12 +268,46 @@ pub(crate) fn select_for_call<'a>(
 
 /// Records that `node` holds the sessions of `call_id`.
 pub(crate) fn remember_call(st: &ModuleState, call_id: &[u8], node: &NodeView) {
-    st.calls.remember(call_id, node.generation, node.index);
+    let previous = st.calls.remember(call_id, node.generation, node.index);
+    stats::call_remembered(st, node, previous);
 }
 
 /// Forgets where `call_id` was (its sessions are deleted).
 pub(crate) fn forget_call(st: &ModuleState, call_id: &[u8]) {
-    st.calls.forget(call_id);
+    let removed = st.calls.forget(call_id);
+    stats::call_forgotten(st, removed);
+}
+
+/// Deletes the sessions of `call_id` on `node` with `cmd` (a `D`): forgets the call's node
+/// and counts the outcome. Returns the raw reply (`None` after a transport failure).
+pub(crate) fn delete_call(
+    st: &ModuleState,
+    node: &NodeView,
+    call_id: &[u8],
+    cmd: &Command,
+) -> Option<Vec<u8>> {
+    forget_call(st, call_id);
+    let reply = send_raw(st, node, cmd);
+    let ok = reply
+        .as_deref()
+        .is_some_and(|b| !matches!(Reply::parse(b), Ok(Reply::Error(_))));
+    stats::note(st, None, Event::Finished { op: Op::Delete, ok });
+    reply
+}
+
+/// Probes `node` now from this process without changing its state (MI `rtpproxy_ping`):
+/// the round trip in µs and the version reply.
+pub(crate) fn ping(st: &ModuleState, node: &NodeView) -> Result<(u64, String), TransportError> {
+    let opts = options(st);
+    let started = std::time::Instant::now();
+    let body = with_control(|c| {
+        let (client, cookies) = c.client(node, opts);
+        client.send_raw(cookies, &Command::version())
+    })?;
+    Ok((
+        started.elapsed().as_micros() as u64,
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
 }
 
 /// Capabilities of a node; probes it first from this process if nobody has yet (the start-up
@@ -308,6 +349,9 @@ pub(crate) fn probe_node(st: &ModuleState, node: &NodeView) {
         ProbeOutcome::Failed(why) => {
             let first = slot.mark_probed(Capabilities::NONE);
             let (before, after) = slot.update(|h| h.on_probe_failure(now, st.config.disable_tout));
+            if before.disabled != after.disabled {
+                stats::disabled(st, node, &format!("probe failed: {why}"));
+            }
             if first || before.disabled != after.disabled {
                 tracing::error!(
                     "RTPProxy {} is unavailable ({why}); re-probed every {}s",

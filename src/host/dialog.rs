@@ -566,9 +566,8 @@ fn teardown(dlg: dlg_api::Dlg) -> Result<(), Error> {
         None => control::select_for_call(st, set, &call_id)
             .ok_or_else(|| err(format!("no available proxies in set {set_id}")))?,
     };
-    control::forget_call(st, &call_id);
     // The reply does not matter (the relay may have deleted a timed-out session already).
-    let _ = control::send(st, node, &cmd);
+    let _ = control::delete_call(st, node, &call_id, &cmd);
     Ok(())
 }
 

@@ -173,6 +173,7 @@ fn init() -> Result<(), String> {
     state::install(ModuleState::new(
         config, shared, list, calls, events, topology,
     ))?;
+    super::stats::init(state::get().ok_or("module state not installed")?)?;
     super::dialog::register_loaded_callback();
     Ok(())
 }
@@ -251,37 +252,8 @@ pub(crate) unsafe extern "C" fn mi_show_rtpproxies(
         let Some(st) = state::get() else {
             return mi::error(500, "module not initialized");
         };
-        mi::reply(&show_json(st))
+        mi::reply(&super::mi_ops::show_json(st))
     })
-}
-
-fn show_json(st: &ModuleState) -> Json {
-    Json::Arr(
-        st.sets()
-            .iter()
-            .map(|s| {
-                let nodes = s
-                    .nodes
-                    .iter()
-                    .map(|n| {
-                        let (disabled, recheck) =
-                            st.slot(n).map(|x| x.snapshot()).unwrap_or((0, 0));
-                        Json::Obj(vec![
-                            ("url", Json::Str(n.spec.url.clone())),
-                            ("index", Json::Num(n.index as f64)),
-                            ("disabled", Json::Num(f64::from(disabled))),
-                            ("weight", Json::Num(f64::from(n.spec.weight))),
-                            ("recheck_ticks", Json::Num(f64::from(recheck))),
-                        ])
-                    })
-                    .collect();
-                Json::Obj(vec![
-                    ("Set", Json::Num(f64::from(s.id))),
-                    ("Nodes", Json::Arr(nodes)),
-                ])
-            })
-            .collect(),
-    )
 }
 
 /// `rtpproxy_enable url enable`.
@@ -355,6 +327,9 @@ unsafe fn mi_enable(params: *const sys::mi_params_t, with_set: bool) -> *mut mi_
                 let what = MiEnable::from_value(i64::from(enable));
                 let (before, after) =
                     slot.update(|h| _ = h.apply_mi_enable(what, now, st.config.disable_tout));
+                if after.disabled && !before.disabled {
+                    super::stats::disabled(st, n, &format!("rtpproxy_enable {enable}"));
+                }
                 if before.disabled != after.disabled {
                     // The C module raises this event with the status inverted; we send the
                     // state the node is now in (doc/differences.md).
@@ -414,6 +389,7 @@ fn reload(st: &ModuleState, db: &crate::core::config::DbConfig) -> Result<usize,
     let published = st.list.publish(&lines)?;
     debug_assert_eq!(published, generation);
     st.replace(state::Topology::new(generation, &sets));
+    super::stats::attach_nodes(st);
     Ok(count)
 }
 

@@ -6,8 +6,8 @@
 
 use std::ffi::{c_char, CStr};
 
-use super::entry;
 use super::sys::{self, cmd_param, mi_recipe_t};
+use super::{entry, mi_ops};
 
 /// `Sync` wrapper for host tables made of raw pointers to static data.
 #[repr(transparent)]
@@ -315,7 +315,7 @@ const fn mi_name(v3: &'static CStr, v4: &'static CStr) -> &'static CStr {
 }
 
 /// MI commands under the names of the release built for.
-pub(crate) static MI_CMDS: HostTable<[sys::mi_export_t; 4]> = HostTable([
+pub(crate) static MI_CMDS: HostTable<[sys::mi_export_t; 6]> = HostTable([
     mi(
         mi_name(c"rtpproxy_enable", c"enable"),
         None,
@@ -327,12 +327,32 @@ pub(crate) static MI_CMDS: HostTable<[sys::mi_export_t; 4]> = HostTable([
     mi(
         mi_name(c"rtpproxy_show", c"show"),
         None,
-        &[recipe(entry::mi_show_rtpproxies, &[])],
+        &[
+            recipe(entry::mi_show_rtpproxies, &[]),
+            recipe(mi_ops::mi_show_detail, &[c"detail"]),
+        ],
     ),
     mi(
         mi_name(c"rtpproxy_reload", c"reload"),
         Some(entry::mi_child_init),
         &[recipe(entry::mi_reload_rtpproxies, &[])],
+    ),
+    // Our additions (issue 12): probe a node now; keep new calls away from a node.
+    mi(
+        mi_name(c"rtpproxy_ping", c"ping"),
+        None,
+        &[
+            recipe(mi_ops::mi_ping_1, &[c"url"]),
+            recipe(mi_ops::mi_ping_2, &[c"url", c"setid"]),
+        ],
+    ),
+    mi(
+        mi_name(c"rtpproxy_drain", c"drain"),
+        None,
+        &[
+            recipe(mi_ops::mi_drain_1, &[c"url", c"drain"]),
+            recipe(mi_ops::mi_drain_2, &[c"url", c"drain", c"setid"]),
+        ],
     ),
     EMPTY_MI_EXPORT,
 ]);

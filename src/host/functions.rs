@@ -10,6 +10,7 @@ use crate::core::offer::{
 };
 use crate::core::proto::command::Command;
 use crate::core::sdp::SdpEdit;
+use crate::core::stats::{Event, Op};
 use crate::Error;
 
 use super::autobridge::Plan;
@@ -81,10 +82,9 @@ pub(crate) unsafe fn unforce(msg: *mut sip_msg, params: &Params) -> Result<i32, 
     let cmd = Command::delete(&call_id, &from_tag, to_tag.as_deref())?;
     // SAFETY: `set` and `sock_var` are this call's parameters (or NULL).
     let node = unsafe { pick_node(st, msg, set, sock_var, &call_id) }?;
-    control::forget_call(st, &call_id);
     // The reply does not matter (as in the C module); a transport failure has already
     // disabled the node for everybody.
-    let _ = control::send(st, node, &cmd);
+    let _ = control::delete_call(st, node, &call_id, &cmd);
     Ok(1)
 }
 
@@ -236,6 +236,29 @@ fn run_offer_answer_noting(
     last_node: &mut Option<String>,
 ) -> Result<OfferResult, Error> {
     let st = state::get().ok_or_else(|| err("module not initialized"))?;
+    let mut sent = false;
+    let r = offer_answer_body(st, msg, req, source, last_node, &mut sent);
+    // Statistics hook: one offer/answer per request that reached a relay or failed.
+    if sent || r.is_err() {
+        let op = match req.direction {
+            Direction::Offer => Op::Offer,
+            Direction::Answer => Op::Answer,
+        };
+        let ev = Event::Finished { op, ok: r.is_ok() };
+        super::stats::note(st, None, ev);
+    }
+    r
+}
+
+/// The body of [`run_offer_answer_noting`]; `sent` is set once a command went to a relay.
+fn offer_answer_body(
+    st: &ModuleState,
+    msg: Option<Msg>,
+    req: &OfferRequest<'_>,
+    source: SdpSource,
+    last_node: &mut Option<String>,
+    sent: &mut bool,
+) -> Result<OfferResult, Error> {
     let flags = if req.script_limits {
         Flags::parse_script_param(req.flags)
     } else {
@@ -350,6 +373,7 @@ fn run_offer_answer_noting(
                 };
                 let cmd = oa.build_command(info).map_err(|e| err(e.to_string()))?;
                 let reply = control::send_raw(st, node, &cmd);
+                *sent = true;
                 match oa
                     .handle_reply(reply.as_deref())
                     .map_err(|e| err(e.to_string()))?
@@ -371,6 +395,7 @@ fn run_offer_answer_noting(
                             err(format!("no available proxies left in set {}", set.id))
                         })?;
                         tracing::info!("failing over to RTPProxy {}", node.spec.url);
+                        super::stats::note(st, Some(node), Event::FailedOver);
                     }
                 }
             }

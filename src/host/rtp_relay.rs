@@ -555,8 +555,8 @@ unsafe extern "C" fn engine_delete(
                 Command::delete(&a.call_id, &from_tag, Some(&a.to_tag))?
             };
             tracing::debug!("sending to {}: {cmd}", node.spec.url);
-            control::forget_call(st, &a.call_id);
-            let reply = control::send_raw(st, node, &cmd).ok_or_else(|| err("no reply to D"))?;
+            let reply = control::delete_call(st, node, &a.call_id, &cmd)
+                .ok_or_else(|| err("no reply to D"))?;
             if let Ok(Reply::Error(code)) = Reply::parse(&reply) {
                 tracing::warn!(
                     "rtp_relay delete: RTPProxy {} answered E{code}",

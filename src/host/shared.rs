@@ -23,7 +23,11 @@ pub(crate) struct NodeSlot {
     flags: AtomicU32,
     /// Low 32 bits of the node-list generation the slot belongs to (see [`SharedNodes::reset_all`]).
     owner: AtomicU32,
-    _pad: AtomicU32,
+    /// 1 while MI `rtpproxy_drain` keeps new calls away (kept apart from `health`: draining
+    /// is no health change and survives failures and probes).
+    draining: AtomicU32,
+    /// Address of the node's statistics record in shm (`super::stats`), 0 before it is set.
+    stats: AtomicU64,
 }
 
 /// The shm array of node slots.
@@ -108,6 +112,26 @@ impl NodeSlot {
     /// Whether the node was probed since start.
     pub(crate) fn probed(&self) -> bool {
         self.flags.load(Ordering::Acquire) & 1 == 1
+    }
+
+    /// Whether the node is draining (MI `rtpproxy_drain`).
+    pub(crate) fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire) != 0
+    }
+
+    /// Sets or clears draining; returns the previous value.
+    pub(crate) fn set_draining(&self, on: bool) -> bool {
+        self.draining.swap(u32::from(on), Ordering::AcqRel) != 0
+    }
+
+    /// Address of the node's statistics record (0: none yet).
+    pub(crate) fn stats_addr(&self) -> u64 {
+        self.stats.load(Ordering::Acquire)
+    }
+
+    /// Attaches the node's statistics record.
+    pub(crate) fn set_stats_addr(&self, addr: u64) {
+        self.stats.store(addr, Ordering::Release);
     }
 
     /// Records a finished probe; returns true for the first one since start.
@@ -224,6 +248,8 @@ impl SharedNodes {
                 s.health.store(0, Ordering::Release);
                 s.caps.store(0, Ordering::Release);
                 s.flags.store(0, Ordering::Release);
+                s.draining.store(0, Ordering::Release);
+                s.stats.store(0, Ordering::Release);
                 s.owner.store(generation as u32, Ordering::Release);
             }
         }
@@ -234,6 +260,14 @@ impl SharedNodes {
     pub(crate) fn get_owned(&self, index: usize, generation: u64) -> Option<&NodeSlot> {
         self.get(index)
             .filter(|s| s.owner.load(Ordering::Acquire) == generation as u32)
+    }
+
+    /// The slot of node `index` when it belongs to a node list whose generation has the low 16
+    /// bits `short_generation` (as [`CallMap`] keeps it).
+    pub(crate) fn get_short_owned(&self, index: usize, short_generation: u64) -> Option<&NodeSlot> {
+        self.get(index).filter(|s| {
+            u64::from(s.owner.load(Ordering::Acquire)) & 0xffff == short_generation & 0xffff
+        })
     }
 
     /// Number of slots.
@@ -284,14 +318,28 @@ impl CallMap {
         ((h >> 32) << 32) | ((generation & 0xffff) << 16) | ((index as u64 + 1) & 0xffff)
     }
 
-    /// Remembers that `call_id` is on node `index` of node-list `generation`.
-    pub(crate) fn remember(&self, call_id: &[u8], generation: u64, index: usize) {
+    /// Remembers that `call_id` is on node `index` of node-list `generation`. Returns what
+    /// the map slot held before, if anything: `(same call, generation & 0xffff, index)`
+    /// (another call is pushed out when its slot is taken).
+    pub(crate) fn remember(
+        &self,
+        call_id: &[u8],
+        generation: u64,
+        index: usize,
+    ) -> Option<(bool, u64, usize)> {
         if index >= 0xffff {
-            return;
+            return None;
         }
         let h = call_hash(call_id);
-        self.slot(h)
-            .store(Self::pack(h, generation, index), Ordering::Release);
+        let old = self
+            .slot(h)
+            .swap(Self::pack(h, generation, index), Ordering::AcqRel);
+        Self::unpack(h, old)
+    }
+
+    fn unpack(h: u64, v: u64) -> Option<(bool, u64, usize)> {
+        let index = ((v & 0xffff) as usize).checked_sub(1)?;
+        Some((v >> 32 == h >> 32, (v >> 16) & 0xffff, index))
     }
 
     /// The node index remembered for `call_id` in node-list `generation`.
@@ -304,13 +352,19 @@ impl CallMap {
         ((v & 0xffff) as usize).checked_sub(1)
     }
 
-    /// Forgets `call_id` (its sessions were deleted).
-    pub(crate) fn forget(&self, call_id: &[u8]) {
+    /// Forgets `call_id` (its sessions were deleted); returns the `(generation & 0xffff,
+    /// index)` it was remembered on, if it was.
+    pub(crate) fn forget(&self, call_id: &[u8]) -> Option<(u64, usize)> {
         let h = call_hash(call_id);
         let s = self.slot(h);
         let v = s.load(Ordering::Acquire);
-        if v >> 32 == h >> 32 {
-            let _ = s.compare_exchange(v, 0, Ordering::AcqRel, Ordering::Relaxed);
+        if v != 0
+            && v >> 32 == h >> 32
+            && s.compare_exchange(v, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Self::unpack(h, v).map(|(_, g, i)| (g, i));
         }
+        None
     }
 }

@@ -56,6 +56,17 @@ mod layout {
     }
 
     #[test]
+    fn statistics_types_match_3_6_8() {
+        assert_eq!(size_of::<stat_export_t>(), 24);
+        assert_eq!(size_of::<stat_var>(), 64);
+        assert_eq!(offset_of!(stat_var, flags), 24);
+        assert_eq!(offset_of!(stat_var, context), 32);
+        assert_eq!(offset_of!(stat_var, u), 40);
+        assert_eq!(offset_of!(module_stats, is_dyn), 20);
+        assert_eq!(size_of::<module_stats>(), 40);
+    }
+
+    #[test]
     fn export_tables_match_3_6_8() {
         assert_eq!(size_of::<host_str>(), 16);
         assert_eq!(size_of::<cmd_param>(), 24);

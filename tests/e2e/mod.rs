@@ -687,3 +687,10 @@ impl Drop for ControlTap {
         }
     }
 }
+
+impl Relay {
+    /// The relay's process id (to stop and continue it with signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
