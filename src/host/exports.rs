@@ -561,14 +561,20 @@ mod tests {
             .map(|m| name(m.name))
             .collect();
         if cfg!(opensips_4) {
-            assert_eq!(names, ["enable", "show", "reload"]);
+            assert_eq!(names, ["enable", "show", "reload", "ping", "drain"]);
         } else {
             assert_eq!(
                 names,
-                ["rtpproxy_enable", "rtpproxy_show", "rtpproxy_reload"]
+                [
+                    "rtpproxy_enable",
+                    "rtpproxy_show",
+                    "rtpproxy_reload",
+                    "rtpproxy_ping",
+                    "rtpproxy_drain"
+                ]
             );
         }
-        assert!(MI_CMDS.0[3].name.is_null() && MI_CMDS.0[3].recipes[0].cmd.is_none());
+        assert!(MI_CMDS.0[5].name.is_null() && MI_CMDS.0[5].recipes[0].cmd.is_none());
     }
 
     #[test]
