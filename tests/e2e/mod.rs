@@ -25,6 +25,8 @@ pub fn mi_name(cmd: &str) -> String {
         ("rtpproxy_show", "rtpproxy:show"),
         ("rtpproxy_enable", "rtpproxy:enable"),
         ("rtpproxy_reload", "rtpproxy:reload"),
+        ("rtpproxy_ping", "rtpproxy:ping"),
+        ("rtpproxy_drain", "rtpproxy:drain"),
         ("dlg_list", "dialog:list"),
         ("dlg_list_ctx", "dialog:list_ctx"),
         ("dbt_reload", "db_text:reload"),
