@@ -90,7 +90,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::core::config::NotifySocket;
 use crate::core::proto::caps::Capabilities;
-use crate::core::proto::command::{check_word, validate_call_id, validate_tag, WordKind};
+use crate::core::proto::command::{self, check_word, validate_call_id, validate_tag, WordKind};
 use crate::core::proto::reply::atoi;
 use crate::core::proto::{Command, ProtoError};
 use crate::core::sdp::{
@@ -104,8 +104,6 @@ pub const SCRIPT_PARAM_MAX_LEN: usize = 63;
 /// Longest dialog id accepted for `T<did>` / `d<did>` (C: "did too large to fit").
 pub const MAX_DIALOG_ID_LEN: usize = 30;
 
-/// The DTMF sub-command head (RTPProxy's `catch_dtmf` module, 3rd module, instance 1).
-const DTMF_SUBCOMMAND: &[u8] = b"M3:1";
 
 /// Cuts a script parameter to [`SCRIPT_PARAM_MAX_LEN`] bytes, as the C module does for the
 /// `flags` and `ip_address` parameters of `rtpproxy_offer`/`rtpproxy_answer`/`rtpproxy_engage`.
@@ -978,7 +976,7 @@ impl<'a> OfferAnswer<'a> {
                         dtag.extend_from_slice(self.call_id);
                     }
                 }
-                b.subcommand(DTMF_SUBCOMMAND)?.arg(&dtag)?;
+                b.subcommand(command::CATCH_DTMF)?.arg(&dtag)?;
                 for pt in &self.flags.dtmf_payloads {
                     b.arg(pt)?;
                 }
