@@ -92,8 +92,8 @@ use crate::core::config::NotifySocket;
 use crate::core::proto::caps::Capabilities;
 use crate::core::proto::command::{self, check_word, validate_call_id, validate_tag, WordKind};
 use crate::core::proto::reply::atoi;
-use crate::core::proto::{Command, ProtoError};
 use crate::core::proto::reply::{split_subresults, SubResult};
+use crate::core::proto::{Command, ProtoError};
 use crate::core::sdp::webrtc::{self, BridgeRole, PeerParams, RelayParams, Setup, WebrtcError};
 use crate::core::sdp::{
     self, is_null_address, Family, MediaAnswer, RewriteOptions, Rewriter, Sdp, SdpEdit, SdpError,
@@ -105,7 +105,6 @@ pub const SCRIPT_PARAM_MAX_LEN: usize = 63;
 
 /// Longest dialog id accepted for `T<did>` / `d<did>` (C: "did too large to fit").
 pub const MAX_DIALOG_ID_LEN: usize = 30;
-
 
 /// Cuts a script parameter to [`SCRIPT_PARAM_MAX_LEN`] bytes, as the C module does for the
 /// `flags` and `ip_address` parameters of `rtpproxy_offer`/`rtpproxy_answer`/`rtpproxy_engage`.
@@ -172,12 +171,6 @@ impl fmt::Display for Warning {
 /// A flags string that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FlagsError {
-    /// `x` not followed by `w` or `p` (WebRTC bridging).
-    #[error("flag x at offset {offset} needs w (the offerer is WebRTC) or p (the offerer is plain RTP)")]
-    BadBridge {
-        /// Offset of the `x`.
-        offset: usize,
-    },
     /// `n<` without a closing `>` (C reads past the end of the string, D7).
     #[error("unterminated notify socket `n<' at offset {offset} in flags")]
     UnterminatedNotifySocket {
@@ -315,11 +308,16 @@ impl Flags {
                     }
                 }
                 b'w' | b's' => f.modifiers.push(b'S'),
-                b'x' => {
-                    f.bridge = Some(match flags.get(i + 1).map(u8::to_ascii_lowercase) {
-                        Some(b'w') => Bridge::OffererWebrtc,
-                        Some(b'p') => Bridge::OffererPlain,
-                        _ => return Err(FlagsError::BadBridge { offset: i }),
+                // `xw` / `xp`; a lone `x` stays an unknown flag, forwarded as in C
+                b'x' if matches!(
+                    flags.get(i + 1).map(u8::to_ascii_lowercase),
+                    Some(b'w' | b'p')
+                ) =>
+                {
+                    f.bridge = Some(if flags[i + 1].eq_ignore_ascii_case(&b'w') {
+                        Bridge::OffererWebrtc
+                    } else {
+                        Bridge::OffererPlain
                     });
                     i += 1;
                 }
@@ -1140,7 +1138,9 @@ impl<'a> OfferAnswer<'a> {
                     bridge_subs.push("ice_lite");
                 }
             }
-            Some(BridgeState { media, peer: None, .. }) if *media == stream.media => {
+            Some(BridgeState {
+                media, peer: None, ..
+            }) if *media == stream.media => {
                 // Ask for the relay's own parameters towards the WebRTC side.
                 b.subcommand(command::DTLS_GW)?.arg(b"S")?;
                 b.subcommand(command::ICE_LITE)?.arg(b"S")?;
@@ -1254,24 +1254,23 @@ impl<'a> OfferAnswer<'a> {
             .advertised
             .as_deref()
             .and_then(|a| std::str::from_utf8(a).ok());
-        let (address, family): (Vec<u8>, Family) = if !webrtc_in
-            && is_null_address(sdp_addr, sdp_family)
-        {
-            (reply_family.null_address().to_vec(), reply_family)
-        } else if let Some(ip) = self.ip_address {
-            (ip.as_bytes().to_vec(), override_family(ip, reply_family))
-        } else if let Some(adv) = adv {
-            (adv.as_bytes().to_vec(), override_family(adv, reply_family))
-        } else if let Some(ip) = reply_ip {
-            (ip.to_vec(), reply_family)
-        } else if let Some(p) = self.message.packet() {
-            (
-                p.local_ip.as_bytes().to_vec(),
-                Family::of_text(p.local_ip.as_bytes()),
-            )
-        } else {
-            (sdp_addr.to_vec(), sdp_family)
-        };
+        let (address, family): (Vec<u8>, Family) =
+            if !webrtc_in && is_null_address(sdp_addr, sdp_family) {
+                (reply_family.null_address().to_vec(), reply_family)
+            } else if let Some(ip) = self.ip_address {
+                (ip.as_bytes().to_vec(), override_family(ip, reply_family))
+            } else if let Some(adv) = adv {
+                (adv.as_bytes().to_vec(), override_family(adv, reply_family))
+            } else if let Some(ip) = reply_ip {
+                (ip.to_vec(), reply_family)
+            } else if let Some(p) = self.message.packet() {
+                (
+                    p.local_ip.as_bytes().to_vec(),
+                    Family::of_text(p.local_ip.as_bytes()),
+                )
+            } else {
+                (sdp_addr.to_vec(), sdp_family)
+            };
         let mut ret_var = address.clone();
         ret_var.push(b':');
         ret_var.extend_from_slice(port.to_string().as_bytes());
@@ -1368,7 +1367,10 @@ fn bridge_results(reply: &[u8], pending: &Pending) -> Result<Option<RelayParams>
                 .and_then(|k| pending.bridge_subs.get(k))
                 .copied()
                 .unwrap_or("catch_dtmf");
-            return Err(OfferError::WebrtcSubcommandFailed { module, code: *code });
+            return Err(OfferError::WebrtcSubcommandFailed {
+                module,
+                code: *code,
+            });
         }
     }
     let text = |k: usize| match subs.get(pending.subs_before + k) {

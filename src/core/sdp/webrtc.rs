@@ -279,7 +279,8 @@ fn the_stream(sdp: &Sdp<'_>) -> Result<usize, WebrtcError> {
 }
 
 fn is_dtls_srtp(proto: &[u8]) -> bool {
-    proto.eq_ignore_ascii_case(b"UDP/TLS/RTP/SAVPF") || proto.eq_ignore_ascii_case(b"UDP/TLS/RTP/SAVP")
+    proto.eq_ignore_ascii_case(b"UDP/TLS/RTP/SAVPF")
+        || proto.eq_ignore_ascii_case(b"UDP/TLS/RTP/SAVP")
 }
 
 fn is_plain_rtp(proto: &[u8]) -> bool {
@@ -298,15 +299,20 @@ pub fn inspect_webrtc(sdp: &Sdp<'_>) -> Result<PeerParams, WebrtcError> {
             expected: "UDP/TLS/RTP/SAVPF",
         });
     }
-    let fp = media_or_session(sdp, media, b"fingerprint").ok_or(WebrtcError::Missing("fingerprint"))?;
-    let mut words = fp.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty());
+    let fp =
+        media_or_session(sdp, media, b"fingerprint").ok_or(WebrtcError::Missing("fingerprint"))?;
+    let mut words = fp
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty());
     let (Some(algorithm), Some(fingerprint), None) = (words.next(), words.next(), words.next())
     else {
         return Err(WebrtcError::BadValue("fingerprint"));
     };
     if !is_token(algorithm)
         || algorithm.len() > 16
-        || !fingerprint.iter().all(|b| b.is_ascii_hexdigit() || *b == b':')
+        || !fingerprint
+            .iter()
+            .all(|b| b.is_ascii_hexdigit() || *b == b':')
     {
         return Err(WebrtcError::BadValue("fingerprint"));
     }
@@ -314,7 +320,8 @@ pub fn inspect_webrtc(sdp: &Sdp<'_>) -> Result<PeerParams, WebrtcError> {
         None => Setup::Actpass,
         Some(v) => Setup::parse(v).ok_or(WebrtcError::BadSetup)?,
     };
-    let ufrag = media_or_session(sdp, media, b"ice-ufrag").ok_or(WebrtcError::Missing("ice-ufrag"))?;
+    let ufrag =
+        media_or_session(sdp, media, b"ice-ufrag").ok_or(WebrtcError::Missing("ice-ufrag"))?;
     let pwd = media_or_session(sdp, media, b"ice-pwd").ok_or(WebrtcError::Missing("ice-pwd"))?;
     if !is_token(ufrag) {
         return Err(WebrtcError::BadValue("ice-ufrag"));
@@ -393,7 +400,10 @@ pub fn inspect_plain(sdp: &Sdp<'_>) -> Result<usize, WebrtcError> {
 /// Reads the `dtls_gw` `S` result: `<actpass|active|passive> <alg> <fingerprint>`.
 pub fn parse_dtls_result(text: &[u8]) -> Result<(Setup, Vec<u8>, Vec<u8>), WebrtcError> {
     let bad = WebrtcError::BadRelayResult("DTLS");
-    let w: Vec<&[u8]> = text.split(|b| *b == b' ').filter(|w| !w.is_empty()).collect();
+    let w: Vec<&[u8]> = text
+        .split(|b| *b == b' ')
+        .filter(|w| !w.is_empty())
+        .collect();
     match w.as_slice() {
         [mode, alg, fp]
             if is_token(alg) && fp.iter().all(|b| b.is_ascii_hexdigit() || *b == b':') =>
@@ -551,7 +561,10 @@ pub fn to_webrtc_edits(sdp: &Sdp<'_>, media: usize, relay: &RelayParams) -> Vec<
     }
     line(&mut media_lines, &[b"a=end-of-candidates"]);
     let alg = relay.algorithm.to_ascii_lowercase();
-    line(&mut media_lines, &[b"a=fingerprint:", &alg, b" ", &relay.fingerprint]);
+    line(
+        &mut media_lines,
+        &[b"a=fingerprint:", &alg, b" ", &relay.fingerprint],
+    );
     line(&mut media_lines, &[b"a=setup:", relay.setup.as_bytes()]);
     out.push(SdpEdit {
         offset: end,
@@ -637,7 +650,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!((u.as_slice(), p.as_slice()), (&b"eBWk"[..], &b"BgEz"[..]));
-        assert_eq!(c, [b"7f000002 1 UDP 2113929471 127.0.0.2 40224 typ host".to_vec()]);
+        assert_eq!(
+            c,
+            [b"7f000002 1 UDP 2113929471 127.0.0.2 40224 typ host".to_vec()]
+        );
         assert!(parse_ice_result(b"u p").is_err());
         assert!(parse_ice_result(b"u p c:a%0d%0ab").is_err());
         assert!(parse_ice_result(b"u p c:a%zz").is_err());
@@ -646,7 +662,11 @@ mod tests {
 
     #[test]
     fn refusals() {
-        let video = [AIORTC, b"m=video 51000 UDP/TLS/RTP/SAVPF 97\r\nc=IN IP4 127.0.0.1\r\na=mid:1\r\n"].concat();
+        let video = [
+            AIORTC,
+            b"m=video 51000 UDP/TLS/RTP/SAVPF 97\r\nc=IN IP4 127.0.0.1\r\na=mid:1\r\n",
+        ]
+        .concat();
         let sdp = scan(&video).unwrap();
         assert_eq!(
             inspect_webrtc(&sdp),
@@ -659,7 +679,10 @@ mod tests {
             .copied()
             .collect();
         let sdp = scan(&no_fp).unwrap();
-        assert_eq!(inspect_webrtc(&sdp), Err(WebrtcError::Missing("fingerprint")));
+        assert_eq!(
+            inspect_webrtc(&sdp),
+            Err(WebrtcError::Missing("fingerprint"))
+        );
         let sdp = scan(SIPP).unwrap();
         assert!(matches!(
             inspect_webrtc(&sdp),
@@ -672,6 +695,9 @@ mod tests {
         ));
         let vid = b"v=0\r\no=- 1 1 IN IP4 1.1.1.1\r\nc=IN IP4 1.1.1.1\r\nm=audio 0 RTP/AVP 0\r\nm=video 5 RTP/AVP 31\r\n";
         let sdp = scan(vid).unwrap();
-        assert!(matches!(inspect_plain(&sdp), Err(WebrtcError::NotAudio { .. })));
+        assert!(matches!(
+            inspect_plain(&sdp),
+            Err(WebrtcError::NotAudio { .. })
+        ));
     }
 }
