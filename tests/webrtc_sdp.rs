@@ -195,7 +195,7 @@ fn plain_answer_to_webrtc_side() {
         "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n\
          a=ice-lite\r\na=group:BUNDLE 0\r\n\
          m=audio 40224 UDP/TLS/RTP/SAVPF 0\r\na=rtpmap:0 PCMU/8000\r\n\
-         a=mid:0\r\na=rtcp-mux\r\na=ice-ufrag:eBWk\r\na=ice-pwd:BgEzjkLyCd35ocJ/XebglSGL\r\n\
+         a=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\na=ice-ufrag:eBWk\r\na=ice-pwd:BgEzjkLyCd35ocJ/XebglSGL\r\n\
          a=candidate:7f000002 1 UDP 2113929471 127.0.0.2 40224 typ host\r\na=end-of-candidates\r\n\
          a=fingerprint:sha-256 07:32:21:A3:60:67:E7:03:AC:1C:13:4E:9A:F1:A5:94:44:89:68:21:1D:55:C3:6B:BC:64:AF:A8:8B:41:31:09\r\n\
          a=setup:passive\r\na=nortpproxy:yes\r\n"

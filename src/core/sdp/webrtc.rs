@@ -14,7 +14,7 @@
 //!   ([`BRIDGE_ATTRIBUTES`], `a=group:BUNDLE`) are deleted at session and media level.
 //! - plain → WebRTC: the protocol becomes `UDP/TLS/RTP/SAVPF`; the same lines are deleted
 //!   if the plain side had any, and the relay's parameters are inserted at the end of the
-//!   section (`a=mid` when there is none, `a=rtcp-mux`, `a=ice-ufrag`, `a=ice-pwd`,
+//!   section (`a=mid` when there is none, `a=sendrecv` when no direction is given, `a=rtcp-mux`, `a=ice-ufrag`, `a=ice-pwd`,
 //!   `a=candidate`…, `a=end-of-candidates`, `a=fingerprint`, `a=setup`), with `a=ice-lite`
 //!   and `a=group:BUNDLE <mid>` before the first `m=` line of the session.
 
@@ -43,6 +43,9 @@ pub const BRIDGE_ATTRIBUTES: [&[u8]; 16] = [
     b"rtcp-fb",
     b"crypto",
 ];
+
+/// The SDP direction attributes.
+const DIRECTIONS: [&[u8]; 4] = [b"sendrecv", b"sendonly", b"recvonly", b"inactive"];
 
 /// The protocol written on the WebRTC side.
 pub const WEBRTC_PROTO: &[u8] = b"UDP/TLS/RTP/SAVPF";
@@ -553,6 +556,16 @@ pub fn to_webrtc_edits(sdp: &Sdp<'_>, media: usize, relay: &RelayParams) -> Vec<
     if mid.is_none() {
         line(&mut media_lines, &[b"a=mid:", mid_value]);
     }
+    // RFC 4566 makes a section without a direction sendrecv; written out, since some WebRTC
+    // stacks (aiortc) take a missing direction for "send nothing".
+    let has_direction = [m.block, head].into_iter().any(|span| {
+        DIRECTIONS
+            .iter()
+            .any(|d| first_attr(sdp, span, d).is_some())
+    });
+    if !has_direction {
+        line(&mut media_lines, &[b"a=sendrecv"]);
+    }
     line(&mut media_lines, &[b"a=rtcp-mux"]);
     line(&mut media_lines, &[b"a=ice-ufrag:", &relay.ufrag]);
     line(&mut media_lines, &[b"a=ice-pwd:", &relay.pwd]);
@@ -631,7 +644,7 @@ mod tests {
             "v=0\no=user1 53655765 2353687637 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\n\
              a=ice-lite\na=group:BUNDLE 0\n\
              m=audio 6000 UDP/TLS/RTP/SAVPF 0\na=rtpmap:0 PCMU/8000\n\
-             a=mid:0\na=rtcp-mux\na=ice-ufrag:eBWk\na=ice-pwd:BgEzjkLyCd35ocJ/XebglSGL\n\
+             a=mid:0\na=sendrecv\na=rtcp-mux\na=ice-ufrag:eBWk\na=ice-pwd:BgEzjkLyCd35ocJ/XebglSGL\n\
              a=candidate:7f000002 1 UDP 2113929471 127.0.0.2 40224 typ host\n\
              a=end-of-candidates\na=fingerprint:sha-256 07:32\na=setup:passive\n"
         );
