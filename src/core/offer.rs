@@ -1383,14 +1383,14 @@ fn bridge_results(reply: &[u8], pending: &Pending) -> Result<Option<RelayParams>
         return Ok(None);
     }
     let (setup, algorithm, fingerprint) = webrtc::parse_dtls_result(asked)?;
-    let (ufrag, pwd, candidates) = webrtc::parse_ice_result(text(1))?;
+    let ice = webrtc::parse_ice_result(text(1))?;
     Ok(Some(RelayParams {
         setup,
         algorithm,
         fingerprint,
-        ufrag,
-        pwd,
-        candidates,
+        ufrag: ice.ufrag,
+        pwd: ice.pwd,
+        candidates: ice.candidates,
     }))
 }
 

@@ -417,8 +417,19 @@ pub fn parse_dtls_result(text: &[u8]) -> Result<(Setup, Vec<u8>, Vec<u8>), Webrt
     }
 }
 
+/// The `ice_lite` `S` result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceResult {
+    /// The relay's ICE user fragment.
+    pub ufrag: Vec<u8>,
+    /// The relay's ICE password.
+    pub pwd: Vec<u8>,
+    /// Its candidates, URL-decoded.
+    pub candidates: Vec<Vec<u8>>,
+}
+
 /// Reads the `ice_lite` `S` result: `<ufrag> <pwd> c:<url-encoded candidate>…`.
-pub fn parse_ice_result(text: &[u8]) -> Result<(Vec<u8>, Vec<u8>, Vec<Vec<u8>>), WebrtcError> {
+pub fn parse_ice_result(text: &[u8]) -> Result<IceResult, WebrtcError> {
     let bad = WebrtcError::BadRelayResult("ICE");
     let mut w = text.split(|b| *b == b' ').filter(|w| !w.is_empty());
     let (Some(ufrag), Some(pwd)) = (w.next(), w.next()) else {
@@ -440,7 +451,11 @@ pub fn parse_ice_result(text: &[u8]) -> Result<(Vec<u8>, Vec<u8>, Vec<Vec<u8>>),
     if candidates.is_empty() {
         return Err(bad);
     }
-    Ok((ufrag.to_vec(), pwd.to_vec(), candidates))
+    Ok(IceResult {
+        ufrag: ufrag.to_vec(),
+        pwd: pwd.to_vec(),
+        candidates,
+    })
 }
 
 fn url_decode(s: &[u8]) -> Option<Vec<u8>> {
@@ -658,7 +673,11 @@ mod tests {
         );
         assert!(parse_dtls_result(b"maybe SHA-256 07").is_err());
         assert!(parse_dtls_result(b"active SHA-256").is_err());
-        let (u, p, c) = parse_ice_result(
+        let IceResult {
+            ufrag: u,
+            pwd: p,
+            candidates: c,
+        } = parse_ice_result(
             b"eBWk BgEz c:7f000002%201%20UDP%202113929471%20127.0.0.2%2040224%20typ%20host",
         )
         .unwrap();
