@@ -76,12 +76,27 @@ fn relay(p: &Peers, dir: &Path, modules: bool) -> (Relay, SocketAddr, PathBuf) {
     (relay, control, dir.join("rtpproxy.log"))
 }
 
+/// How the script asks for the bridge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// `rtpproxy_offer` / `rtpproxy_answer`, `rtpproxy_unforce` on BYE.
+    Script,
+    /// `rtpproxy_engage` on the INVITE; the dialog does the rest.
+    Engage,
+    /// `rtp_relay_engage("rtpproxy")` with the flags in `$rtp_relay` / `$rtp_relay_peer`.
+    RtpRelay,
+}
+
 /// The script: To-user `fromwebrtc` bridges with `xw` (the caller is WebRTC), `towebrtc` with
 /// `xp`; the call goes to `callee`. A refused offer is logged and the INVITE relayed as it
 /// came, so that the test can see it untouched.
-fn routes(callee: u16) -> String {
-    format!(
-        r#"route {{
+fn routes(callee: u16, mode: Mode) -> String {
+    let pick = r#"$var(f) = "";
+        if ($tU == "fromwebrtc") $var(f) = "xw";
+        else if ($tU == "towebrtc") $var(f) = "xp";"#;
+    match mode {
+        Mode::Script => format!(
+            r#"route {{
     if (is_method("INVITE") && has_body("application/sdp")) {{
         if ($tU == "fromwebrtc") {{
             if (!rtpproxy_offer("xw")) xlog("L_ERR", "WEBRTC-REFUSED $ci\n");
@@ -101,12 +116,61 @@ onreply_route[r] {{
     }}
 }}
 "#
-    )
+        ),
+        Mode::Engage | Mode::RtpRelay => {
+            let engage = if mode == Mode::Engage {
+                r#"if ($tU == "fromwebrtc") rtpproxy_engage("xw");
+        else rtpproxy_engage("xp");"#
+            } else {
+                r#"create_dialog();
+        $rtp_relay = $var(f);
+        $rtp_relay_peer = $var(f);
+        rtp_relay_engage("rtpproxy");"#
+            };
+            format!(
+                r#"route {{
+    if (has_totag()) {{
+        match_dialog();
+        $du = "sip:127.0.0.1:{callee}";
+        t_relay();
+        exit;
+    }}
+    if (is_method("INVITE")) {{
+        {pick}
+        {engage}
+    }}
+    $du = "sip:127.0.0.1:{callee}";
+    t_relay();
+}}
+"#
+            )
+        }
+    }
 }
 
-fn opensips(p: &Peers, dir: &Path, control: SocketAddr, callee: u16) -> (OpenSips, u16) {
+fn opensips(
+    p: &Peers,
+    dir: &Path,
+    control: SocketAddr,
+    callee: u16,
+    mode: Mode,
+) -> (OpenSips, u16) {
     let params = format!("modparam(\"rtpproxy\", \"rtpproxy_sock\", \"udp:{control}\")");
-    let c = cfg(&p.env, Impl::Ours, dir, &params, MODULES, &routes(callee));
+    let modules = match mode {
+        Mode::Script => MODULES.to_owned(),
+        Mode::Engage => format!("{MODULES}\nloadmodule \"dialog.so\""),
+        Mode::RtpRelay => {
+            format!("{MODULES}\nloadmodule \"dialog.so\"\nloadmodule \"rtp_relay.so\"")
+        }
+    };
+    let c = cfg(
+        &p.env,
+        Impl::Ours,
+        dir,
+        &params,
+        &modules,
+        &routes(callee, mode),
+    );
     let sip: u16 = c
         .text
         .lines()
@@ -298,12 +362,30 @@ fn assert_webrtc(who: &str, sdp: &str, setup: &str) {
 
 #[test]
 fn webrtc_caller_reaches_plain_callee() {
-    let name = "webrtc_caller_reaches_plain_callee";
+    webrtc_caller("webrtc_caller_reaches_plain_callee", Mode::Script);
+}
+
+#[test]
+fn webrtc_caller_with_rtpproxy_engage() {
+    webrtc_caller("webrtc_caller_with_rtpproxy_engage", Mode::Engage);
+}
+
+#[test]
+fn plain_caller_reaches_webrtc_callee() {
+    plain_caller("plain_caller_reaches_webrtc_callee", Mode::Script);
+}
+
+#[test]
+fn plain_caller_with_rtp_relay_engine() {
+    plain_caller("plain_caller_with_rtp_relay_engine", Mode::RtpRelay);
+}
+
+fn webrtc_caller(name: &str, mode: Mode) {
     let Some(p) = peers(name) else { return };
     let dir = scratch(name);
     let (_relay, control, rlog) = relay(&p, &dir, true);
     let uas = port();
-    let (os, sip) = opensips(&p, &dir, control, uas);
+    let (os, sip) = opensips(&p, &dir, control, uas, mode);
     let media = e2e::free_port("127.0.0.1", 4);
     let _sipp = Sipp::spawn(
         &dir,
@@ -369,7 +451,7 @@ fn webrtc_caller_reaches_plain_callee() {
         "relay: {from_callee}/{from_caller}"
     );
     println!(
-        "aiortc -> sipp: ICE {:?}, DTLS {:?}; browser sent {sent} / received {got} RTP \
+        "{mode:?}: aiortc -> sipp: ICE {:?}, DTLS {:?}; browser sent {sent} / received {got} RTP \
          ({frames} frames decoded); relay: {from_caller} in from the browser, {from_callee} in \
          from sipp (its echo), {relayed} relayed; sessions after BYE: {active}",
         states(&r, "ice_states"),
@@ -377,14 +459,16 @@ fn webrtc_caller_reaches_plain_callee() {
     );
 }
 
-#[test]
-fn plain_caller_reaches_webrtc_callee() {
-    let name = "plain_caller_reaches_webrtc_callee";
+fn plain_caller(name: &str, mode: Mode) {
     let Some(p) = peers(name) else { return };
+    if mode == Mode::RtpRelay && !p.env.mpath.join("rtp_relay.so").exists() {
+        println!("SKIPPED {name}: rtp_relay.so not in the modules directory");
+        return;
+    }
     let dir = scratch(name);
     let (_relay, control, rlog) = relay(&p, &dir, true);
     let uas = port();
-    let (os, sip) = opensips(&p, &dir, control, uas);
+    let (os, sip) = opensips(&p, &dir, control, uas, mode);
     let peer = webrtc_peer(
         &dir,
         &[
@@ -460,7 +544,7 @@ fn plain_caller_reaches_webrtc_callee() {
         "relay: {from_callee}/{from_caller}"
     );
     println!(
-        "sipp -> aiortc: ICE {:?}, DTLS {:?}; browser sent {sent} / received {got} RTP \
+        "{mode:?}: sipp -> aiortc: ICE {:?}, DTLS {:?}; browser sent {sent} / received {got} RTP \
          ({frames} frames decoded); relay: {from_callee} in from the browser, {from_caller} in \
          from sipp (its echo), {relayed} relayed; sessions after BYE: {active}",
         states(&r, "ice_states"),
@@ -516,7 +600,13 @@ fn unsupported_offers_get_a_clear_error_and_stay_untouched() {
     let dir = scratch(name);
     let (_relay, control, _) = relay(&p, &dir, true);
     let callee = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let (os, sip) = opensips(&p, &dir, control, callee.local_addr().unwrap().port());
+    let (os, sip) = opensips(
+        &p,
+        &dir,
+        control,
+        callee.local_addr().unwrap().port(),
+        Mode::Script,
+    );
     let cases = [
         (
             "chrome-video-bundle.sdp",
@@ -573,7 +663,13 @@ fn relay_without_webrtc_modules_is_a_clear_error() {
     let dir = scratch(name);
     let (_relay, control, _) = relay(&p, &dir, false);
     let callee = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let (os, sip) = opensips(&p, &dir, control, callee.local_addr().unwrap().port());
+    let (os, sip) = opensips(
+        &p,
+        &dir,
+        control,
+        callee.local_addr().unwrap().port(),
+        Mode::Script,
+    );
     let body = fixture("aiortc-offer.sdp");
     let arrived = forward_invite(sip, &callee, "fromwebrtc", &body);
     let active = e2e::relay_active_sessions(control).expect("relay I command");
