@@ -886,15 +886,16 @@ impl<'a> OfferAnswer<'a> {
                 })?;
             }
             if let Some(b) = &bridge {
-                let dummy = RelayParams {
+                let mut probe = b.clone();
+                probe.relay = Some(RelayParams {
                     setup: Setup::Actpass,
                     algorithm: b"SHA-256".to_vec(),
                     fingerprint: b"00".to_vec(),
                     ufrag: b"u".to_vec(),
                     pwd: b"p".to_vec(),
                     candidates: vec![b"c".to_vec()],
-                };
-                r.add_edits(bridge_edits(&sdp, b, &dummy));
+                });
+                r.add_edits(bridge_edits(&sdp, &probe)?);
                 r.finish()?;
             }
         }
@@ -1238,7 +1239,8 @@ impl<'a> OfferAnswer<'a> {
             let relay = bridge_results(reply, &pending)?;
             if let Some(b) = self.bridge.as_mut() {
                 if b.role == BridgeRole::ToWebrtc {
-                    b.relay = relay;
+                    // `S` must have answered: the WebRTC side cannot do without it
+                    b.relay = Some(relay.ok_or(WebrtcError::BadRelayResult("DTLS"))?);
                 }
             }
         }
@@ -1316,21 +1318,7 @@ impl<'a> OfferAnswer<'a> {
                 r.add_media(a)?;
             }
             if let Some(b) = &self.bridge {
-                let relay = match (b.role, &b.relay) {
-                    (BridgeRole::ToWebrtc, None) => {
-                        return Err(OfferError::Webrtc(WebrtcError::BadRelayResult("DTLS")))
-                    }
-                    (_, relay) => relay.clone(),
-                };
-                let relay = relay.unwrap_or_else(|| RelayParams {
-                    setup: Setup::Actpass,
-                    algorithm: Vec::new(),
-                    fingerprint: Vec::new(),
-                    ufrag: Vec::new(),
-                    pwd: Vec::new(),
-                    candidates: Vec::new(),
-                });
-                r.add_edits(bridge_edits(&self.sdp, b, &relay));
+                r.add_edits(bridge_edits(&self.sdp, b)?);
             }
             if !self.marker_present && !self.marker.is_empty() {
                 r.insert_marker(self.marker);
@@ -1347,11 +1335,12 @@ impl<'a> OfferAnswer<'a> {
     }
 }
 
-/// The WebRTC edits of one bridged body.
-fn bridge_edits(sdp: &Sdp<'_>, b: &BridgeState, relay: &RelayParams) -> Vec<SdpEdit> {
-    match b.role {
-        BridgeRole::ToPlain => webrtc::to_plain_edits(sdp, b.media),
-        BridgeRole::ToWebrtc => webrtc::to_webrtc_edits(sdp, b.media, relay),
+/// The WebRTC edits of one bridged body (towards the WebRTC side, once the relay answered).
+fn bridge_edits(sdp: &Sdp<'_>, b: &BridgeState) -> Result<Vec<SdpEdit>, OfferError> {
+    match (b.role, &b.relay) {
+        (BridgeRole::ToPlain, _) => Ok(webrtc::to_plain_edits(sdp, b.media)),
+        (BridgeRole::ToWebrtc, Some(relay)) => Ok(webrtc::to_webrtc_edits(sdp, b.media, relay)),
+        (BridgeRole::ToWebrtc, None) => Err(WebrtcError::BadRelayResult("DTLS").into()),
     }
 }
 
