@@ -1,0 +1,25 @@
+// Drives headless Chromium (puppeteer-core) through page.html: one JsSIP call, JSON on stdout.
+// usage: node driver.js WS_URL TARGET_URI SECONDS PAGE_URL
+const puppeteer = require('puppeteer-core');
+(async () => {
+  const [ws, target, seconds, pageUrl] = process.argv.slice(2);
+  const browser = await puppeteer.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: true,
+    args: ['--no-sandbox', '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+           '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
+           '--autoplay-policy=no-user-gesture-required'],
+  });
+  const page = await browser.newPage();
+  page.on('console', (m) => process.stderr.write('console: ' + m.text() + '\n'));
+  await page.goto(pageUrl);
+  await page.evaluate((w, t, s) => window.startCall(w, t, Number(s)), ws, target, seconds);
+  const deadline = Date.now() + 40000;
+  let r;
+  while (Date.now() < deadline) {
+    r = await page.evaluate(() => window.result);
+    if (r.done) break;
+    await new Promise((ok) => setTimeout(ok, 250));
+  }
+  console.log(JSON.stringify(r, null, 1));
+  await browser.close();
+})();
