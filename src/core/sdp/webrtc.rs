@@ -693,6 +693,41 @@ mod tests {
     }
 
     #[test]
+    fn every_prefix_and_mutation_is_handled_without_panic() {
+        // cut the bodies anywhere, and break lines in odd ways: inspection, edits and their
+        // application either work or give an error
+        for body in [AIORTC, SIPP] {
+            let mut inputs: Vec<Vec<u8>> = (0..=body.len()).map(|n| body[..n].to_vec()).collect();
+            inputs.push(
+                body.iter()
+                    .map(|&b| if b == b'\n' { b'\r' } else { b })
+                    .collect(),
+            );
+            inputs.push(body.iter().filter(|&&b| b != b'\n').copied().collect());
+            for input in &inputs {
+                let Ok(sdp) = scan(input) else { continue };
+                if let Ok(p) = inspect_webrtc(&sdp) {
+                    apply_edits(input, &to_plain_edits(&sdp, p.media)).unwrap();
+                }
+                if let Ok(m) = inspect_plain(&sdp) {
+                    apply_edits(input, &to_webrtc_edits(&sdp, m, &relay())).unwrap();
+                }
+            }
+        }
+        for junk in [
+            &b"u p c:%"[..],
+            b"u p c:%4",
+            b"u p c:",
+            b"a b c",
+            b"",
+            b"   ",
+        ] {
+            let _ = parse_ice_result(junk);
+            let _ = parse_dtls_result(junk);
+        }
+    }
+
+    #[test]
     fn refusals() {
         let video = [
             AIORTC,
