@@ -90,9 +90,11 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::core::config::NotifySocket;
 use crate::core::proto::caps::Capabilities;
-use crate::core::proto::command::{check_word, validate_call_id, validate_tag, WordKind};
+use crate::core::proto::command::{self, check_word, validate_call_id, validate_tag, WordKind};
 use crate::core::proto::reply::atoi;
+use crate::core::proto::reply::{split_subresults, SubResult};
 use crate::core::proto::{Command, ProtoError};
+use crate::core::sdp::webrtc::{self, BridgeRole, PeerParams, RelayParams, Setup, WebrtcError};
 use crate::core::sdp::{
     self, is_null_address, Family, MediaAnswer, RewriteOptions, Rewriter, Sdp, SdpEdit, SdpError,
 };
@@ -103,9 +105,6 @@ pub const SCRIPT_PARAM_MAX_LEN: usize = 63;
 
 /// Longest dialog id accepted for `T<did>` / `d<did>` (C: "did too large to fit").
 pub const MAX_DIALOG_ID_LEN: usize = 30;
-
-/// The DTMF sub-command head (RTPProxy's `catch_dtmf` module, 3rd module, instance 1).
-const DTMF_SUBCOMMAND: &[u8] = b"M3:1";
 
 /// Cuts a script parameter to [`SCRIPT_PARAM_MAX_LEN`] bytes, as the C module does for the
 /// `flags` and `ip_address` parameters of `rtpproxy_offer`/`rtpproxy_answer`/`rtpproxy_engage`.
@@ -189,6 +188,27 @@ pub enum FlagsError {
     },
 }
 
+/// Which end of an offer/answer exchange is the WebRTC one (flags `xw` / `xp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bridge {
+    /// `xw`: the offerer is WebRTC, the answerer plain RTP.
+    OffererWebrtc,
+    /// `xp`: the offerer is plain RTP, the answerer WebRTC.
+    OffererPlain,
+}
+
+impl Bridge {
+    /// How a body going through `direction` is converted.
+    pub fn role(self, direction: Direction) -> BridgeRole {
+        match (self, direction) {
+            (Self::OffererWebrtc, Direction::Offer) | (Self::OffererPlain, Direction::Answer) => {
+                BridgeRole::ToPlain
+            }
+            _ => BridgeRole::ToWebrtc,
+        }
+    }
+}
+
 /// The parsed `flags` argument (spec §4.1). Letters are case-insensitive; `t`/`T` keep their
 /// case on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -217,6 +237,9 @@ pub struct Flags {
     pub notify: bool,
     /// `d`: request DTMF catching (needs SUBCOMMAND).
     pub dtmf: bool,
+    /// `xw` / `xp`: bridge WebRTC and plain RTP through RTPProxy's `dtls_gw` and `ice_lite`
+    /// modules (not a C module flag).
+    pub bridge: Option<Bridge>,
 }
 
 impl Flags {
@@ -285,6 +308,19 @@ impl Flags {
                     }
                 }
                 b'w' | b's' => f.modifiers.push(b'S'),
+                // `xw` / `xp`; a lone `x` stays an unknown flag, forwarded as in C
+                b'x' if matches!(
+                    flags.get(i + 1).map(u8::to_ascii_lowercase),
+                    Some(b'w' | b'p')
+                ) =>
+                {
+                    f.bridge = Some(if flags[i + 1].eq_ignore_ascii_case(&b'w') {
+                        Bridge::OffererWebrtc
+                    } else {
+                        Bridge::OffererPlain
+                    });
+                    i += 1;
+                }
                 b't' => {
                     let n = digits_after(i);
                     f.ttl_opts.extend_from_slice(&flags[i..i + 1 + n]);
@@ -520,6 +556,32 @@ pub enum OfferError {
     /// Port 0 in lookup mode (`l`): no such session (C fails without logging).
     #[error("session not found (port 0 in lookup mode)")]
     SessionNotFound,
+    /// The SDP cannot be bridged between WebRTC and plain RTP (flags `xw`/`xp`).
+    #[error(transparent)]
+    Webrtc(#[from] WebrtcError),
+    /// WebRTC bridging needs sub-commands, which the node does not announce.
+    #[error(
+        "WebRTC bridging needs rtpproxy sub-commands (VF 20191015), which the selected node \
+         does not support"
+    )]
+    WebrtcNeedsSubcommand,
+    /// The node refused the sub-commands as a whole (`E3`): its modules are not loaded.
+    #[error(
+        "rtpproxy refused the WebRTC sub-commands (E{code}): load its dtls_gw and ice_lite \
+         modules (--dso …/rtpp_dtls_gw.so --dso …/rtpp_ice_lite.so, as modules 4 and 5)"
+    )]
+    WebrtcModulesMissing {
+        /// The error code.
+        code: u32,
+    },
+    /// One of the relay's WebRTC modules failed (the session itself was created/updated).
+    #[error("rtpproxy's {module} module failed ({code}) on this call's WebRTC parameters")]
+    WebrtcSubcommandFailed {
+        /// `dtls_gw` or `ice_lite`.
+        module: &'static str,
+        /// The code it returned.
+        code: i64,
+    },
     /// A method was called out of order (e.g. a reply without a command).
     #[error("offer/answer driven out of order: {0}")]
     OutOfOrder(&'static str),
@@ -609,6 +671,22 @@ impl OfferAnswerOutcome {
 #[derive(Debug, Clone)]
 struct Pending {
     advertised: Option<Vec<u8>>,
+    /// Sub-commands before the WebRTC ones (DTMF), to find their results.
+    subs_before: usize,
+    /// Which module each WebRTC sub-command went to, in order.
+    bridge_subs: Vec<&'static str>,
+}
+
+/// The WebRTC side of one offer/answer (flags `xw`/`xp`).
+#[derive(Debug, Clone)]
+struct BridgeState {
+    role: BridgeRole,
+    /// The bridged media section.
+    media: usize,
+    /// For [`BridgeRole::ToPlain`]: the WebRTC peer's parameters.
+    peer: Option<PeerParams>,
+    /// For [`BridgeRole::ToWebrtc`]: the relay's parameters, once answered.
+    relay: Option<RelayParams>,
 }
 
 /// One `rtpproxy_offer`/`rtpproxy_answer` call over one SDP body, sans-IO.
@@ -640,6 +718,7 @@ pub struct OfferAnswer<'a> {
     results: Vec<StreamResult>,
     warnings: Vec<Warning>,
     failed: bool,
+    bridge: Option<BridgeState>,
 }
 
 fn check_text(what: &'static str, text: &[u8]) -> Result<(), OfferError> {
@@ -782,6 +861,28 @@ impl<'a> OfferAnswer<'a> {
             });
         }
 
+        // WebRTC bridging: one stream, checked and read before any command.
+        let bridge = match flags.bridge {
+            None => None,
+            Some(b) => Some(match b.role(input.direction) {
+                BridgeRole::ToPlain => {
+                    let peer = webrtc::inspect_webrtc(&sdp)?;
+                    BridgeState {
+                        role: BridgeRole::ToPlain,
+                        media: peer.media,
+                        peer: Some(peer),
+                        relay: None,
+                    }
+                }
+                BridgeRole::ToWebrtc => BridgeState {
+                    role: BridgeRole::ToWebrtc,
+                    media: webrtc::inspect_plain(&sdp)?,
+                    peer: None,
+                    relay: None,
+                },
+            }),
+        };
+
         // Dry run of the rewrite so that every SDP error surfaces before a command is sent.
         if !flags.keep_body {
             let mut r = Rewriter::new(&sdp, rewrite_options(flags));
@@ -792,6 +893,19 @@ impl<'a> OfferAnswer<'a> {
                     address: b"192.0.2.1".to_vec(),
                     family: Family::Ipv4,
                 })?;
+            }
+            if let Some(b) = &bridge {
+                let mut probe = b.clone();
+                probe.relay = Some(RelayParams {
+                    setup: Setup::Actpass,
+                    algorithm: b"SHA-256".to_vec(),
+                    fingerprint: b"00".to_vec(),
+                    ufrag: b"u".to_vec(),
+                    pwd: b"p".to_vec(),
+                    candidates: vec![b"c".to_vec()],
+                });
+                r.add_edits(bridge_edits(&sdp, &probe)?);
+                r.finish()?;
             }
         }
 
@@ -820,6 +934,7 @@ impl<'a> OfferAnswer<'a> {
             results: Vec::new(),
             warnings,
             failed: false,
+            bridge,
         })
     }
 
@@ -899,6 +1014,10 @@ impl<'a> OfferAnswer<'a> {
             check_text("advertised", adv.as_bytes())?;
         }
 
+        if self.bridge.is_some() && !caps.contains(Capabilities::SUBCOMMAND) {
+            self.failed = true;
+            return Err(OfferError::WebrtcNeedsSubcommand);
+        }
         let mut head = vec![self.letter];
         head.extend_from_slice(&self.flags.modifiers);
         if stream.family == Family::Ipv6 {
@@ -938,17 +1057,21 @@ impl<'a> OfferAnswer<'a> {
         }
         self.pending = Some(Pending {
             advertised: node.advertised.map(|a| a.as_bytes().to_vec()),
+            subs_before: cmd.2,
+            bridge_subs: cmd.3,
         });
         Ok(cmd.0)
     }
 
-    /// Assembles the words; the flag says notification fields were dropped for lack of a tag.
+    /// Assembles the words. Also says whether notification fields were dropped for lack of
+    /// a tag, how many sub-commands precede the WebRTC ones, and which module each WebRTC
+    /// sub-command goes to.
     fn assemble(
         &self,
         head: &[u8],
         stream: &PlannedStream,
         caps: Capabilities,
-    ) -> Result<(Command, bool), ProtoError> {
+    ) -> Result<(Command, bool, usize, Vec<&'static str>), ProtoError> {
         let mut b = Command::builder(head)?;
         b.call_id(self.call_id)?
             .arg(&stream.address)?
@@ -992,13 +1115,55 @@ impl<'a> OfferAnswer<'a> {
                         dtag.extend_from_slice(self.call_id);
                     }
                 }
-                b.subcommand(DTMF_SUBCOMMAND)?.arg(&dtag)?;
+                b.subcommand(command::CATCH_DTMF)?.arg(&dtag)?;
                 for pt in &self.flags.dtmf_payloads {
                     b.arg(pt)?;
                 }
             }
         }
-        Ok((b.finish(), dropped))
+        let subs_before = b.subcommand_count();
+        let mut bridge_subs = Vec::new();
+        match &self.bridge {
+            Some(BridgeState {
+                media,
+                peer: Some(p),
+                ..
+            }) if *media == stream.media => {
+                // The WebRTC peer's parameters: DTLS role and fingerprint, ICE credentials
+                // and candidates (RTPProxy's dtls_gw README, scenario 2 / 1a-b).
+                let verb: &[u8] = match p.setup {
+                    Setup::Passive => b"P",
+                    Setup::Active | Setup::Actpass => b"A",
+                };
+                b.subcommand(command::DTLS_GW)?
+                    .arg(verb)?
+                    .arg(&p.algorithm)?
+                    .arg(&p.fingerprint)?;
+                b.subcommand(command::ICE_LITE)?
+                    .arg(b"A")?
+                    .arg(&p.ufrag)?
+                    .arg(&p.pwd)?;
+                bridge_subs.extend(["dtls_gw", "ice_lite"]);
+                let room = command::MAX_SUBCOMMANDS.saturating_sub(b.subcommand_count());
+                for cand in p.candidates.iter().take(room) {
+                    b.subcommand(command::ICE_LITE)?.arg(b"C")?;
+                    for w in cand {
+                        b.arg(w)?;
+                    }
+                    bridge_subs.push("ice_lite");
+                }
+            }
+            Some(BridgeState {
+                media, peer: None, ..
+            }) if *media == stream.media => {
+                // Ask for the relay's own parameters towards the WebRTC side.
+                b.subcommand(command::DTLS_GW)?.arg(b"S")?;
+                b.subcommand(command::ICE_LITE)?.arg(b"S")?;
+                bridge_subs.extend(["dtls_gw", "ice_lite"]);
+            }
+            _ => {}
+        }
+        Ok((b.finish(), dropped, subs_before, bridge_subs))
     }
 
     /// Feeds the reply to the last command built: the reply body (cookie removed, trailing
@@ -1043,6 +1208,9 @@ impl<'a> OfferAnswer<'a> {
         };
         if reply.first() == Some(&b'E') {
             let code = parse_error_code(reply).ok_or(OfferError::MalformedReply)?;
+            if code == 3 && !pending.bridge_subs.is_empty() {
+                return Err(OfferError::WebrtcModulesMissing { code });
+            }
             let node_failure = is_failover_error(code);
             return if node_failure && offer {
                 Ok(ReplyOutcome::Retry(RetryReason::RelayError(code)))
@@ -1081,29 +1249,44 @@ impl<'a> OfferAnswer<'a> {
         let reply_ip = reply_ip.filter(|ip| !is_null_address(ip, reply_family));
 
         let stream = &self.streams[self.next];
+        if !pending.bridge_subs.is_empty() {
+            let relay = bridge_results(reply, &pending)?;
+            if let Some(b) = self.bridge.as_mut() {
+                if b.role == BridgeRole::ToWebrtc {
+                    // `S` must have answered: the WebRTC side cannot do without it
+                    b.relay = Some(relay.ok_or(WebrtcError::BadRelayResult("DTLS"))?);
+                }
+            }
+        }
         let media = &self.sdp.media()[stream.media];
         let sdp_addr = media.effective.addr.slice(self.sdp.body());
         let sdp_family = media.effective.family;
+        // A WebRTC section's null c= is not a hold: ICE carries the addresses.
+        let webrtc_in = self
+            .bridge
+            .as_ref()
+            .is_some_and(|b| b.role == BridgeRole::ToPlain);
         let adv = pending
             .advertised
             .as_deref()
             .and_then(|a| std::str::from_utf8(a).ok());
-        let (address, family): (Vec<u8>, Family) = if is_null_address(sdp_addr, sdp_family) {
-            (reply_family.null_address().to_vec(), reply_family)
-        } else if let Some(ip) = self.ip_address {
-            (ip.as_bytes().to_vec(), override_family(ip, reply_family))
-        } else if let Some(adv) = adv {
-            (adv.as_bytes().to_vec(), override_family(adv, reply_family))
-        } else if let Some(ip) = reply_ip {
-            (ip.to_vec(), reply_family)
-        } else if let Some(p) = self.message.packet() {
-            (
-                p.local_ip.as_bytes().to_vec(),
-                Family::of_text(p.local_ip.as_bytes()),
-            )
-        } else {
-            (sdp_addr.to_vec(), sdp_family)
-        };
+        let (address, family): (Vec<u8>, Family) =
+            if !webrtc_in && is_null_address(sdp_addr, sdp_family) {
+                (reply_family.null_address().to_vec(), reply_family)
+            } else if let Some(ip) = self.ip_address {
+                (ip.as_bytes().to_vec(), override_family(ip, reply_family))
+            } else if let Some(adv) = adv {
+                (adv.as_bytes().to_vec(), override_family(adv, reply_family))
+            } else if let Some(ip) = reply_ip {
+                (ip.to_vec(), reply_family)
+            } else if let Some(p) = self.message.packet() {
+                (
+                    p.local_ip.as_bytes().to_vec(),
+                    Family::of_text(p.local_ip.as_bytes()),
+                )
+            } else {
+                (sdp_addr.to_vec(), sdp_family)
+            };
         let mut ret_var = address.clone();
         ret_var.push(b':');
         ret_var.extend_from_slice(port.to_string().as_bytes());
@@ -1140,8 +1323,16 @@ impl<'a> OfferAnswer<'a> {
         let mut marker_inserted = false;
         if !self.flags.keep_body {
             let mut r = Rewriter::new(&self.sdp, rewrite_options(self.flags));
+            if let Some(b) = &self.bridge {
+                if b.role == BridgeRole::ToPlain {
+                    r.replace_null_addresses();
+                }
+            }
             for a in &self.answers {
                 r.add_media(a)?;
+            }
+            if let Some(b) = &self.bridge {
+                r.add_edits(bridge_edits(&self.sdp, b)?);
             }
             if !self.marker_present && !self.marker.is_empty() {
                 r.insert_marker(self.marker);
@@ -1156,6 +1347,54 @@ impl<'a> OfferAnswer<'a> {
             warnings: self.warnings,
         })
     }
+}
+
+/// The WebRTC edits of one bridged body (towards the WebRTC side, once the relay answered).
+fn bridge_edits(sdp: &Sdp<'_>, b: &BridgeState) -> Result<Vec<SdpEdit>, OfferError> {
+    match (b.role, &b.relay) {
+        (BridgeRole::ToPlain, _) => Ok(webrtc::to_plain_edits(sdp, b.media)),
+        (BridgeRole::ToWebrtc, Some(relay)) => Ok(webrtc::to_webrtc_edits(sdp, b.media, relay)),
+        (BridgeRole::ToWebrtc, None) => Err(WebrtcError::BadRelayResult("DTLS").into()),
+    }
+}
+
+/// Checks the results of the WebRTC sub-commands of a `U`/`L` reply; for `S` sub-commands
+/// returns the relay's parameters.
+fn bridge_results(reply: &[u8], pending: &Pending) -> Result<Option<RelayParams>, OfferError> {
+    let (_, subs) = split_subresults(reply);
+    // a failing DTMF sub-command stops ours too
+    for (i, r) in subs.iter().enumerate() {
+        if let SubResult::Failed(code) = r {
+            let module = i
+                .checked_sub(pending.subs_before)
+                .and_then(|k| pending.bridge_subs.get(k))
+                .copied()
+                .unwrap_or("catch_dtmf");
+            return Err(OfferError::WebrtcSubcommandFailed {
+                module,
+                code: *code,
+            });
+        }
+    }
+    let text = |k: usize| match subs.get(pending.subs_before + k) {
+        Some(SubResult::Ok(t)) => *t,
+        _ => &b""[..],
+    };
+    let asked = text(0);
+    if asked.is_empty() {
+        // `A`/`C` sub-commands answer nothing on success
+        return Ok(None);
+    }
+    let (setup, algorithm, fingerprint) = webrtc::parse_dtls_result(asked)?;
+    let ice = webrtc::parse_ice_result(text(1))?;
+    Ok(Some(RelayParams {
+        setup,
+        algorithm,
+        fingerprint,
+        ufrag: ice.ufrag,
+        pwd: ice.pwd,
+        candidates: ice.candidates,
+    }))
 }
 
 fn rewrite_options(flags: &Flags) -> RewriteOptions {

@@ -17,6 +17,22 @@ pub const MAX_WORD_LEN: usize = 1024;
 /// the cookie; this leaves room for it.
 pub const MAX_COMMAND_LEN: usize = 8192 - 64;
 
+/// Most ` && ` sub-commands RTPProxy takes in one command (its `MAX_SUBC_NUM` is 16, one
+/// slot of which is the main command).
+pub const MAX_SUBCOMMANDS: usize = 15;
+
+/// Most words RTPProxy takes in one sub-command, its head (`M5:1`) included
+/// (`RTPC_MAX_ARGC`).
+pub const MAX_SUBCOMMAND_WORDS: usize = 24;
+
+/// Sub-command head of RTPProxy's `catch_dtmf` module (module 3, instance 1).
+pub const CATCH_DTMF: &[u8] = b"M3:1";
+/// Sub-command head of RTPProxy's `dtls_gw` module (module 4, instance 1): DTLS-SRTP.
+pub const DTLS_GW: &[u8] = b"M4:1";
+/// Sub-command head of RTPProxy's `ice_lite` module (module 5, instance 1): ICE-lite and
+/// RTCP mux.
+pub const ICE_LITE: &[u8] = b"M5:1";
+
 /// What a word is, for checking and for error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WordKind {
@@ -131,6 +147,8 @@ impl Command {
         check_word(WordKind::Head, head)?;
         Ok(CommandBuilder {
             bytes: head.to_vec(),
+            subcommands: 0,
+            words: 1,
         })
     }
 
@@ -175,12 +193,24 @@ impl fmt::Display for Command {
 #[derive(Debug, Clone)]
 pub struct CommandBuilder {
     bytes: Vec<u8>,
+    subcommands: usize,
+    words: usize,
 }
 
 impl CommandBuilder {
     fn push_word(&mut self, kind: WordKind, word: &[u8]) -> Result<&mut Self, ProtoError> {
         check_word(kind, word)?;
+        self.count_word()?;
         self.push_raw(&[b" ", word])
+    }
+
+    /// Counts one more word of the current sub-command (the main command is not limited).
+    fn count_word(&mut self) -> Result<(), ProtoError> {
+        if self.subcommands > 0 && self.words >= MAX_SUBCOMMAND_WORDS {
+            return Err(ProtoError::SubcommandTooLong);
+        }
+        self.words += 1;
+        Ok(())
     }
 
     fn push_raw(&mut self, parts: &[&[u8]]) -> Result<&mut Self, ProtoError> {
@@ -209,6 +239,7 @@ impl CommandBuilder {
     /// Appends ` <tag>;<index>` (checked as a tag), the form used by `U`/`L`/`P`/`S`/`C`/`Q`/`N`.
     pub fn indexed_tag(&mut self, tag: &[u8], index: u32) -> Result<&mut Self, ProtoError> {
         check_word(WordKind::Tag, tag)?;
+        self.count_word()?;
         let idx = index.to_string();
         self.push_raw(&[b" ", tag, b";", idx.as_bytes()])
     }
@@ -218,10 +249,22 @@ impl CommandBuilder {
         self.push_word(WordKind::Arg, word)
     }
 
-    /// Appends ` && <head>`: starts a sub-command (RTPProxy 20191015), e.g. `M3:1`.
+    /// Appends ` && <head>`: starts a sub-command (RTPProxy 20191015), e.g. `M3:1`. At most
+    /// [`MAX_SUBCOMMANDS`] per command, each of at most [`MAX_SUBCOMMAND_WORDS`] words.
     pub fn subcommand(&mut self, head: &[u8]) -> Result<&mut Self, ProtoError> {
         check_word(WordKind::Head, head)?;
-        self.push_raw(&[b" && ", head])
+        if self.subcommands >= MAX_SUBCOMMANDS {
+            return Err(ProtoError::TooManySubcommands);
+        }
+        self.push_raw(&[b" && ", head])?;
+        self.subcommands += 1;
+        self.words = 1;
+        Ok(self)
+    }
+
+    /// How many sub-commands were started so far.
+    pub fn subcommand_count(&self) -> usize {
+        self.subcommands
     }
 
     /// The command built so far.
@@ -327,6 +370,31 @@ mod tests {
         assert!(Command::delete(b"c", b"f", Some(b"t;1")).is_err());
         assert!(Command::builder(b"U x").is_err());
         assert!(Command::builder(b"").is_err());
+    }
+
+    #[test]
+    fn subcommand_limits() {
+        let mut b = Command::builder(b"U").unwrap();
+        b.call_id(b"c").unwrap();
+        for _ in 0..MAX_SUBCOMMANDS {
+            b.subcommand(ICE_LITE).unwrap().arg(b"S").unwrap();
+        }
+        assert_eq!(b.subcommand_count(), MAX_SUBCOMMANDS);
+        assert_eq!(
+            b.subcommand(DTLS_GW).unwrap_err(),
+            ProtoError::TooManySubcommands
+        );
+        let mut b = Command::builder(b"U").unwrap();
+        b.subcommand(ICE_LITE).unwrap();
+        for _ in 1..MAX_SUBCOMMAND_WORDS {
+            b.arg(b"w").unwrap();
+        }
+        assert_eq!(b.arg(b"w").unwrap_err(), ProtoError::SubcommandTooLong);
+        // the main command has no word limit
+        let mut b = Command::builder(b"U").unwrap();
+        for _ in 0..2 * MAX_SUBCOMMAND_WORDS {
+            b.arg(b"w").unwrap();
+        }
     }
 
     #[test]

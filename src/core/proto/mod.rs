@@ -25,7 +25,7 @@ pub use command::{
 pub use cookie::{Cookie, CookieGen};
 pub use exchange::{DatagramExchange, ExchangeError, StreamExchange};
 pub use framing::Framing;
-pub use reply::{MediaReply, Reply, MAX_REPLY_LEN};
+pub use reply::{split_subresults, MediaReply, Reply, SubResult, MAX_REPLY_LEN};
 
 /// A command that cannot be built or a reply that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,6 +60,12 @@ pub enum ProtoError {
         /// Length it would have had.
         len: usize,
     },
+    /// More than [`command::MAX_SUBCOMMANDS`] sub-commands.
+    #[error("more than {} sub-commands in one command", command::MAX_SUBCOMMANDS)]
+    TooManySubcommands,
+    /// A sub-command of more than [`command::MAX_SUBCOMMAND_WORDS`] words.
+    #[error("sub-command of more than {} words", command::MAX_SUBCOMMAND_WORDS)]
+    SubcommandTooLong,
     /// The reply is empty.
     #[error("empty reply")]
     EmptyReply,

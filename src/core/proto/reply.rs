@@ -36,8 +36,72 @@ pub struct MediaReply {
     pub addr: Option<IpAddr>,
     /// The reply carried the `6` marker (IPv6 address).
     pub ipv6: bool,
-    /// Results of ` && ` sub-commands, in order, as text (the module ignores them).
+    /// Results of ` && ` sub-commands, in order, as text (see [`SubResult`]).
     pub subcommand_results: Vec<String>,
+}
+
+/// The result of one ` && ` sub-command in a `U`/`L` reply (RTPProxy 20191015).
+///
+/// RTPProxy writes one result per sub-command up to the last one that has something to say:
+/// a sub-command that succeeded without output is `0` when a later one has output, and is
+/// left out at the end. Sub-commands run in order and the first failure (a non-zero number,
+/// `-1` in practice) stops the rest, which then have no result at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubResult<'a> {
+    /// Success; the output text (empty when the sub-command had none or it was left out).
+    Ok(&'a [u8]),
+    /// The sub-command failed with this code; the ones after it did not run.
+    Failed(i64),
+}
+
+/// Splits a `U`/`L` reply body into its main part (`<port> [<addr> [6]]`, untrimmed) and the
+/// sub-command results after each `&&`, trimmed. A result that is exactly a decimal number
+/// is a status (`0` success, anything else a failure); any other text is output.
+///
+/// ```
+/// use rtpproxy::core::proto::reply::{split_subresults, SubResult};
+/// let (main, subs) = split_subresults(b"35004 10.0.0.2 && 0 && ab cd\n");
+/// assert_eq!(main, b"35004 10.0.0.2 ");
+/// assert_eq!(subs, [SubResult::Ok(b""), SubResult::Ok(b"ab cd")]);
+/// ```
+pub fn split_subresults(reply: &[u8]) -> (&[u8], Vec<SubResult<'_>>) {
+    let reply = strip_newline(reply);
+    let mut parts = split_on_ampamp(reply);
+    let main = parts.remove(0);
+    let subs = parts
+        .into_iter()
+        .map(|p| {
+            let t = p.trim_ascii();
+            let numeric = !t.is_empty()
+                && t.iter()
+                    .enumerate()
+                    .all(|(i, b)| b.is_ascii_digit() || (i == 0 && *b == b'-'))
+                && t != b"-";
+            match numeric {
+                true if atoi(t) == 0 => SubResult::Ok(b""),
+                true => SubResult::Failed(atoi(t)),
+                false => SubResult::Ok(t),
+            }
+        })
+        .collect();
+    (main, subs)
+}
+
+fn split_on_ampamp(b: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i + 1 < b.len() {
+        if &b[i..i + 2] == b"&&" {
+            out.push(&b[start..i]);
+            i += 2;
+            start = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push(&b[start..]);
+    out
 }
 
 impl Reply {
@@ -282,6 +346,37 @@ mod tests {
         assert!(p("70000 1.2.3.4").unwrap().media().is_err());
         assert!(p("x 1.2.3.4").unwrap().media().is_err());
         assert!(p("1000 not-an-ip").unwrap().media().is_err());
+    }
+
+    #[test]
+    fn subcommand_results() {
+        // as RTPProxy 3.2 with dtls_gw and ice_lite answers `L … && M4:1 S && M5:1 S`
+        let (main, subs) = split_subresults(
+            b"40224 127.0.0.2 && actpass SHA-256 07:32 && eBWk BgEz c:7f%201%20UDP\n",
+        );
+        assert_eq!(main, b"40224 127.0.0.2 ");
+        assert_eq!(
+            subs,
+            [
+                SubResult::Ok(b"actpass SHA-256 07:32"),
+                SubResult::Ok(b"eBWk BgEz c:7f%201%20UDP")
+            ]
+        );
+        // a failure stops the rest; leading successes without output are `0`
+        let (_, subs) = split_subresults(b"40250 127.0.0.2 && 0 && -1\n");
+        assert_eq!(subs, [SubResult::Ok(b""), SubResult::Failed(-1)]);
+        let (main, subs) = split_subresults(b"40250\n");
+        assert_eq!((main, subs.len()), (&b"40250"[..], 0));
+        let (_, subs) = split_subresults(b"1 && && -&&x&&&");
+        assert_eq!(
+            subs,
+            [
+                SubResult::Ok(b""),
+                SubResult::Ok(b"-"),
+                SubResult::Ok(b"x"),
+                SubResult::Ok(b"&")
+            ]
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@
 
 mod rewrite;
 mod scan;
+pub mod webrtc;
 
 use std::fmt;
 use std::ops::Range;

@@ -74,6 +74,7 @@ pub struct Rewriter<'s, 'a> {
     session_conn_done: Vec<bool>,
     origin_done: Vec<bool>,
     answered: Vec<bool>,
+    replace_null: bool,
     edits: Vec<SdpEdit>,
 }
 
@@ -86,8 +87,23 @@ impl<'s, 'a> Rewriter<'s, 'a> {
             session_conn_done: vec![false; sdp.sessions().len()],
             origin_done: vec![false; sdp.sessions().len()],
             answered: vec![false; sdp.media().len()],
+            replace_null: false,
             edits: Vec::new(),
         }
+    }
+
+    /// From now on, a null old address (`0.0.0.0`, `::`) is replaced like any other instead
+    /// of being kept as "on hold". For WebRTC sections, whose `c=` may be null while ICE
+    /// carries the real addresses (see [`super::webrtc`]).
+    pub fn replace_null_addresses(&mut self) {
+        self.replace_null = true;
+    }
+
+    /// Adds edits made elsewhere (e.g. [`super::webrtc`]); they must not overlap the
+    /// others, which [`Rewriter::finish`] checks. Call before [`Rewriter::insert_marker`] so
+    /// that an insertion at the marker's offset comes first.
+    pub fn add_edits(&mut self, edits: impl IntoIterator<Item = SdpEdit>) {
+        self.edits.extend(edits);
     }
 
     /// Adds the edits for one answered stream (spec §4.8, message mode), in this order:
@@ -182,7 +198,14 @@ impl<'s, 'a> Rewriter<'s, 'a> {
             .into_iter()
             .flatten()
         {
-            alter_address(&mut new, body, addr, &answer.address, answer.family);
+            alter_address(
+                &mut new,
+                body,
+                addr,
+                &answer.address,
+                answer.family,
+                self.replace_null,
+            );
         }
 
         if touches_session_conn || extra_session_conn.is_some() {
@@ -236,9 +259,16 @@ fn push_if_changed(out: &mut Vec<SdpEdit>, body: &[u8], span: Span, new: Vec<u8>
 
 /// The `alter_mediaip` rules of the C module, with the old family taken from the line itself
 /// (defect D8 fixed) and a pure family flip when only the family differs.
-fn alter_address(out: &mut Vec<SdpEdit>, body: &[u8], old: Address, new: &[u8], family: Family) {
+fn alter_address(
+    out: &mut Vec<SdpEdit>,
+    body: &[u8],
+    old: Address,
+    new: &[u8],
+    family: Family,
+    replace_null: bool,
+) {
     let old_text = old.addr.slice(body);
-    if old.family == family && is_null_address(old_text, old.family) {
+    if !replace_null && old.family == family && is_null_address(old_text, old.family) {
         return;
     }
     if old.family != family {
