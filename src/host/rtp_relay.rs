@@ -508,7 +508,7 @@ fn copy_node(
     if let Some(n) = node_by_url(st, &url, Some(set.id)).filter(|n| is_enabled(st, n)) {
         return Ok(n);
     }
-    control::select_for_call(st, set, call_id).ok_or_else(|| err("no available proxies"))
+    Ok(control::node_for_call(st, set, call_id, None)?)
 }
 
 unsafe extern "C" fn engine_delete(

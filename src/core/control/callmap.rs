@@ -98,14 +98,18 @@ mod tests {
         assert_ne!(call_key(b""), 0);
         assert_eq!(call_key(b"abc"), call_key(b"abc"));
         assert_ne!(call_key(b"abc"), call_key(b"abd"));
-        assert_ne!(node_key("udp:127.0.0.1:7722"), node_key("udp:127.0.0.1:7723"));
+        assert_ne!(
+            node_key("udp:127.0.0.1:7722"),
+            node_key("udp:127.0.0.1:7723")
+        );
         assert_ne!(node_key(""), 0);
     }
 
     #[test]
     fn placement_table() {
         // (ways, key, clock) -> (way, evicts)
-        let cases: &[(&[Way], u64, u32, (usize, bool))] = &[
+        type Case<'a> = (&'a [Way], u64, u32, (usize, bool));
+        let cases: &[Case] = &[
             (&[w(0, 0), w(0, 0)], 5, 1, (0, false)),
             (&[w(7, 3), w(0, 0)], 5, 4, (1, false)),
             (&[w(7, 3), w(5, 1)], 5, 4, (1, false)), // already there: same way

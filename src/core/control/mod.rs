@@ -177,6 +177,9 @@ pub enum CommandError {
     /// Every node tried failed; the last failure is given.
     #[error("RTPProxy failed: {0}")]
     Failed(NodeFault),
+    /// The caller stopped the command ([`CommandRun::abort`]).
+    #[error("command abandoned")]
+    Aborted,
 }
 
 /// One thing that happened to a command (see [`Observer`]).
@@ -467,6 +470,20 @@ impl CommandRun {
                 self.node_gone(node);
             }
         }
+    }
+
+    /// The caller stops the command (it could not build it for the node, or it read the
+    /// reply as a final error). Health changes already decided are still handed out.
+    pub fn abort(&mut self) {
+        if !matches!(self.state, State::Finished(_) | State::Reported) {
+            self.finish(Err(CommandError::Aborted));
+        }
+    }
+
+    /// The next health change waiting for the driver, if any (a driver that is inside an
+    /// exchange applies these before it retransmits; [`CommandRun::poll`] hands them out too).
+    pub fn take_health(&mut self) -> Option<(usize, HealthChange)> {
+        (!self.pending.is_empty()).then(|| self.pending.remove(0))
     }
 
     /// Events recorded since the last call (first send, retransmissions, …, the result).

@@ -116,14 +116,15 @@ fn choice_table() {
     };
     let u = NodeInput::up(1);
     // "abc" hashes to 38: 38 % 3 = 2, 38 % 2 = 0
-    let cases: &[(&[NodeInput], Option<usize>, &[usize], Option<usize>)] = &[
+    type Case<'a> = (&'a [NodeInput], Option<usize>, &'a [usize], Option<usize>);
+    let cases: &[Case] = &[
         (&[u, u, u], None, &[], Some(2)),
-        (&[u, u, u], Some(0), &[], Some(0)), // own node first
+        (&[u, u, u], Some(0), &[], Some(0)),   // own node first
         (&[u, off, u], Some(1), &[], Some(2)), // own node down: hash
-        (&[u, u, d], None, &[], Some(0)),    // draining takes no new call
-        (&[u, u, d], Some(2), &[], Some(2)), // but keeps its own
-        (&[u, u, u], Some(0), &[0], Some(2)), // own node failed in this command
-        (&[u, u, u], None, &[2], Some(0)),   // failed node skipped, redistributed
+        (&[u, u, d], None, &[], Some(0)),      // draining takes no new call
+        (&[u, u, d], Some(2), &[], Some(2)),   // but keeps its own
+        (&[u, u, u], Some(0), &[0], Some(2)),  // own node failed in this command
+        (&[u, u, u], None, &[2], Some(0)),     // failed node skipped, redistributed
         (&[d, d], None, &[], None),
         (&[off, off], Some(0), &[], None),
     ];
@@ -352,7 +353,10 @@ fn events_record_the_life_of_a_command() {
 
 #[test]
 fn op_kinds_by_letter() {
-    let got: Vec<OpKind> = b"ULDPSRCNQVx".iter().map(|&l| OpKind::of_letter(l)).collect();
+    let got: Vec<OpKind> = b"ULDPSRCNQVx"
+        .iter()
+        .map(|&l| OpKind::of_letter(l))
+        .collect();
     use OpKind::*;
     assert_eq!(
         got,
