@@ -702,6 +702,14 @@ struct ProbeJob<'a> {
     running: bool,
 }
 
+impl ProbeJob<'_> {
+    /// The prober's client key: one per node entry (a URL may be in two sets, and both
+    /// are probed at once).
+    fn key(&self) -> String {
+        format!("{}#{}", self.node.index, self.node.spec.url)
+    }
+}
+
 impl Prober {
     /// Starts the probe's next command on its node's client; a command that cannot even start
     /// counts as no reply. Returns whether a command is outstanding.
@@ -713,7 +721,7 @@ impl Prober {
             };
             let client = self
                 .clients
-                .entry(job.node.spec.url.clone())
+                .entry(job.key())
                 .or_insert_with(|| new_client(job.node, opts));
             client.set_options(opts);
             client.set_unix_connector(bounded_unix_connect);
@@ -771,7 +779,7 @@ impl Prober {
             let mut fds = Vec::new();
             let mut wake = now + Duration::from_secs(1);
             for (k, job) in jobs.iter().enumerate().filter(|(_, j)| j.running) {
-                let c = &self.clients[&job.node.spec.url];
+                let c = &self.clients[&job.key()];
                 if let Some(d) = c.poll_timeout() {
                     wake = wake.min(d);
                 }
@@ -801,7 +809,7 @@ impl Prober {
                     .any(|((j, _), p)| *j == k && p.revents != 0);
                 let c = self
                     .clients
-                    .get_mut(&job.node.spec.url)
+                    .get_mut(&job.key())
                     .expect("client made at start");
                 let mut out = if readable { c.on_readable() } else { None };
                 if out.is_none() && c.poll_timeout().is_some_and(|d| now >= d) {

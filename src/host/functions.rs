@@ -316,6 +316,7 @@ fn run_offer_answer_noting(
             } else {
                 Failover::Never
             };
+            let op = OpKind::of_letter(oa.letter());
             let oa_cell = std::cell::RefCell::new(&mut oa);
             let last = std::cell::RefCell::new(&mut *last_node);
             control::execute(
@@ -325,7 +326,7 @@ fn run_offer_answer_noting(
                     call_id: &call_id,
                     target: Target::Call(preset_url.as_deref()),
                     failover,
-                    op: OpKind::of_letter(oa_cell.borrow().letter()),
+                    op,
                 },
                 &mut |node| {
                     **last.borrow_mut() = Some(node.spec.url.clone());
