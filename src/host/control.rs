@@ -248,6 +248,7 @@ fn node_input(st: &ModuleState, node: &NodeView) -> NodeInput {
         enabled: st.slot(node).is_some_and(|s| s.health().is_enabled()),
         // set by the drain command once it exists (a node taking no new calls)
         draining: false,
+        probed: st.slot(node).is_some_and(|s| s.probed()),
     }
 }
 
@@ -287,6 +288,8 @@ pub(crate) enum Verdict<T> {
     NodeFailure(u32),
     /// Stop with this error (the node itself is fine).
     Fail(Error),
+    /// The relay does not know the call (`E50`): look further if the call's node is unknown.
+    NotHere,
 }
 
 /// Why a control-plane command failed, as the host reports it.
@@ -386,6 +389,7 @@ pub(crate) fn execute<'a, T>(
                             caller_error = Some(e);
                             run.on_reply(i, Answer::Reply);
                         }
+                        Verdict::NotHere => run.on_reply(i, Answer::NotHere),
                     },
                     Err(fault) => {
                         run.on_reply(i, Answer::Fault(fault));
@@ -560,7 +564,9 @@ pub(crate) fn send_raw(st: &ModuleState, node: &NodeView, cmd: &Command) -> Opti
 
 /// Sends one command to the node that holds call `call_id` in `set` (`url`: the node the
 /// caller knows holds it, e.g. stored in the dialog; else the call map; else the hash), with
-/// no failover. Returns the reply body and the node.
+/// no failover. When the call's node is not known and the hash node answers that it has no
+/// such session (`E50`), the other nodes that are up are asked in turn. Returns the reply
+/// body and the node.
 pub(crate) fn send_for_call<'a>(
     st: &ModuleState,
     set: &'a SetView,
@@ -579,11 +585,21 @@ pub(crate) fn send_for_call<'a>(
         },
         &mut |_| Ok(cmd.clone()),
         &mut |_, body| match body {
+            Some(b) if is_session_unknown(b) => Verdict::NotHere,
             Some(b) => Verdict::Accept(b.to_vec()),
             None => Verdict::NodeFailure(0),
         },
     )
 }
+
+/// `E50`: the relay has no such session.
+fn is_session_unknown(body: &[u8]) -> bool {
+    body.strip_prefix(b"E")
+        .is_some_and(|code| code.trim_ascii() == SESSION_UNKNOWN)
+}
+
+/// RTPProxy's error code for an unknown session.
+const SESSION_UNKNOWN: &[u8] = b"50";
 
 /// A node that was taken out after a lost attempt answered after all: back in selection
 /// (unless MI disabled it meanwhile).

@@ -76,10 +76,13 @@ pub(crate) unsafe fn unforce(msg: *mut sip_msg, params: &Params) -> Result<i32, 
     let cmd = Command::delete(&call_id, &from_tag, to_tag.as_deref())?;
     // SAFETY: `set` and `sock_var` are this call's parameters (or NULL).
     let node = unsafe { pick_node(st, msg, set, sock_var, &call_id) }?;
-    control::forget_call(st, &call_id);
-    // The reply does not matter (as in the C module); a transport failure has already
-    // taken the node out for everybody.
-    let _ = control::send_raw(st, node, &cmd);
+    // SAFETY: `set` is this call's `int*` parameter or NULL.
+    let set = control::set_or_error(st, unsafe { opt_int(set) })?;
+    // The call's node (from the call map); if it is not known, the nodes are asked in turn
+    // until one has the call. The reply does not matter (as in the C module); a transport
+    // failure has already taken the node out for everybody. The call is forgotten.
+    tracing::debug!("unforce: the call's node is {}", node.spec.url);
+    let _ = control::send_for_call(st, set, &call_id, None, &cmd);
     Ok(1)
 }
 

@@ -40,6 +40,9 @@ pub struct NodeInput {
     pub enabled: bool,
     /// The node is being drained: it takes no new calls but keeps serving its own.
     pub draining: bool,
+    /// The prober has answered for this node at least once. A node not proven yet is given
+    /// up at its first lost attempt (see [`CommandRun::on_attempt_lost`]).
+    pub probed: bool,
 }
 
 impl NodeInput {
@@ -49,6 +52,7 @@ impl NodeInput {
             weight,
             enabled: true,
             draining: false,
+            probed: true,
         }
     }
 }
@@ -288,6 +292,10 @@ enum State {
 pub enum Answer {
     /// A usable reply.
     Reply,
+    /// The relay is fine but does not know the call (`E50` to a delete). When the call's
+    /// node was not known, the command moves on to the next node (the call's sessions may be
+    /// there); otherwise it is done.
+    NotHere,
     /// No usable reply.
     Fault(NodeFault),
 }
@@ -302,6 +310,10 @@ pub struct CommandRun {
     tried: Vec<usize>,
     /// This command took the current node out after a lost attempt.
     suspected: bool,
+    /// The current node has not been proven by the prober yet.
+    unproven: bool,
+    /// A node answered [`Answer::NotHere`]: running out of nodes is no failure.
+    not_here: bool,
     /// Health changes not yet handed to the driver.
     pending: Vec<(usize, HealthChange)>,
     last_fault: Option<NodeFault>,
@@ -318,6 +330,8 @@ impl CommandRun {
             state: State::Choose,
             tried: Vec::new(),
             suspected: false,
+            unproven: false,
+            not_here: false,
             pending: Vec::new(),
             last_fault: None,
             events: Vec::new(),
@@ -351,6 +365,11 @@ impl CommandRun {
                         .is_some_and(|n| n.enabled)
                         .then_some(i)
                         .filter(|i| !self.tried.contains(i)),
+                    // a call whose node is unknown and not on the hash node: any node that is
+                    // up may hold it (draining or backup nodes included)
+                    Route::Call { .. } if self.not_here => {
+                        (0..nodes.len()).find(|i| nodes[*i].enabled && !self.tried.contains(i))
+                    }
                     Route::Call { own } => choose(nodes, call_id, own, &self.tried),
                 };
                 match pick {
@@ -364,8 +383,14 @@ impl CommandRun {
                         }
                         self.tried.push(n);
                         self.suspected = false;
+                        self.unproven = !nodes[n].probed;
                         self.state = State::Starting(n);
                         Step::Start { node: n }
+                    }
+                    None if self.not_here => {
+                        let last = *self.tried.last().expect("a node answered");
+                        self.finish(Ok(last));
+                        self.poll(nodes, call_id)
                     }
                     None => {
                         let err = match self.last_fault.take() {
@@ -411,6 +436,11 @@ impl CommandRun {
     /// `already_out` says whether the node is out of selection right now (shared health).
     /// Returns whether to go on retransmitting; `false` means the driver abandons the exchange
     /// (the engine has already moved on: failover or failure).
+    ///
+    /// The rule: the first lost attempt takes the node out for everybody and this command
+    /// keeps retransmitting (a reply puts the node back). If another process took the node
+    /// out already, or the prober has never answered for the node (a relay hung since
+    /// start-up is not worth more waits), the command gives up on the node at once.
     pub fn on_attempt_lost(&mut self, node: usize, already_out: bool) -> bool {
         if self.state != State::Running(node) {
             return false;
@@ -421,6 +451,18 @@ impl CommandRun {
         }
         if already_out {
             // another process took it out: a hung relay; give up on it now
+            self.events.push(Event::NodeTimeout { op: self.op, node });
+            self.last_fault = Some(NodeFault::Timeout);
+            self.node_gone(node);
+            return false;
+        }
+        if self.unproven {
+            self.pending.push((
+                node,
+                HealthChange::TakeOut {
+                    why: format!("no reply to {:?} from a node not probed yet", self.op),
+                },
+            ));
             self.events.push(Event::NodeTimeout { op: self.op, node });
             self.last_fault = Some(NodeFault::Timeout);
             self.node_gone(node);
@@ -449,6 +491,17 @@ impl CommandRun {
                     self.pending.push((node, HealthChange::PutBack));
                 }
                 self.finish(Ok(node));
+            }
+            Answer::NotHere => {
+                if self.suspected {
+                    self.pending.push((node, HealthChange::PutBack));
+                }
+                if matches!(self.route, Route::Call { own: None }) {
+                    self.not_here = true;
+                    self.state = State::Choose;
+                } else {
+                    self.finish(Ok(node));
+                }
             }
             Answer::Fault(fault) => {
                 let why = match &fault {

@@ -18,6 +18,8 @@ enum Does {
     Error(u32),
     /// Cannot be reached.
     Refuse,
+    /// Answers that it does not know the call (`E50` to a delete).
+    NotHere,
 }
 
 /// Runs a command against `does` (one behaviour per node) with `retr` attempts per exchange.
@@ -79,6 +81,7 @@ fn drive(
                     continue;
                 }
                 match does[node] {
+                    Does::NotHere => run.on_reply(node, Answer::NotHere),
                     Does::Error(code) => {
                         run.on_reply(node, Answer::Fault(NodeFault::RelayError(code)))
                     }
@@ -105,14 +108,12 @@ const CALL: Route = Route::Call { own: None };
 #[test]
 fn choice_table() {
     let d = NodeInput {
-        weight: 1,
-        enabled: true,
         draining: true,
+        ..NodeInput::up(1)
     };
     let off = NodeInput {
-        weight: 1,
         enabled: false,
-        draining: false,
+        ..NodeInput::up(1)
     };
     let u = NodeInput::up(1);
     // "abc" hashes to 38: 38 % 3 = 2, 38 % 2 = 0
@@ -274,7 +275,8 @@ fn all_down_is_no_node_and_pinned_down_too() {
         NodeInput {
             weight: 1,
             enabled: false,
-            draining: false
+            draining: false,
+            probed: true,
         };
         2
     ];
@@ -375,4 +377,64 @@ fn late_reports_are_ignored() {
     run.on_reply(0, Answer::Fault(NodeFault::Timeout));
     assert!(!run.on_attempt_lost(0, false));
     assert_eq!(run.poll(&nodes, b"x"), Step::Done(Ok(0)));
+}
+
+#[test]
+fn a_node_never_probed_is_given_up_at_its_first_lost_attempt() {
+    let mut nodes = up(3);
+    nodes[2].probed = false;
+    let (r, trace, ev) = drive(
+        &mut nodes,
+        &[Does::Answer, Does::Answer, Does::Hang],
+        &[],
+        CALL,
+        Failover::NextNode,
+        5,
+    );
+    assert_eq!(r, Ok(0));
+    assert_eq!(trace.len(), 4, "{trace:?}");
+    assert_eq!(trace[1], "abandon@2");
+    assert!(trace[2].starts_with("TakeOut") && trace[2].ends_with("@2"));
+    assert_eq!(trace[3], "start@0");
+    assert!(!ev.iter().any(|e| matches!(e, Event::Retransmit { .. })));
+}
+
+#[test]
+fn a_delete_looks_for_a_call_whose_node_is_unknown() {
+    use Does::*;
+    // own node unknown: the hash node (2) does not know the call, the next one does
+    let mut nodes = up(3);
+    let (r, trace, _) = drive(
+        &mut nodes,
+        &[Answer, NotHere, NotHere],
+        &[],
+        CALL,
+        Failover::Never,
+        3,
+    );
+    assert_eq!(r, Ok(0));
+    assert_eq!(trace, ["start@2", "start@0"]);
+    // nobody knows it: done on the last node, no node taken out
+    let (r, trace, _) = drive(
+        &mut nodes,
+        &[NotHere, NotHere, NotHere],
+        &[],
+        CALL,
+        Failover::Never,
+        3,
+    );
+    assert_eq!(r, Ok(1));
+    assert_eq!(trace, ["start@2", "start@0", "start@1"]);
+    assert!(nodes.iter().all(|n| n.enabled));
+    // the call's node is known: its answer is final
+    let (r, trace, _) = drive(
+        &mut nodes,
+        &[Answer, NotHere, Answer],
+        &[],
+        Route::Call { own: Some(1) },
+        Failover::Never,
+        3,
+    );
+    assert_eq!(r, Ok(1));
+    assert_eq!(trace, ["start@1"]);
 }
