@@ -661,3 +661,10 @@ impl Drop for ControlTap {
         }
     }
 }
+
+impl Relay {
+    /// The relay's process id (the daemon runs in the foreground: signals reach it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
