@@ -34,6 +34,7 @@ use crate::io::transport::{self, ClientOptions, ControlClient, TransportError};
 use crate::Error;
 
 use super::events;
+use super::shared::NodeSlot;
 use super::state::{self, ModuleState, NodeView, SetView};
 
 /// Per-process control state, rebuilt when the process id changes (after a fork) or when a
@@ -241,14 +242,30 @@ pub(crate) fn resolve_spec(spec: &NodeSpec) -> Option<SocketAddr> {
     })
 }
 
-/// What the engine knows about a node now.
+/// The shm slot that tells how `node` is doing now: its own, or, when a reload replaced the
+/// list while this command was running, the slot of the same node (same URL) in the new
+/// list. Only read: a command on the old list changes no slot of the new one.
+fn slot_now<'s>(st: &'s ModuleState, node: &NodeView) -> Option<&'s NodeSlot> {
+    st.slot(node).or_else(|| {
+        st.sets()
+            .iter()
+            .flat_map(|s| s.nodes.iter())
+            .find(|n| n.spec.url == node.spec.url)
+            .and_then(|n| st.slot(n))
+    })
+}
+
+/// What the engine knows about a node now. A node of an old list that the new one dropped
+/// (or during the instant of the hand-over) counts as up and probed: the command finishes
+/// on the list it started with.
 fn node_input(st: &ModuleState, node: &NodeView) -> NodeInput {
+    let slot = slot_now(st, node);
     NodeInput {
         weight: node.spec.weight,
-        enabled: st.slot(node).is_some_and(|s| s.health().is_enabled()),
+        enabled: slot.is_none_or(|s| s.health().is_enabled()),
         // set by the drain command once it exists (a node taking no new calls)
         draining: false,
-        probed: st.slot(node).is_some_and(|s| s.probed()),
+        probed: slot.is_none_or(|s| s.probed()),
     }
 }
 
@@ -667,8 +684,7 @@ pub(crate) fn node_for_call<'a>(
 /// Capabilities of a node as probed so far. A node the prober has not answered yet has none
 /// of the optional ones (the conservative rule, doc/architecture.md): no SIP worker probes.
 pub(crate) fn capabilities(st: &ModuleState, node: &NodeView) -> Capabilities {
-    st.slot(node)
-        .map_or(Capabilities::NONE, |slot| slot.capabilities())
+    slot_now(st, node).map_or(Capabilities::NONE, |slot| slot.capabilities())
 }
 
 /// Records a probe's outcome for every process.
