@@ -24,7 +24,7 @@ use rand::{Rng, SeedableRng};
 use crate::core::config::{NodeSpec, SetId, Transport};
 use crate::core::control::{
     choose, Answer, CommandError, CommandRun, Event, Failover, HealthChange, NodeFault, NodeInput,
-    OpKind, Route, Step,
+    Observer, OpKind, Route, Step,
 };
 use crate::core::proto::caps::{Capabilities, Probe, ProbeOutcome};
 use crate::core::proto::command::Command;
@@ -466,17 +466,30 @@ fn set_of(st: &ModuleState, nodes: &[NodeView]) -> SetId {
         .map_or(st.config.default_set, |s| s.id)
 }
 
-/// The one place every command's events pass (statistics hook in here).
-fn observe(nodes: &[NodeView], events: Vec<Event>) {
-    for e in events {
-        if let Event::Failover { from, to, .. } = e {
+/// The observer every command's events go to: logs failovers and traces the rest.
+/// Statistics count here (one place for every command of every caller).
+struct HostObserver<'a> {
+    nodes: &'a [NodeView],
+}
+
+impl Observer for HostObserver<'_> {
+    fn event(&self, e: &Event) {
+        if let Event::Failover { from, to, .. } = *e {
             tracing::info!(
                 "failing over from RTPProxy {} to {}",
-                nodes.get(from).map_or("?", |n| &n.spec.url),
-                nodes.get(to).map_or("?", |n| &n.spec.url)
+                self.nodes.get(from).map_or("?", |n| &n.spec.url),
+                self.nodes.get(to).map_or("?", |n| &n.spec.url)
             );
         }
         tracing::trace!("control event: {e:?}");
+    }
+}
+
+/// Hands a command's events to the observer.
+fn observe(nodes: &[NodeView], events: Vec<Event>) {
+    let o = HostObserver { nodes };
+    for e in &events {
+        o.event(e);
     }
 }
 

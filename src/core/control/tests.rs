@@ -438,3 +438,20 @@ fn a_delete_looks_for_a_call_whose_node_is_unknown() {
     assert_eq!(r, Ok(1));
     assert_eq!(trace, ["start@1"]);
 }
+
+#[test]
+fn an_aborted_command_still_hands_out_its_health_changes() {
+    let mut run = CommandRun::new(OpKind::Offer, CALL, Failover::NextNode);
+    let nodes = up(2);
+    let Step::Start { node } = run.poll(&nodes, b"x") else {
+        panic!("no start")
+    };
+    run.on_started(node);
+    run.on_reply(node, Answer::Fault(NodeFault::Timeout));
+    run.abort();
+    assert!(matches!(run.poll(&nodes, b"x"), Step::Health { .. }));
+    assert_eq!(
+        run.poll(&nodes, b"x"),
+        Step::Done(Err(CommandError::Aborted))
+    );
+}
