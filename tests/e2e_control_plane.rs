@@ -334,7 +334,8 @@ fn reload_storm_while_calls_flow() {
     let mi_port = port();
     let params = format!(
         r#"modparam("rtpproxy", "db_url", "sqlite://{}")
-modparam("mi_datagram", "socket_name", "udp:127.0.0.1:{mi_port}")"#,
+modparam("mi_datagram", "socket_name", "udp:127.0.0.1:{mi_port}")
+modparam("mi_datagram", "children_count", 2)"#,
         db.display()
     );
     let uas_port = port();
@@ -352,6 +353,7 @@ modparam("mi_datagram", "socket_name", "udp:127.0.0.1:{mi_port}")"#,
     let _uas = uas(&dir, uas_port);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mi = SocketAddr::from(([127, 0, 0, 1], mi_port));
+    // two MI processes serve the datagrams: reloads run at the same time
     let storm: Vec<_> = (0..2)
         .map(|_| {
             let stop = stop.clone();
