@@ -1,7 +1,6 @@
 //! Crate-wide error type joining the per-layer errors.
 
 use crate::core::config::ConfigError;
-use crate::core::control::CommandError;
 use crate::core::media::MediaError;
 use crate::core::proto::ProtoError;
 use crate::io::transport::TransportError;
@@ -21,9 +20,6 @@ pub enum Error {
     /// A media function (play, record, copy, query) was refused or failed.
     #[error(transparent)]
     Media(#[from] MediaError),
-    /// A command found no node or every node failed.
-    #[error(transparent)]
-    Control(#[from] CommandError),
     /// A feature that belongs to a later milestone.
     #[error("{0} is not implemented yet")]
     NotImplemented(&'static str),

@@ -20,8 +20,11 @@
 //! all from defect D25: the TCP connect result is checked (a refused connect fails at connect
 //! time, not at the first write); legacy `unix:` reads and writes have a timeout; the UDP
 //! cookie is matched as a whole token; a stream reply must arrive within one timeout in total.
-//! Connecting a UNIX socket itself has no timeout (std offers none); it only blocks when the
-//! relay's listen backlog is full.
+//! Connecting a UNIX socket with std has no timeout (it only blocks when the relay's listen
+//! backlog is full); a caller can supply a bounded connect ([`ControlClient::set_unix_connector`]),
+//! as the host does. Likewise the host hands resolved addresses in
+//! ([`ControlClient::set_address`]) and forbids name resolution in SIP workers
+//! ([`ControlClient::set_resolve_names`]).
 //!
 //! Besides the blocking [`ControlClient::send`], the client can run one command without
 //! blocking: [`ControlClient::start`], then wait for [`ControlClient::wait_fd`] to become
