@@ -22,7 +22,7 @@ pub(crate) struct NodeSlot {
     pub(crate) caps: AtomicU32,
     /// Bit 0: the node has been probed at least once since start.
     flags: AtomicU32,
-    /// Low 32 bits of the node-list generation the slot belongs to (see [`SharedNodes::reset_all`]).
+    /// Low 32 bits of the node-list generation the slot belongs to (see [`SharedNodes::hand_over`]).
     owner: AtomicU32,
     /// Resolved address: bit 31 valid, bit 16 IPv6, bits 0..16 port.
     addr_meta: AtomicU32,
