@@ -7,16 +7,20 @@ sipp placing calls at a fixed rate through OpenSIPS (rtpproxy_offer / answer / u
   hang: at t=5 s relay A is SIGSTOPped and stays hung for 2.5 x rtpproxy_disable_tout,
         then SIGCONT.
   kill: at t=5 s relay B is SIGKILLed and restarted 10 s later.
+  boot: relay B is SIGSTOPped before OpenSIPS starts; calls start as soon as OpenSIPS is up,
+        for 30 s; relay B is resumed at t=20 s. Also reports whether B took sessions after
+        it resumed (its `I` counters).
 
 For each module it prints failed calls, worst and p99 call-setup time (INVITE -> 200 OK as
 sipp measures it) and the number of calls slower than 1 s, plus when each node came back.
 
-Usage: examples/relay_failure.py [--rate 100] [--disable-tout 10] [--scenario hang|kill|both]
+Usage: examples/relay_failure.py [--rate 100] [--disable-tout 10] [--scenario hang|kill|boot|both|all]
 Needs OPENSIPS_BIN (OpenSIPS 3.6.8), RTPPROXY_BIN (rtpproxy daemon), sipp, opensips-cli.
 Loopback only; every process it starts is stopped at the end.
 """
 import argparse
 import csv
+import socket
 import glob
 import json
 import os
@@ -65,6 +69,27 @@ class Relay:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def relay_info(port):
+    """The relay's `I` reply as a dict of counters (None if it does not answer)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(1.0)
+    try:
+        s.sendto(b"info_1 I", ("127.0.0.1", port))
+        text = s.recv(65536).decode(errors="replace")
+    except OSError:
+        return None
+    finally:
+        s.close()
+    out = {}
+    for line in text.split("\n"):
+        if ":" in line:
+            k, v = line.rsplit(":", 1)
+            k = k.replace("info_1", "").strip()
+            if v.strip().isdigit():
+                out[k] = int(v.strip())
+    return out
 
 
 def opensips_cfg(work, module, sip_port, uas_port, relays, disable_tout):
@@ -121,6 +146,8 @@ def run(label, module, scenario, rate, disable_tout, base_port):
     a_port, b_port = base_port, base_port + 1
     sip_port, uas_port, uac_port = base_port + 2, base_port + 3, base_port + 4
     relays = {"A": Relay(work, "A", a_port, 20000), "B": Relay(work, "B", b_port, 40000)}
+    if scenario == "boot":
+        relays["B"].signal(signal.SIGSTOP)
     with open(os.path.join(work, "opensips.cfg"), "w") as f:
         f.write(opensips_cfg(work, module, sip_port, uas_port, [a_port, b_port], disable_tout))
     os_log = open(os.path.join(work, "opensips.log"), "w")
@@ -132,12 +159,12 @@ def run(label, module, scenario, rate, disable_tout, base_port):
             if os.path.exists(os.path.join(work, "fifo")):
                 break
             time.sleep(0.1)
-        time.sleep(1.5)
+        time.sleep(0.1 if scenario == "boot" else 1.5)
         uas = subprocess.Popen(["sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", str(uas_port),
                                 "-nostdin"], cwd=work, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
         procs.append(uas)
-        time.sleep(0.5)
+        time.sleep(0.1 if scenario == "boot" else 0.5)
         hang = 2.5 * disable_tout
         duration = (5 + hang + 10) if scenario == "hang" else 30
         calls = int(rate * duration)
@@ -150,8 +177,16 @@ def run(label, module, scenario, rate, disable_tout, base_port):
         procs.append(uac)
         t0 = time.time()
         events = []
-        time.sleep(5)
-        if scenario == "hang":
+        if scenario == "boot":
+            events.append((0.0, "B SIGSTOPped since before start-up"))
+            time.sleep(20)
+            relays["B"].signal(signal.SIGCONT)
+            events.append((time.time() - t0, "B SIGCONT"))
+        else:
+            time.sleep(5)
+        if scenario == "boot":
+            pass
+        elif scenario == "hang":
             relays["A"].signal(signal.SIGSTOP)
             events.append((time.time() - t0, "A SIGSTOP"))
             time.sleep(hang)
@@ -173,6 +208,10 @@ def run(label, module, scenario, rate, disable_tout, base_port):
                 time.sleep(0.5)
             events.append((back, "every node enabled again (MI)" if back else "B NOT back"))
         uac.wait(timeout=duration + 120)
+        if scenario == "boot":
+            info = relay_info(b_port) or {}
+            created = {k: v for k, v in info.items() if "created" in k or "total" in k}
+            events.append((time.time() - t0, f"B counters after the run: {created or info}"))
         # results
         rtts = []
         for path in glob.glob(os.path.join(work, "uac_*_rtt.csv")):
@@ -215,11 +254,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rate", type=int, default=100)
     ap.add_argument("--disable-tout", type=int, default=10)
-    ap.add_argument("--scenario", choices=["hang", "kill", "both"], default="both")
+    ap.add_argument("--scenario", choices=["hang", "kill", "boot", "both", "all"],
+                    default="both")
     ap.add_argument("--ours", default=os.path.join(ROOT, "target/release/librtpproxy.so"))
     ap.add_argument("--c-module", default=os.path.join(MODULES, "rtpproxy.so"))
     args = ap.parse_args()
-    scenarios = ["hang", "kill"] if args.scenario == "both" else [args.scenario]
+    scenarios = {"both": ["hang", "kill"], "all": ["hang", "kill", "boot"]}.get(
+        args.scenario, [args.scenario])
     base = 41000
     for sc in scenarios:
         for label, module in (("ours", args.ours), ("C", args.c_module)):

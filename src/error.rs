@@ -1,6 +1,7 @@
 //! Crate-wide error type joining the per-layer errors.
 
 use crate::core::config::ConfigError;
+use crate::core::media::MediaError;
 use crate::core::proto::ProtoError;
 use crate::io::transport::TransportError;
 
@@ -16,6 +17,9 @@ pub enum Error {
     /// A relay did not answer.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// A media function (play, record, copy, query) was refused or failed.
+    #[error(transparent)]
+    Media(#[from] MediaError),
     /// A feature that belongs to a later milestone.
     #[error("{0} is not implemented yet")]
     NotImplemented(&'static str),

@@ -68,6 +68,7 @@ pub const INT_PARAMS: &[&str] = &[
     "default_set",
     "generated_sdp_port_min",
     "generated_sdp_port_max",
+    "call_map_size",
 ];
 
 /// Why a modparam value was refused. Messages name what is wrong; the host shell adds the
@@ -78,7 +79,7 @@ pub enum ConfigError {
     /// before calling [`ModParams::set_str`]).
     #[error("the value is not valid utf-8")]
     NotUtf8,
-    /// The parameter name is not one of the module's 15 modparams.
+    /// The parameter name is not one of the module's modparams.
     #[error("unknown rtpproxy parameter {0:?}")]
     UnknownParam(String),
     /// A string value was given to an integer parameter or the other way round.
@@ -790,7 +791,7 @@ pub struct DbConfig {
     pub set_id_col: String,
 }
 
-/// The 15 modparams as the config gave them, with their defaults (spec §1.1).
+/// The modparams (the C module's 15 and ours) as the config gave them, with their defaults (spec §1.1).
 ///
 /// The host shell creates one with [`ModParams::default`], calls [`ModParams::set_str`] or
 /// [`ModParams::set_int`] once per `modparam` line (each value is checked at once, so grammar
@@ -812,6 +813,7 @@ pub struct ModParams {
     gen_port_min: u16,
     gen_port_max: u16,
     gen_media_ip: String,
+    call_map_size: u32,
 }
 
 impl Default for ModParams {
@@ -832,6 +834,7 @@ impl Default for ModParams {
             gen_port_min: DEFAULT_GEN_PORT_MIN,
             gen_port_max: DEFAULT_GEN_PORT_MAX,
             gen_media_ip: DEFAULT_GEN_MEDIA_IP.to_owned(),
+            call_map_size: crate::core::control::callmap::DEFAULT_ENTRIES,
         }
     }
 }
@@ -908,6 +911,12 @@ impl ModParams {
             "default_set" => self.default_set = c_int(name, value)?,
             "generated_sdp_port_min" => self.gen_port_min = gen_port(name, value)?,
             "generated_sdp_port_max" => self.gen_port_max = gen_port(name, value)?,
+            "call_map_size" => {
+                use crate::core::control::callmap::{MAX_ENTRIES, MIN_ENTRIES};
+                let v = int_in_range(name, value, MIN_ENTRIES.into(), MAX_ENTRIES.into())?;
+                // in range by the check above
+                self.call_map_size = v as u32;
+            }
             _ => unreachable!("every INT_PARAMS name is handled"),
         }
         Ok(())
@@ -976,6 +985,7 @@ impl ModParams {
             gen_port_max,
             gen_media_ip: self.gen_media_ip.clone(),
             sock_values_given: !self.sock_values.is_empty(),
+            call_map_size: self.call_map_size,
         })
     }
 }
@@ -1007,6 +1017,8 @@ pub struct ModuleConfig {
     pub gen_port_max: u16,
     /// `generated_sdp_media_ip`.
     pub gen_media_ip: String,
+    /// `call_map_size`: entries of the shared Call-ID -> node map (ours, not in the C module).
+    pub call_map_size: u32,
     /// Whether any non-empty `rtpproxy_sock` value was stored (even whitespace-only).
     pub sock_values_given: bool,
 }
@@ -1919,15 +1931,15 @@ mod tests {
     // ---- ModParams ----
 
     #[test]
-    fn param_tables_cover_all_fifteen() {
-        assert_eq!(STR_PARAMS.len() + INT_PARAMS.len(), 15);
+    fn param_tables_cover_all_sixteen() {
+        assert_eq!(STR_PARAMS.len() + INT_PARAMS.len(), 16);
         for name in STR_PARAMS {
             assert!(!INT_PARAMS.contains(name));
         }
         let mut all: Vec<_> = STR_PARAMS.iter().chain(INT_PARAMS).collect();
         all.sort();
         all.dedup();
-        assert_eq!(all.len(), 15);
+        assert_eq!(all.len(), 16);
     }
 
     #[test]
@@ -1949,6 +1961,7 @@ mod tests {
                 gen_port_max: 65000,
                 gen_media_ip: "127.0.0.1".into(),
                 sock_values_given: false,
+                call_map_size: 131072,
             }
         );
     }
@@ -1981,7 +1994,8 @@ mod tests {
             );
         }
         for name in INT_PARAMS {
-            p.set_int(name, 1).unwrap();
+            let v = if *name == "call_map_size" { 64 } else { 1 };
+            p.set_int(name, v).unwrap();
             assert_eq!(
                 p.set_str(name, "1"),
                 Err(ConfigError::WrongType {
@@ -1991,6 +2005,19 @@ mod tests {
             );
         }
         assert_eq!(str_values.len(), STR_PARAMS.len());
+    }
+
+    #[test]
+    fn call_map_size_is_validated() {
+        let mut p = ModParams::default();
+        for bad in [-1, 0, 63, i64::from(u32::MAX)] {
+            assert!(matches!(
+                p.set_int("call_map_size", bad),
+                Err(ConfigError::IntOutOfRange { .. })
+            ));
+        }
+        p.set_int("call_map_size", 64).unwrap();
+        assert_eq!(p.finish().unwrap().call_map_size, 64);
     }
 
     #[test]

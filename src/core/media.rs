@@ -283,12 +283,6 @@ pub enum MediaError {
     Context(String),
 }
 
-impl From<MediaError> for crate::Error {
-    fn from(e: MediaError) -> Self {
-        crate::Error::Other(e.to_string())
-    }
-}
-
 fn word(what: &'static str) -> impl Fn(ProtoError) -> MediaError {
     move |source| MediaError::Word { what, source }
 }

@@ -82,13 +82,6 @@ pub fn select_node(nodes: &[(u32, bool)], call_id: &[u8]) -> Option<usize> {
     None
 }
 
-/// Whether selection may give a node a *new* call: not disabled and not draining. A call that
-/// already has its sessions on a draining node keeps using it (the host looks the call's node
-/// up before it selects).
-pub fn takes_new_calls(health: NodeHealth, draining: bool) -> bool {
-    health.is_enabled() && !draining
-}
-
 /// The deadline `now + disable_tout`, saturating.
 ///
 /// A negative `disable_tout` gives a deadline in the past (re-probe at every chance), which is
@@ -358,18 +351,6 @@ mod tests {
         assert_eq!(h.recheck_at, 0);
         h.on_transport_failure(u32::MAX - 1, 100);
         assert_eq!(h.recheck_at, RECHECK_FOREVER - 1);
-    }
-
-    #[test]
-    fn draining_nodes_take_no_new_calls() {
-        let down = NodeHealth {
-            disabled: true,
-            recheck_at: 5,
-        };
-        assert!(takes_new_calls(NodeHealth::ENABLED, false));
-        assert!(!takes_new_calls(NodeHealth::ENABLED, true));
-        assert!(!takes_new_calls(down, false));
-        assert!(!takes_new_calls(down, true));
     }
 
     #[test]

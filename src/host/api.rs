@@ -14,6 +14,14 @@ use super::sys::{
     stat_var,
 };
 
+/// The core's `int_str` (`union { int n; str s; }`), passed by value to the AVP functions.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) union IntStr {
+    pub(crate) n: c_int,
+    pub(crate) s: host_str,
+}
+
 type Dprint = unsafe extern "C" fn(
     c_int,
     c_int,
@@ -94,9 +102,9 @@ core_api! {
         pv_parse_spec: unsafe extern "C" fn(*const host_str, *mut pv_spec_t) -> *mut c_char,
         ipc_handle_job: unsafe extern "C" fn(c_int),
         pv_get_avp_name: unsafe extern "C" fn(*mut sip_msg, *mut c_void, *mut c_int, *mut u16) -> c_int,
-        search_first_avp: unsafe extern "C" fn(u16, c_int, *mut super::avp::IntStr, *mut c_void) -> *mut c_void,
+        search_first_avp: unsafe extern "C" fn(u16, c_int, *mut IntStr, *mut c_void) -> *mut c_void,
         destroy_avp: unsafe extern "C" fn(*mut c_void),
-        add_avp_last: unsafe extern "C" fn(u16, c_int, super::avp::IntStr) -> c_int,
+        add_avp_last: unsafe extern "C" fn(u16, c_int, IntStr) -> c_int,
         bin_push_str: unsafe extern "C" fn(*mut c_void, *const host_str) -> c_int,
         bin_push_int: unsafe extern "C" fn(*mut c_void, c_int) -> c_int,
         bin_pop_str: unsafe extern "C" fn(*mut c_void, *mut host_str) -> c_int,

@@ -117,8 +117,7 @@ pub(crate) fn plan(
             Bodies::Sdp(_) => {}
         }
     }
-    let node = control::select_for_call(st, set, call_id)
-        .ok_or_else(|| err(format!("no available proxies in set {}", set.id)))?;
+    let node = control::node_for_call(st, set, call_id, None)?;
     *last_node = Some(node.spec.url.clone());
     // As in C, the set's nodes are assumed alike: the capability of this one decides.
     if !control::capabilities(st, node).contains(Capabilities::AUTOBRIDGE) {

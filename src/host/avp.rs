@@ -8,20 +8,14 @@ use std::ffi::{c_int, c_ushort, c_void};
 
 use super::api::api;
 use super::cstr;
-use super::sys::{host_str, pv_spec_t, sip_msg};
+use super::sys::{pv_spec_t, sip_msg};
 
 /// `PVT_AVP` of `enum _pv_type` (3.6.8).
 pub(crate) const PVT_AVP: c_int = 4;
 /// `AVP_VAL_STR`: the value is a string.
 const AVP_VAL_STR: c_ushort = 1 << 1;
 
-/// The core's `int_str` (`union { int n; str s; }`), passed by value.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub(crate) union IntStr {
-    pub(crate) n: c_int,
-    pub(crate) s: host_str,
-}
+pub(crate) use super::api::IntStr;
 
 /// A resolved AVP name: what `search_first_avp` / `add_avp_last` take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,57 +1,94 @@
-//! The control plane as every process uses it: per-process clients and cookies, node choice
-//! over the shared health table, failure marking, and the background prober process.
+//! The driver of the control plane: every relay command of every caller goes through
+//! [`execute`], which runs the sans-IO engine of [`crate::core::control`] and only moves bytes
+//! and reads the clock. Plus the per-process clients, the shared health updates the engine
+//! asks for, and the background prober process.
 //!
-//! SIP workers never probe a disabled node: a node that fails is marked disabled in shm at
-//! once, for every process, and only the prober (a process of ours) brings it back.
+//! Rules kept here (doc/architecture.md, "Control plane"):
+//! - a SIP worker never probes, never resolves a host name and never waits on a node known to
+//!   be down: names are resolved at start-up, by `rtpproxy_reload` (MI process) and by the
+//!   prober, and handed to the clients from shared memory; a node not probed yet is used with
+//!   no optional capability and taken out at its first lost attempt;
+//! - a node that loses an attempt is taken out for every process at once, and put back when
+//!   a retransmission is answered; only the prober brings a failed node back otherwise.
 
+use std::collections::HashMap;
 use std::ffi::c_int;
-use std::os::fd::FromRawFd;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 
-use crate::core::config::{SetId, Transport};
-use crate::core::proto::caps::{Capabilities, ProbeOutcome};
+use crate::core::config::{NodeSpec, SetId, Transport};
+use crate::core::control::{
+    choose, Answer, CommandError, CommandRun, Event, Failover, HealthChange, NodeFault, NodeInput,
+    Observer, OpKind, Route, Step,
+};
+use crate::core::proto::caps::{Capabilities, Probe, ProbeOutcome};
 use crate::core::proto::command::Command;
 use crate::core::proto::cookie::CookieGen;
-use crate::core::proto::reply::Reply;
-use crate::core::select::{self, NodeHealth};
-use crate::core::stats::{Event, Op};
-use crate::io::transport::{ClientOptions, ControlClient, TransportError};
+use crate::core::select::NodeHealth;
+use crate::core::stats::{Event as StatEvent, Op};
+use crate::io::transport::{self, ClientOptions, ControlClient, TransportError};
+use crate::Error;
 
 use super::events;
+use super::shared::NodeSlot;
 use super::state::{self, ModuleState, NodeView, SetView};
 use super::stats;
 
-/// Per-process control state, rebuilt when the process id changes (after a fork).
+/// Per-process control state, rebuilt when the process id changes (after a fork) or when a
+/// panic poisoned it (no command is left "pending").
 struct Control {
     pid: u32,
     cookies: CookieGen,
-    /// Node-list generation the clients were made for.
-    generation: u64,
-    clients: Vec<Option<ControlClient>>,
+    /// One client per node URL: a reload that keeps a node keeps its connection.
+    clients: HashMap<String, ControlClient>,
 }
 
 impl Control {
-    /// This process's client of `node`, created on first use; all clients are dropped when
-    /// the node list changed (slot `i` may now be another node).
+    fn new(pid: u32) -> Self {
+        let seed = u64::from(pid)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+        let rand = rand::rngs::SmallRng::seed_from_u64(seed).gen_range(0..10_000);
+        Self {
+            pid,
+            cookies: CookieGen::new(pid, rand),
+            clients: HashMap::new(),
+        }
+    }
+
+    /// This process's client of `node`, created on first use, with the address the shared
+    /// table holds for it (never resolved here).
     fn client(
         &mut self,
+        st: &ModuleState,
         node: &NodeView,
         opts: ClientOptions,
     ) -> (&mut ControlClient, &mut CookieGen) {
-        if node.generation != self.generation {
-            self.clients.clear();
-            self.generation = node.generation;
+        let client = self
+            .clients
+            .entry(node.spec.url.clone())
+            .or_insert_with(|| worker_client(node, opts));
+        client.set_options(opts);
+        if client.cached_address().is_none() {
+            client.set_address(st.slot(node).and_then(|s| s.address()));
         }
-        if self.clients.len() <= node.index {
-            self.clients.resize_with(node.index + 1, || None);
-        }
-        let client = self.clients[node.index].get_or_insert_with(|| new_client(node, opts));
         (client, &mut self.cookies)
     }
+}
+
+/// A client as SIP workers use it: no name resolution, bounded UNIX connects.
+fn worker_client(node: &NodeView, opts: ClientOptions) -> ControlClient {
+    let mut c = new_client(node, opts);
+    c.set_resolve_names(false);
+    c.set_unix_connector(bounded_unix_connect);
+    c
 }
 
 /// This process's child_init rank (SIP workers and timer processes: 1..N).
@@ -95,6 +132,63 @@ fn new_client(node: &NodeView, opts: ClientOptions) -> ControlClient {
     ControlClient::with_rtpio_stream(&node.spec.url, stream, opts)
 }
 
+/// Connects a UNIX stream without waiting longer than `timeout`: a non-blocking connect is
+/// retried while the relay's listen backlog is full (`EAGAIN`).
+fn bounded_unix_connect(
+    path: &std::path::Path,
+    timeout: Duration,
+) -> std::io::Result<std::os::unix::net::UnixStream> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: `sockaddr_un` is plain old data; all zeroes is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(std::io::ErrorKind::InvalidInput.into());
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: a plain socket(2) call.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket that nothing else owns; the stream closes it on drop.
+    let stream = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+    let deadline = Instant::now() + timeout;
+    loop {
+        // SAFETY: `addr` is a valid `sockaddr_un` of the given size; `fd` is open.
+        let r = unsafe {
+            libc::connect(
+                fd,
+                std::ptr::addr_of!(addr).cast(),
+                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EAGAIN) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Some(libc::EAGAIN) => return Err(std::io::ErrorKind::TimedOut.into()),
+            Some(libc::EINTR) => {}
+            _ => return Err(e),
+        }
+    }
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
 static CONTROL: Mutex<Option<Control>> = Mutex::new(None);
 
 fn options(st: &ModuleState) -> ClientOptions {
@@ -106,20 +200,20 @@ fn options(st: &ModuleState) -> ClientOptions {
 
 fn with_control<R>(f: impl FnOnce(&mut Control) -> R) -> R {
     let pid = std::process::id();
-    let mut guard = CONTROL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut guard = match CONTROL.lock() {
+        Ok(g) => g,
+        Err(poisoned) => {
+            // a panic interrupted a command: its client may still have it "pending";
+            // start afresh (every client is rebuilt on next use)
+            let mut g = poisoned.into_inner();
+            *g = None;
+            CONTROL.clear_poison();
+            tracing::warn!("control state rebuilt after an internal error");
+            g
+        }
+    };
     if guard.as_ref().is_none_or(|c| c.pid != pid) {
-        let seed = u64::from(pid)
-            ^ std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
-        let rand = rand::rngs::SmallRng::seed_from_u64(seed).gen_range(0..10_000);
-        *guard = Some(Control {
-            pid,
-            cookies: CookieGen::new(pid, rand),
-            generation: 0,
-            clients: Vec::new(),
-        });
+        *guard = Some(Control::new(pid));
     }
     f(guard.as_mut().expect("initialised above"))
 }
@@ -130,63 +224,452 @@ pub(crate) fn now() -> u32 {
     unsafe { (super::api::api().get_ticks)() }
 }
 
-/// Sends one command to `node` with the configured timeouts and returns the raw reply.
-///
-/// A transport failure disables the node for every process (and raises
-/// `E_RTPPROXY_STATUS inactive` on the change). Already when the first UDP attempt goes
-/// unanswered the node is taken out of selection for every process, so that while this
-/// command finishes its retransmissions no new call is sent to a relay that may be hung; if a
-/// retransmission is answered after all, the node is put back at once. A command that loses
-/// an attempt while another command already took the node out gives up at once (the caller
-/// fails over): two lost attempts from two processes are taken as a hung relay, so that only
-/// the first command waits for every retransmission.
-fn exchange(st: &ModuleState, node: &NodeView, cmd: &Command) -> Result<Vec<u8>, TransportError> {
-    let opts = options(st);
-    let mut suspected = false;
-    let started = std::time::Instant::now();
-    stats::note(st, Some(node), Event::Sent);
-    let r = with_control(|c| {
-        let (client, cookies) = c.client(node, opts);
-        client.send_raw_observed(cookies, cmd, &mut || {
-            if suspected {
-                stats::note(st, Some(node), Event::Retransmitted);
-                return true; // our own mark: keep retransmitting
-            }
-            let already_out = st.slot(node).is_some_and(|s| s.health().disabled);
-            if already_out {
-                return false;
-            }
-            suspected = true;
-            node_failed(
-                st,
-                node,
-                &format!("no reply to {} yet, retransmitting", cmd.letter() as char),
-            );
-            stats::note(st, Some(node), Event::Retransmitted);
-            true
-        })
-    });
-    let ev = match &r {
-        Err(_) => Event::TimedOut,
-        Ok(body) if matches!(Reply::parse(body), Ok(Reply::Error(_))) => Event::RelayError,
-        Ok(_) => Event::Answered {
-            rtt_us: started.elapsed().as_micros() as u64,
-        },
-    };
-    stats::note(st, Some(node), ev);
-    match &r {
-        Err(e) => node_failed(st, node, &format!("{} failed: {e}", cmd.letter() as char)),
-        Ok(_) if suspected => node_recovered(st, node),
-        Ok(_) => {}
+/// The resolved address of a `udp`/`tcp` node (`None` for other transports or when the
+/// name does not resolve). Only for start-up, reloads and the prober: never a SIP worker.
+pub(crate) fn resolve_spec(spec: &NodeSpec) -> Option<SocketAddr> {
+    let v6 = matches!(spec.transport, Transport::Udp6 | Transport::Tcp6);
+    if !matches!(
+        spec.transport,
+        Transport::Udp | Transport::Udp6 | Transport::Tcp | Transport::Tcp6
+    ) {
+        return None;
     }
-    r
+    let (host, port) = (spec.host()?, spec.port()?);
+    transport::literal(host, port, v6).or_else(|| match transport::resolve(host, port, v6) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::warn!("RTPProxy {}: {e}", spec.url);
+            None
+        }
+    })
 }
 
-/// Sends one command and gives the raw reply body (`None` after a transport failure, which
-/// has disabled the node); see [`exchange`].
-pub(crate) fn send_raw(st: &ModuleState, node: &NodeView, cmd: &Command) -> Option<Vec<u8>> {
-    exchange(st, node, cmd).ok()
+/// The shm slot that tells how `node` is doing now: its own, or, when a reload replaced the
+/// list while this command was running, the slot of the same node (same URL) in the new
+/// list. Only read: a command on the old list changes no slot of the new one.
+fn slot_now<'s>(st: &'s ModuleState, node: &NodeView) -> Option<&'s NodeSlot> {
+    st.slot(node).or_else(|| {
+        st.sets()
+            .iter()
+            .flat_map(|s| s.nodes.iter())
+            .find(|n| n.spec.url == node.spec.url)
+            .and_then(|n| st.slot(n))
+    })
 }
+
+/// What the engine knows about a node now. A node of an old list that the new one dropped
+/// (or during the instant of the hand-over) counts as up and probed: the command finishes
+/// on the list it started with.
+fn node_input(st: &ModuleState, node: &NodeView) -> NodeInput {
+    let slot = slot_now(st, node);
+    NodeInput {
+        weight: node.spec.weight,
+        enabled: slot.is_none_or(|s| s.health().is_enabled()),
+        // MI `rtpproxy_drain`: no new calls, its own calls stay
+        draining: slot.is_some_and(|s| s.draining()),
+        probed: slot.is_none_or(|s| s.probed()),
+    }
+}
+
+/// Where a caller wants a command to go.
+#[derive(Clone, Copy)]
+pub(crate) enum Target<'a> {
+    /// The call's node: the one named (a URL stored in the dialog, a node rtp_relay or
+    /// autobridge gives), else the one the call map remembers, else the hash choice.
+    Call(Option<&'a str>),
+    /// Exactly this node.
+    Node(&'a NodeView),
+}
+
+/// A command to run: where, for which call, whether it may fail over.
+pub(crate) struct Plan<'a, 'b> {
+    /// The candidate nodes (a set's nodes).
+    pub(crate) nodes: &'a [NodeView],
+    /// The Call-ID (hash, call map); may be empty for commands outside a call.
+    pub(crate) call_id: &'b [u8],
+    /// Where to go.
+    pub(crate) target: Target<'b>,
+    /// Whether a node failure moves the command to the next node.
+    pub(crate) failover: Failover,
+    /// Kind of command.
+    pub(crate) op: OpKind,
+}
+
+/// Reads a node's reply (`None`: the node gave none) for [`execute`].
+pub(crate) type Judge<'j, T> = dyn FnMut(&NodeView, Option<&[u8]>) -> Verdict<T> + 'j;
+
+/// What the caller makes of a node's answer (see [`execute`]).
+pub(crate) enum Verdict<T> {
+    /// Done with this value.
+    Accept(T),
+    /// The relay answered an error that counts as a node failure: take the node out and fail
+    /// over if the plan allows.
+    NodeFailure(u32),
+    /// Stop with this error (the node itself is fine).
+    Fail(Error),
+    /// The relay does not know the call (`E50`): look further if the call's node is unknown.
+    NotHere,
+}
+
+/// Why a control-plane command failed, as the host reports it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ControlError {
+    /// The set does not exist.
+    #[error("cannot find RTPProxy set {0}")]
+    NoSet(SetId),
+    /// No usable node in the set (all disabled, or the named node is disabled).
+    #[error("no available proxies in set {0}")]
+    NoNode(SetId),
+    /// The named node is not in the set or is disabled.
+    #[error("RTPProxy {0} is not available")]
+    NodeUnavailable(String),
+    /// Every node tried failed.
+    #[error("RTPProxy {url} {fault}")]
+    Failed {
+        /// The last node tried.
+        url: String,
+        /// What went wrong there.
+        fault: NodeFault,
+    },
+}
+
+impl From<ControlError> for Error {
+    fn from(e: ControlError) -> Self {
+        Error::Other(e.to_string())
+    }
+}
+
+/// The index in `nodes` of the call's own node for `target`.
+fn own_index(st: &ModuleState, nodes: &[NodeView], call_id: &[u8], target: Target<'_>) -> Route {
+    match target {
+        Target::Node(n) => Route::Pinned(
+            nodes
+                .iter()
+                .position(|c| std::ptr::eq(c, n) || c.spec.url == n.spec.url)
+                .unwrap_or(usize::MAX),
+        ),
+        Target::Call(Some(url)) => Route::Call {
+            own: nodes.iter().position(|n| n.spec.url == url),
+        },
+        Target::Call(None) => {
+            let own = (!call_id.is_empty())
+                .then(|| st.calls.lookup(call_id))
+                .flatten()
+                .and_then(|key| nodes.iter().position(|n| n.key == key));
+            Route::Call { own }
+        }
+    }
+}
+
+/// Runs one command through the engine: the node is chosen, `build` makes the command for
+/// it, the exchange runs (retransmissions, lost-attempt rule), `judge` reads the reply; on a
+/// node failure the engine fails over (if the plan allows) and `build` is asked again for the
+/// next node. `judge` also hears of a node that gave no reply (`None`): returning
+/// [`Verdict::Fail`] stops there, anything else lets the engine go on.
+///
+/// An offer that succeeds is remembered as the call's node; a delete forgets the call.
+pub(crate) fn execute<'a, T>(
+    st: &ModuleState,
+    plan: Plan<'a, '_>,
+    build: &mut dyn FnMut(&NodeView) -> Result<Command, Error>,
+    judge: &mut Judge<'_, T>,
+) -> Result<(T, &'a NodeView), Error> {
+    let nodes = plan.nodes;
+    let route = own_index(st, nodes, plan.call_id, plan.target);
+    let mut run = CommandRun::new(plan.op, route, plan.failover);
+    let mut accepted: Option<T> = None;
+    let mut caller_error: Option<Error> = None;
+    let result = loop {
+        let table: Vec<NodeInput> = nodes.iter().map(|n| node_input(st, n)).collect();
+        let step = run.poll(&table, plan.call_id);
+        observe(st, nodes, run.take_events());
+        match step {
+            Step::Health { node, change } => apply(st, &nodes[node], change),
+            Step::Start { node: i } => {
+                let node = &nodes[i];
+                let cmd = match build(node) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        caller_error = Some(e);
+                        run.abort();
+                        continue;
+                    }
+                };
+                let started = Instant::now();
+                let exchanged = exchange(st, &mut run, i, node, &cmd);
+                let reply = Answer::Reply {
+                    rtt_us: started.elapsed().as_micros() as u64,
+                };
+                match exchanged {
+                    Ok(body) => match judge(node, Some(&body)) {
+                        Verdict::Accept(t) => {
+                            accepted = Some(t);
+                            run.on_reply(i, reply.clone());
+                        }
+                        Verdict::NodeFailure(code) => {
+                            run.on_reply(i, Answer::Fault(NodeFault::RelayError(code)));
+                        }
+                        Verdict::Fail(e) => {
+                            caller_error = Some(e);
+                            run.on_reply(i, reply.clone());
+                        }
+                        Verdict::NotHere => run.on_reply(i, Answer::NotHere),
+                    },
+                    Err(fault) => {
+                        run.on_reply(i, Answer::Fault(fault));
+                        if let Verdict::Fail(e) = judge(node, None) {
+                            caller_error = Some(e);
+                            run.abort();
+                        }
+                    }
+                }
+            }
+            Step::Wait { .. } => {
+                // the blocking driver runs each exchange to its end in `Start`
+                run.abort();
+            }
+            Step::Done(r) => break r,
+        }
+    };
+    observe(st, nodes, run.take_events());
+    if plan.op == OpKind::Delete && !plan.call_id.is_empty() {
+        forget_call(st, plan.call_id);
+    }
+    if let Some(e) = caller_error {
+        return Err(e);
+    }
+    match result {
+        Ok(i) => {
+            let node = &nodes[i];
+            if plan.op == OpKind::Offer && !plan.call_id.is_empty() {
+                remember_call(st, plan.call_id, node);
+            }
+            accepted
+                .map(|t| (t, node))
+                .ok_or_else(|| Error::Other("internal: reply not kept".into()))
+        }
+        Err(CommandError::NoNode | CommandError::Aborted) => Err(match plan.target {
+            Target::Node(n) => ControlError::NodeUnavailable(n.spec.url.clone()),
+            Target::Call(_) => ControlError::NoNode(set_of(st, nodes)),
+        }
+        .into()),
+        Err(CommandError::Failed(fault)) => Err(ControlError::Failed {
+            url: run
+                .node()
+                .and_then(|i| nodes.get(i))
+                .map(|n| n.spec.url.clone())
+                .unwrap_or_default(),
+            fault,
+        }
+        .into()),
+    }
+}
+
+/// The id of the set `nodes` belong to (for messages).
+fn set_of(st: &ModuleState, nodes: &[NodeView]) -> SetId {
+    st.sets()
+        .iter()
+        .find(|s| std::ptr::eq(s.nodes.as_ptr(), nodes.as_ptr()))
+        .map_or(st.config.default_set, |s| s.id)
+}
+
+/// The observer every command's events go to: counts the statistics (the one place every
+/// command of every caller passes), logs failovers and traces the rest.
+struct HostObserver<'a> {
+    st: &'a ModuleState,
+    nodes: &'a [NodeView],
+}
+
+impl Observer for HostObserver<'_> {
+    fn event(&self, e: &Event) {
+        let node = |i: usize| self.nodes.get(i);
+        let (on, stat) = match *e {
+            Event::FirstSend { node: i, .. } => (node(i), Some(StatEvent::Sent)),
+            Event::Retransmit { node: i, .. } => (node(i), Some(StatEvent::Retransmitted)),
+            Event::NodeTimeout { node: i, .. } => (node(i), Some(StatEvent::TimedOut)),
+            Event::RelayError { node: i, .. } => (node(i), Some(StatEvent::RelayError)),
+            Event::Answered {
+                node: i, rtt_us, ..
+            } => (node(i), Some(StatEvent::Answered { rtt_us })),
+            Event::Failover { from, to, .. } => {
+                tracing::info!(
+                    "failing over from RTPProxy {} to {}",
+                    node(from).map_or("?", |n| &n.spec.url),
+                    node(to).map_or("?", |n| &n.spec.url)
+                );
+                (node(from), Some(StatEvent::FailedOver))
+            }
+            Event::Finished { op, ok, .. } => {
+                let op = match op {
+                    OpKind::Offer => Some(Op::Offer),
+                    OpKind::Answer => Some(Op::Answer),
+                    OpKind::Delete => Some(Op::Delete),
+                    _ => None,
+                };
+                (None, op.map(|op| StatEvent::Finished { op, ok }))
+            }
+        };
+        if let Some(ev) = stat {
+            stats::note(self.st, on, ev);
+        }
+        tracing::trace!("control event: {e:?}");
+    }
+}
+
+/// Hands a command's events to the observer.
+fn observe(st: &ModuleState, nodes: &[NodeView], events: Vec<Event>) {
+    let o = HostObserver { st, nodes };
+    for e in &events {
+        o.event(e);
+    }
+}
+
+/// Applies a health change the engine asked for.
+fn apply(st: &ModuleState, node: &NodeView, change: HealthChange) {
+    match change {
+        HealthChange::TakeOut { why } => node_failed(st, node, &why),
+        HealthChange::PutBack => node_recovered(st, node),
+    }
+}
+
+/// Waits until `fd` is readable or `wait` has passed.
+fn wait_readable(fd: RawFd, wait: Duration) {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = wait.as_millis().clamp(1, i32::MAX as u128) as c_int;
+    // SAFETY: one valid `pollfd` for the duration of the call.
+    unsafe { libc::poll(&mut p, 1, ms) };
+}
+
+fn fault_of(e: &TransportError) -> NodeFault {
+    match e {
+        TransportError::Timeout { .. } => NodeFault::Timeout,
+        other => NodeFault::Transport(other.to_string()),
+    }
+}
+
+/// One exchange with `node` (index `i` in the engine's set), run to its end: connect and
+/// send, wait on the socket until the attempt's deadline, retransmit, and ask the engine what
+/// a lost attempt means.
+fn exchange(
+    st: &ModuleState,
+    run: &mut CommandRun,
+    i: usize,
+    node: &NodeView,
+    cmd: &Command,
+) -> Result<Vec<u8>, NodeFault> {
+    let opts = options(st);
+    with_control(|c| {
+        let (client, cookies) = c.client(st, node, opts);
+        if let Err(e) = client.start(cookies, cmd) {
+            return Err(fault_of(&e));
+        }
+        run.on_started(i);
+        loop {
+            let Some(deadline) = client.poll_timeout() else {
+                client.cancel();
+                return Err(NodeFault::Timeout);
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                if let Some(r) = client.on_timeout(now) {
+                    return r.map_err(|e| fault_of(&e));
+                }
+                // the request went out again: an attempt was lost
+                let out = st.slot(node).is_some_and(|s| s.health().disabled);
+                let go_on = run.on_attempt_lost(i, out);
+                while let Some((_, change)) = run.take_health() {
+                    apply(st, node, change);
+                }
+                if !go_on {
+                    client.cancel();
+                    return Err(NodeFault::Timeout);
+                }
+                continue;
+            }
+            if let Some(fd) = client.wait_fd() {
+                wait_readable(fd, deadline - now);
+            }
+            if let Some(r) = client.on_readable() {
+                return r.map_err(|e| fault_of(&e));
+            }
+        }
+    })
+}
+
+/// Sends one command to exactly `node` (no failover) and returns the raw reply body, or
+/// `None` when the node gave none (it has been taken out) or is disabled.
+pub(crate) fn send_raw(st: &ModuleState, node: &NodeView, cmd: &Command) -> Option<Vec<u8>> {
+    send_to(st, node, b"", cmd)
+}
+
+/// [`send_raw`] for a command of call `call_id` (a delete forgets the call).
+pub(crate) fn send_to(
+    st: &ModuleState,
+    node: &NodeView,
+    call_id: &[u8],
+    cmd: &Command,
+) -> Option<Vec<u8>> {
+    execute(
+        st,
+        Plan {
+            nodes: std::slice::from_ref(node),
+            call_id,
+            target: Target::Node(node),
+            failover: Failover::Never,
+            op: OpKind::of_letter(cmd.letter()),
+        },
+        &mut |_| Ok(cmd.clone()),
+        &mut |_, body| match body {
+            Some(b) => Verdict::Accept(b.to_vec()),
+            None => Verdict::NodeFailure(0),
+        },
+    )
+    .ok()
+    .map(|(b, _)| b)
+}
+
+/// Sends one command to the node that holds call `call_id` in `set` (`url`: the node the
+/// caller knows holds it, e.g. stored in the dialog; else the call map; else the hash), with
+/// no failover. When the call's node is not known and the hash node answers that it has no
+/// such session (`E50`), the other nodes that are up are asked in turn. Returns the reply
+/// body and the node.
+pub(crate) fn send_for_call<'a>(
+    st: &ModuleState,
+    set: &'a SetView,
+    call_id: &[u8],
+    url: Option<&str>,
+    cmd: &Command,
+) -> Result<(Vec<u8>, &'a NodeView), Error> {
+    execute(
+        st,
+        Plan {
+            nodes: &set.nodes,
+            call_id,
+            target: Target::Call(url),
+            failover: Failover::Never,
+            op: OpKind::of_letter(cmd.letter()),
+        },
+        &mut |_| Ok(cmd.clone()),
+        &mut |_, body| match body {
+            Some(b) if is_session_unknown(b) => Verdict::NotHere,
+            Some(b) => Verdict::Accept(b.to_vec()),
+            None => Verdict::NodeFailure(0),
+        },
+    )
+}
+
+/// `E50`: the relay has no such session.
+fn is_session_unknown(body: &[u8]) -> bool {
+    body.strip_prefix(b"E")
+        .is_some_and(|code| code.trim_ascii() == SESSION_UNKNOWN)
+}
+
+/// RTPProxy's error code for an unknown session.
+const SESSION_UNKNOWN: &[u8] = b"50";
 
 /// A node that was taken out after a lost attempt answered after all: back in selection
 /// (unless MI disabled it meanwhile).
@@ -226,82 +709,13 @@ pub(crate) fn find_set(st: &ModuleState, set: Option<SetId>) -> Option<&'static 
     st.sets().iter().find(|s| s.id == id)
 }
 
-/// Chooses the node of `set` for a new call `call_id` (same node as the C module for the same
-/// Call-ID while the same nodes are enabled); draining nodes are skipped. Never does I/O.
-pub(crate) fn select<'a>(
-    st: &ModuleState,
-    set: &'a SetView,
-    call_id: &[u8],
-) -> Option<&'a NodeView> {
-    let table: Vec<(u32, bool)> = set
-        .nodes
-        .iter()
-        .map(|n| {
-            (
-                n.spec.weight,
-                st.slot(n)
-                    .is_some_and(|s| select::takes_new_calls(s.health(), s.draining())),
-            )
-        })
-        .collect();
-    select::select_node(&table, call_id).map(|i| &set.nodes[i])
-}
-
-/// The node for a command of call `call_id`: the node that took the call's first command if
-/// it is still enabled, even while it drains (a call stays on its node), else the hash choice
-/// of [`select`].
-pub(crate) fn select_for_call<'a>(
-    st: &ModuleState,
-    set: &'a SetView,
-    call_id: &[u8],
-) -> Option<&'a NodeView> {
-    let generation = set.nodes.first().map_or(0, |n| n.generation);
-    if let Some(index) = st.calls.lookup(call_id, generation) {
-        if let Some(n) = set.nodes.iter().find(|n| n.index == index) {
-            if st.slot(n).is_some_and(|s| s.health().is_enabled()) {
-                return Some(n);
-            }
-        }
-    }
-    select(st, set, call_id)
-}
-
-/// Records that `node` holds the sessions of `call_id`.
-pub(crate) fn remember_call(st: &ModuleState, call_id: &[u8], node: &NodeView) {
-    let previous = st.calls.remember(call_id, node.generation, node.index);
-    stats::call_remembered(st, node, previous);
-}
-
-/// Forgets where `call_id` was (its sessions are deleted).
-pub(crate) fn forget_call(st: &ModuleState, call_id: &[u8]) {
-    let removed = st.calls.forget(call_id);
-    stats::call_forgotten(st, removed);
-}
-
-/// Deletes the sessions of `call_id` on `node` with `cmd` (a `D`): forgets the call's node
-/// and counts the outcome. Returns the raw reply (`None` after a transport failure).
-pub(crate) fn delete_call(
-    st: &ModuleState,
-    node: &NodeView,
-    call_id: &[u8],
-    cmd: &Command,
-) -> Option<Vec<u8>> {
-    forget_call(st, call_id);
-    let reply = send_raw(st, node, cmd);
-    let ok = reply
-        .as_deref()
-        .is_some_and(|b| !matches!(Reply::parse(b), Ok(Reply::Error(_))));
-    stats::note(st, None, Event::Finished { op: Op::Delete, ok });
-    reply
-}
-
 /// Probes `node` now from this process without changing its state (MI `rtpproxy_ping`):
 /// the round trip in µs and the version reply.
 pub(crate) fn ping(st: &ModuleState, node: &NodeView) -> Result<(u64, String), TransportError> {
     let opts = options(st);
     let started = std::time::Instant::now();
     let body = with_control(|c| {
-        let (client, cookies) = c.client(node, opts);
+        let (client, cookies) = c.client(st, node, opts);
         client.send_raw(cookies, &Command::version())
     })?;
     Ok((
@@ -310,26 +724,41 @@ pub(crate) fn ping(st: &ModuleState, node: &NodeView) -> Result<(u64, String), T
     ))
 }
 
-/// Capabilities of a node; probes it first from this process if nobody has yet (the start-up
-/// window before the prober's first round).
-pub(crate) fn capabilities(st: &ModuleState, node: &NodeView) -> Capabilities {
-    let Some(slot) = st.slot(node) else {
-        return Capabilities::NONE;
-    };
-    if !slot.probed() {
-        probe_node(st, node);
-    }
-    slot.capabilities()
+/// The set `set` (or `default_set`), or the error every caller reports.
+pub(crate) fn set_or_error(
+    st: &ModuleState,
+    set: Option<SetId>,
+) -> Result<&'static SetView, ControlError> {
+    find_set(st, set).ok_or(ControlError::NoSet(set.unwrap_or(st.config.default_set)))
 }
 
-/// Probes one node (`V` and the `VF` list) and records the result for every process.
-pub(crate) fn probe_node(st: &ModuleState, node: &NodeView) {
+/// The node a command of call `call_id` would use now (see [`Target::Call`]), without
+/// sending anything: for callers that need the node before the command (`sock_var`,
+/// capability checks).
+pub(crate) fn node_for_call<'a>(
+    st: &ModuleState,
+    set: &'a SetView,
+    call_id: &[u8],
+    url: Option<&str>,
+) -> Result<&'a NodeView, ControlError> {
+    let table: Vec<NodeInput> = set.nodes.iter().map(|n| node_input(st, n)).collect();
+    let Route::Call { own } = own_index(st, &set.nodes, call_id, Target::Call(url)) else {
+        return Err(ControlError::NoNode(set.id));
+    };
+    choose(&table, call_id, own, &[])
+        .map(|i| &set.nodes[i])
+        .ok_or(ControlError::NoNode(set.id))
+}
+
+/// Capabilities of a node as probed so far. A node the prober has not answered yet has none
+/// of the optional ones (the conservative rule, doc/architecture.md): no SIP worker probes.
+pub(crate) fn capabilities(st: &ModuleState, node: &NodeView) -> Capabilities {
+    slot_now(st, node).map_or(Capabilities::NONE, |slot| slot.capabilities())
+}
+
+/// Records a probe's outcome for every process.
+fn record_probe(st: &ModuleState, node: &NodeView, outcome: ProbeOutcome) {
     let Some(slot) = st.slot(node) else { return };
-    let opts = options(st);
-    let (outcome, _) = with_control(|c| {
-        let (client, cookies) = c.client(node, opts);
-        client.probe(cookies)
-    });
     let now = now();
     match outcome {
         ProbeOutcome::Enabled(caps) => {
@@ -364,27 +793,204 @@ pub(crate) fn probe_node(st: &ModuleState, node: &NodeView) {
     }
 }
 
-/// One round of the prober: every node never probed, and every disabled node whose recheck
-/// time has come.
-fn prober_round(st: &ModuleState) {
-    let now = now();
-    for node in st.sets().iter().flat_map(|s| s.nodes.iter()) {
-        let Some(slot) = st.slot(node) else { continue };
-        if !slot.probed() || slot.health().is_due_for_recheck(now) {
-            probe_node(st, node);
+/// The prober's own clients and cookies (it never shares the workers' state).
+struct Prober {
+    cookies: CookieGen,
+    clients: HashMap<String, ControlClient>,
+}
+
+/// One probe in flight.
+struct ProbeJob<'a> {
+    node: &'a NodeView,
+    probe: Probe,
+    running: bool,
+}
+
+impl ProbeJob<'_> {
+    /// The prober's client key: one per node entry (a URL may be in two sets, and both
+    /// are probed at once).
+    fn key(&self) -> String {
+        format!("{}#{}", self.node.index, self.node.spec.url)
+    }
+}
+
+impl Prober {
+    /// Starts the probe's next command on its node's client; a command that cannot even start
+    /// counts as no reply. Returns whether a command is outstanding.
+    fn start_next(&mut self, st: &ModuleState, job: &mut ProbeJob<'_>, opts: ClientOptions) {
+        loop {
+            let Some(cmd) = job.probe.poll_command() else {
+                job.running = false;
+                return;
+            };
+            let client = self
+                .clients
+                .entry(job.key())
+                .or_insert_with(|| new_client(job.node, opts));
+            client.set_options(opts);
+            client.set_unix_connector(bounded_unix_connect);
+            if client.cached_address().is_none() {
+                if let Some(a) = st.slot(job.node).and_then(|s| s.address()) {
+                    client.set_address(Some(a));
+                }
+            }
+            match client.start(&mut self.cookies, &cmd) {
+                Ok(()) => {
+                    job.running = true;
+                    return;
+                }
+                Err(_) => job.probe.handle_reply(None),
+            }
+        }
+    }
+
+    /// One round: every node never probed and every disabled node whose recheck time has
+    /// come, probed concurrently (one hung node does not hold the others back).
+    fn round(&mut self, st: &ModuleState) {
+        #[cfg(feature = "fault-injection")]
+        fault::prober_round();
+        let now_ticks = now();
+        let opts = options(st);
+        let mut jobs: Vec<ProbeJob<'_>> = st
+            .sets()
+            .iter()
+            .flat_map(|s| s.nodes.iter())
+            .filter(|n| {
+                st.slot(n)
+                    .is_some_and(|s| !s.probed() || s.health().is_due_for_recheck(now_ticks))
+            })
+            .map(|node| ProbeJob {
+                node,
+                probe: Probe::new(),
+                running: false,
+            })
+            .collect();
+        // names are resolved here, outside every SIP worker, and shared with them
+        for job in &jobs {
+            if let Some(slot) = st.slot(job.node) {
+                if slot.address().is_none() {
+                    if let Some(a) = resolve_spec(&job.node.spec) {
+                        slot.set_address(a);
+                    }
+                }
+            }
+        }
+        for job in &mut jobs {
+            self.start_next(st, job, opts);
+        }
+        while jobs.iter().any(|j| j.running) {
+            let now = Instant::now();
+            let mut fds = Vec::new();
+            let mut wake = now + Duration::from_secs(1);
+            for (k, job) in jobs.iter().enumerate().filter(|(_, j)| j.running) {
+                let c = &self.clients[&job.key()];
+                if let Some(d) = c.poll_timeout() {
+                    wake = wake.min(d);
+                }
+                if let Some(fd) = c.wait_fd() {
+                    fds.push((
+                        k,
+                        libc::pollfd {
+                            fd,
+                            events: libc::POLLIN,
+                            revents: 0,
+                        },
+                    ));
+                }
+            }
+            let mut pfds: Vec<libc::pollfd> = fds.iter().map(|(_, p)| *p).collect();
+            let ms = wake
+                .saturating_duration_since(now)
+                .as_millis()
+                .clamp(1, 1000) as c_int;
+            // SAFETY: `pfds` is a valid array of `pfds.len()` entries for the whole call.
+            unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+            let now = Instant::now();
+            for (k, job) in jobs.iter_mut().enumerate().filter(|(_, j)| j.running) {
+                let readable = fds
+                    .iter()
+                    .zip(&pfds)
+                    .any(|((j, _), p)| *j == k && p.revents != 0);
+                let c = self
+                    .clients
+                    .get_mut(&job.key())
+                    .expect("client made at start");
+                let mut out = if readable { c.on_readable() } else { None };
+                if out.is_none() && c.poll_timeout().is_some_and(|d| now >= d) {
+                    out = c.on_timeout(now);
+                }
+                if let Some(r) = out {
+                    if let (Some(slot), Some(peer)) = (st.slot(job.node), c.peer_addr()) {
+                        slot.set_address(peer);
+                    }
+                    job.probe.handle_reply(r.ok().as_deref());
+                    self.start_next(st, job, opts);
+                }
+            }
+        }
+        for job in jobs {
+            if let Some(outcome) = job.probe.outcome() {
+                record_probe(st, job.node, outcome.clone());
+            }
         }
     }
 }
 
-/// Body of the prober process: never returns.
+/// Body of the prober process: never returns. Each round runs under the guard: an error or
+/// a panic in one round is logged, the prober backs off and goes on.
 pub(crate) fn run_prober() {
     let Some(st) = state::get() else {
         tracing::error!("prober started without module state");
         return;
     };
     tracing::info!("RTPProxy prober started");
+    let mut prober = Prober {
+        cookies: Control::new(std::process::id()).cookies,
+        clients: HashMap::new(),
+    };
     loop {
-        prober_round(st);
-        std::thread::sleep(Duration::from_millis(500));
+        let ok = super::guard::call("prober round", false, || {
+            prober.round(st);
+            true
+        });
+        if ok {
+            std::thread::sleep(Duration::from_millis(500));
+        } else {
+            // the clients may be mid-command: start again with fresh ones
+            prober.clients.clear();
+            std::thread::sleep(Duration::from_secs(2));
+        }
     }
+}
+
+/// Fault injection for the end-to-end tests (cargo feature `fault-injection`, never in a
+/// release build).
+#[cfg(feature = "fault-injection")]
+mod fault {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    static ROUNDS: AtomicU32 = AtomicU32::new(0);
+
+    /// With `RTPPROXY_FAULT_PROBER_PANIC=N` in the environment, the first `N` prober rounds
+    /// panic.
+    pub(super) fn prober_round() {
+        let n: u32 = std::env::var("RTPPROXY_FAULT_PROBER_PANIC")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if ROUNDS.fetch_add(1, Ordering::Relaxed) < n {
+            panic!("injected prober fault");
+        }
+    }
+}
+
+/// Records that `node` holds the sessions of `call_id` (and moves the call gauges).
+pub(crate) fn remember_call(st: &ModuleState, call_id: &[u8], node: &NodeView) {
+    let replaced = st.calls.remember(call_id, node.key);
+    stats::call_remembered(st, node, replaced);
+}
+
+/// Forgets where `call_id` was (its sessions are deleted; moves the call gauges).
+fn forget_call(st: &ModuleState, call_id: &[u8]) {
+    stats::call_forgotten(st.calls.forget(call_id));
 }

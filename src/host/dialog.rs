@@ -559,15 +559,12 @@ fn teardown(dlg: dlg_api::Dlg) -> Result<(), Error> {
     let from_tag = dlg.caller_tag().unwrap_or_default();
     let to_tag = dlg.callee_tag();
     let cmd = Command::delete(&call_id, &from_tag, to_tag.as_deref())?;
-    let stored = dlg_node::call_node_from_dialog(d, dlg)
-        .and_then(|url| dlg_node::resolve(st, set, &url, &call_id));
-    let node = match stored {
-        Some(n) => n,
-        None => control::select_for_call(st, set, &call_id)
-            .ok_or_else(|| err(format!("no available proxies in set {set_id}")))?,
-    };
-    // The reply does not matter (the relay may have deleted a timed-out session already).
-    let _ = control::delete_call(st, node, &call_id, &cmd);
+    // The call's node (the dialog's stored node, else the call map, else the hash); the
+    // reply does not matter (the relay may have deleted a timed-out session already). The
+    // call is forgotten afterwards.
+    let url = dlg_node::call_node_from_dialog(d, dlg)
+        .filter(|url| dlg_node::resolve(st, set, url, &call_id).is_some());
+    let _ = control::send_for_call(st, set, &call_id, url.as_deref(), &cmd);
     Ok(())
 }
 
@@ -947,21 +944,44 @@ pub(crate) fn notify_process(_no: c_int) {
         return;
     };
     let addr = ListenAddr::from(socket);
-    let mut tries = 0;
-    let bound = loop {
-        tries += 1;
-        match listener::bind(&addr) {
-            Ok(b) => break b,
-            Err(e) if tries < 5 => {
-                tracing::warn!("cannot listen on {addr} yet: {e}");
-                std::thread::sleep(Duration::from_millis(400));
-            }
+    // OpenSIPS shuts down when a module process returns: a failed listener is logged and
+    // started again, with a growing pause, for the life of the process.
+    let mut pause = Duration::from_millis(400);
+    loop {
+        let served = guard::call("notification listener", Err(String::from("panic")), || {
+            serve_notifications(st, &addr)
+        });
+        match served {
+            Ok(()) => pause = Duration::from_millis(400),
             Err(e) => {
-                tracing::error!("cannot listen for RTPProxy notifications on {addr}: {e}");
-                return;
+                tracing::error!(
+                    "the RTPProxy notification listener on {addr} failed ({e}); restarting \
+                     it in {} ms",
+                    pause.as_millis()
+                );
             }
         }
-    };
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Binds the notification socket and serves it until the listener fails.
+fn serve_notifications(st: &'static ModuleState, addr: &ListenAddr) -> Result<(), String> {
+    let bound = listener::bind(addr).map_err(|e| format!("cannot listen: {e}"))?;
+    #[cfg(feature = "fault-injection")]
+    {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static RUNS: AtomicU32 = AtomicU32::new(0);
+        let n: u32 = std::env::var("RTPPROXY_FAULT_LISTENER_ERROR")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if RUNS.fetch_add(1, Ordering::Relaxed) < n {
+            drop(bound);
+            return Err("injected listener socket error".into());
+        }
+    }
     let ipc_fd = match ipc_read_fd() {
         Ok(fd) => Some(fd),
         Err(e) => {
@@ -981,15 +1001,14 @@ pub(crate) fn notify_process(_no: c_int) {
     sink.refresh_peers();
     tracing::info!("listening for RTPProxy notifications on {addr}");
     let stats = Arc::new(ListenerStats::default());
-    if let Err(e) = listener::run(
+    listener::run(
         bound,
         sink,
         ListenerOptions::default(),
         stats,
         std::future::pending(),
-    ) {
-        tracing::error!("the RTPProxy notification listener failed: {e}");
-    }
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Main-process clean-up at shutdown: removes the UNIX notification socket file (the C module

@@ -72,6 +72,7 @@ modparam_fn! {
     mp_generated_sdp_port_min => "generated_sdp_port_min",
     mp_generated_sdp_port_max => "generated_sdp_port_max",
     mp_generated_sdp_media_ip => "generated_sdp_media_ip",
+    mp_call_map_size => "call_map_size",
 }
 
 /// Node slots allocated at start-up: room for reloads that add nodes.
@@ -155,9 +156,16 @@ fn init() -> Result<(), String> {
     }
     let shared = shared::SharedNodes::allocate(node_count.max(MIN_NODE_SLOTS))
         .ok_or_else(|| "out of shared memory for the node table".to_string())?;
+    // Names are resolved once here, before fork; SIP workers never resolve (the prober
+    // retries the ones that fail).
+    for n in topology.sets.iter().flat_map(|s| s.nodes.iter()) {
+        if let (Some(slot), Some(addr)) = (shared.get(n.index), control::resolve_spec(&n.spec)) {
+            slot.set_address(addr);
+        }
+    }
     let list = shared::SharedList::allocate()
         .ok_or_else(|| "out of shared memory for the node list".to_string())?;
-    let calls = shared::CallMap::allocate()
+    let calls = shared::CallMap::allocate(config.call_map_size)
         .ok_or_else(|| "out of shared memory for the call map".to_string())?;
     let events = events::publish()?;
     for s in &topology.sets {
@@ -384,10 +392,32 @@ fn reload(st: &ModuleState, db: &crate::core::config::DbConfig) -> Result<usize,
             st.shared.capacity()
         ));
     }
-    let generation = st.list.generation() + 1;
-    st.shared.reset_all(generation);
-    let published = st.list.publish(&lines)?;
-    debug_assert_eq!(published, generation);
+    // Nodes the reload keeps (same URL) keep their slot state: health, capabilities and
+    // resolved address; their calls stay on them (the call map is keyed by URL).
+    let old: Vec<(String, usize)> = st
+        .sets()
+        .iter()
+        .flat_map(|s| s.nodes.iter())
+        .map(|n| (n.spec.url.clone(), n.index))
+        .collect();
+    let new_nodes: Vec<_> = sets.iter().flat_map(|s| s.nodes.iter()).collect();
+    let mut keep = vec![None; st.shared.capacity()];
+    let mut fresh = Vec::new();
+    for n in &new_nodes {
+        match old.iter().find(|(url, _)| *url == n.url) {
+            Some((_, j)) => keep[n.index] = Some(*j),
+            // resolved here, in the MI process, never in a SIP worker
+            None => fresh.push((n.index, control::resolve_spec(n))),
+        }
+    }
+    let generation = st.list.publish(&lines, |generation| {
+        st.shared.hand_over(generation, &keep);
+        for (i, addr) in &fresh {
+            if let (Some(slot), Some(addr)) = (st.shared.get(*i), addr) {
+                slot.set_address(*addr);
+            }
+        }
+    })?;
     st.replace(state::Topology::new(generation, &sets));
     super::stats::attach_nodes(st);
     Ok(count)

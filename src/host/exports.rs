@@ -198,8 +198,8 @@ macro_rules! modparam {
 const P_STR: u32 = sys::STR_PARAM;
 const P_INT: u32 = sys::INT_PARAM;
 
-/// The 15 modparams. All use `USE_FUNC_PARAM`, so OpenSIPS never writes into our memory.
-pub(crate) static PARAMS: HostTable<[sys::param_export_t; 16]> = HostTable([
+/// The modparams (the C module's 15, then ours). All use `USE_FUNC_PARAM`, so OpenSIPS never writes into our memory.
+pub(crate) static PARAMS: HostTable<[sys::param_export_t; 17]> = HostTable([
     modparam!(c"nortpproxy_str", P_STR, entry::mp_nortpproxy_str),
     modparam!(c"rtpproxy_sock", P_STR, entry::mp_rtpproxy_sock),
     modparam!(
@@ -231,6 +231,7 @@ pub(crate) static PARAMS: HostTable<[sys::param_export_t; 16]> = HostTable([
         P_STR,
         entry::mp_generated_sdp_media_ip
     ),
+    modparam!(c"call_map_size", P_INT, entry::mp_call_map_size),
     sys::param_export_ {
         name: std::ptr::null(),
         type_: 0,

@@ -10,15 +10,15 @@ use crate::core::offer::{
 };
 use crate::core::proto::command::Command;
 use crate::core::sdp::SdpEdit;
-use crate::core::stats::{Event, Op};
 use crate::Error;
 
 use super::autobridge::Plan;
-use super::control;
+use super::control::{self, Target, Verdict};
 use super::entry::Params;
 use super::msg::{self, Bodies, Msg, MsgKind};
 use super::state::{self, ModuleState, NodeView};
 use super::sys::sip_msg;
+use crate::core::control::{Failover, OpKind};
 
 /// An optional `CMD_PARAM_INT` parameter.
 ///
@@ -48,14 +48,8 @@ pub(crate) unsafe fn pick_node<'a>(
 ) -> Result<&'a NodeView, Error> {
     // SAFETY: per the contract.
     let set_id = unsafe { opt_int(set) };
-    let set = control::find_set(st, set_id).ok_or_else(|| {
-        err(format!(
-            "cannot find RTPProxy set {}",
-            set_id.unwrap_or(st.config.default_set)
-        ))
-    })?;
-    let node = control::select_for_call(st, set, call_id)
-        .ok_or_else(|| err(format!("no available proxies in set {}", set.id)))?;
+    let set = control::set_or_error(st, set_id)?;
+    let node = control::node_for_call(st, set, call_id, None)?;
     // SAFETY: per the contract.
     if !unsafe { msg::set_var_str(msg, sock_var, node.spec.url.as_bytes()) } {
         tracing::warn!("cannot set sock_var to {}", node.spec.url);
@@ -82,9 +76,13 @@ pub(crate) unsafe fn unforce(msg: *mut sip_msg, params: &Params) -> Result<i32, 
     let cmd = Command::delete(&call_id, &from_tag, to_tag.as_deref())?;
     // SAFETY: `set` and `sock_var` are this call's parameters (or NULL).
     let node = unsafe { pick_node(st, msg, set, sock_var, &call_id) }?;
-    // The reply does not matter (as in the C module); a transport failure has already
-    // disabled the node for everybody.
-    let _ = control::delete_call(st, node, &call_id, &cmd);
+    // SAFETY: `set` is this call's `int*` parameter or NULL.
+    let set = control::set_or_error(st, unsafe { opt_int(set) })?;
+    // The call's node (from the call map); if it is not known, the nodes are asked in turn
+    // until one has the call. The reply does not matter (as in the C module); a transport
+    // failure has already taken the node out for everybody. The call is forgotten.
+    tracing::debug!("unforce: the call's node is {}", node.spec.url);
+    let _ = control::send_for_call(st, set, &call_id, None, &cmd);
     Ok(1)
 }
 
@@ -236,29 +234,6 @@ fn run_offer_answer_noting(
     last_node: &mut Option<String>,
 ) -> Result<OfferResult, Error> {
     let st = state::get().ok_or_else(|| err("module not initialized"))?;
-    let mut sent = false;
-    let r = offer_answer_body(st, msg, req, source, last_node, &mut sent);
-    // Statistics hook: one offer/answer per request that reached a relay or failed.
-    if sent || r.is_err() {
-        let op = match req.direction {
-            Direction::Offer => Op::Offer,
-            Direction::Answer => Op::Answer,
-        };
-        let ev = Event::Finished { op, ok: r.is_ok() };
-        super::stats::note(st, None, ev);
-    }
-    r
-}
-
-/// The body of [`run_offer_answer_noting`]; `sent` is set once a command went to a relay.
-fn offer_answer_body(
-    st: &ModuleState,
-    msg: Option<Msg>,
-    req: &OfferRequest<'_>,
-    source: SdpSource,
-    last_node: &mut Option<String>,
-    sent: &mut bool,
-) -> Result<OfferResult, Error> {
     let flags = if req.script_limits {
         Flags::parse_script_param(req.flags)
     } else {
@@ -286,12 +261,7 @@ fn offer_answer_body(
         ),
         (None, None) => return Err(err("no SIP message to take the Call-ID and tags from")),
     };
-    let set = control::find_set(st, req.set).ok_or_else(|| {
-        err(format!(
-            "cannot find RTPProxy set {}",
-            req.set.unwrap_or(st.config.default_set)
-        ))
-    })?;
+    let set = control::set_or_error(st, req.set)?;
     let src = msg
         .and_then(Msg::source_ip)
         .map(msg::opensips_ip_text)
@@ -353,52 +323,45 @@ fn offer_answer_body(
         } else if oa.needs_dialog_for_notify() {
             tracing::warn!("flag n without a dialog: no timeout notification is requested");
         }
-        let preset = preset_url
-            .as_deref()
-            .and_then(|url| set.nodes.iter().find(|n| n.spec.url == url));
         while oa.current_stream().is_some() {
-            let mut tries = 0;
-            let mut node = match preset {
-                Some(n) if st.slot(n).is_some_and(|s| s.health().is_enabled()) => n,
-                _ => control::select_for_call(st, set, &call_id)
-                    .ok_or_else(|| err(format!("no available proxies in set {}", set.id)))?,
+            // U may fail over to the next node; L stays on the call's node (as in C)
+            let failover = if oa.letter() == b'U' {
+                Failover::NextNode
+            } else {
+                Failover::Never
             };
-            loop {
-                tries += 1;
-                *last_node = Some(node.spec.url.clone());
-                let caps = control::capabilities(st, node);
-                let info = NodeInfo {
-                    caps,
-                    advertised: node.spec.adv_address.as_deref(),
-                };
-                let cmd = oa.build_command(info).map_err(|e| err(e.to_string()))?;
-                let reply = control::send_raw(st, node, &cmd);
-                *sent = true;
-                match oa
-                    .handle_reply(reply.as_deref())
-                    .map_err(|e| err(e.to_string()))?
-                {
-                    ReplyOutcome::Done(_) => {
-                        if oa.letter() == b'U' {
-                            control::remember_call(st, &call_id, node);
-                        }
-                        break;
+            let op = OpKind::of_letter(oa.letter());
+            let oa_cell = std::cell::RefCell::new(&mut oa);
+            let last = std::cell::RefCell::new(&mut *last_node);
+            control::execute(
+                st,
+                control::Plan {
+                    nodes: &set.nodes,
+                    call_id: &call_id,
+                    target: Target::Call(preset_url.as_deref()),
+                    failover,
+                    op,
+                },
+                &mut |node| {
+                    **last.borrow_mut() = Some(node.spec.url.clone());
+                    let info = NodeInfo {
+                        caps: control::capabilities(st, node),
+                        advertised: node.spec.adv_address.as_deref(),
+                    };
+                    oa_cell
+                        .borrow_mut()
+                        .build_command(info)
+                        .map_err(|e| err(e.to_string()))
+                },
+                &mut |_, reply| match oa_cell.borrow_mut().handle_reply(reply) {
+                    Ok(ReplyOutcome::Done(_)) => Verdict::Accept(()),
+                    Ok(ReplyOutcome::Retry(RetryReason::RelayError(code))) => {
+                        Verdict::NodeFailure(code)
                     }
-                    ReplyOutcome::Retry(why) => {
-                        if let RetryReason::RelayError(code) = why {
-                            control::node_failed(st, node, &format!("answered E{code}"));
-                        }
-                        if tries > set.nodes.len() {
-                            return Err(err("every node of the set failed"));
-                        }
-                        node = control::select(st, set, &call_id).ok_or_else(|| {
-                            err(format!("no available proxies left in set {}", set.id))
-                        })?;
-                        tracing::info!("failing over to RTPProxy {}", node.spec.url);
-                        super::stats::note(st, Some(node), Event::FailedOver);
-                    }
-                }
-            }
+                    Ok(ReplyOutcome::Retry(RetryReason::NoReply)) => Verdict::NodeFailure(0),
+                    Err(e) => Verdict::Fail(err(e.to_string())),
+                },
+            )?;
         }
         oa.finish().map_err(|e| err(e.to_string()))
     };

@@ -645,10 +645,8 @@ fn api_node<'a>(
             }
         }
         None => {
-            let set = control::find_set(st, None)
-                .ok_or_else(|| err(format!("no default set {}", st.config.default_set)))?;
-            control::select_for_call(st, set, call_id)
-                .ok_or_else(|| err(format!("no available proxies in set {}", set.id)))
+            let set = control::set_or_error(st, None)?;
+            Ok(control::node_for_call(st, set, call_id, None)?)
         }
     }
 }

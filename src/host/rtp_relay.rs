@@ -508,7 +508,7 @@ fn copy_node(
     if let Some(n) = node_by_url(st, &url, Some(set.id)).filter(|n| is_enabled(st, n)) {
         return Ok(n);
     }
-    control::select_for_call(st, set, call_id).ok_or_else(|| err("no available proxies"))
+    Ok(control::node_for_call(st, set, call_id, None)?)
 }
 
 unsafe extern "C" fn engine_delete(
@@ -555,8 +555,8 @@ unsafe extern "C" fn engine_delete(
                 Command::delete(&a.call_id, &from_tag, Some(&a.to_tag))?
             };
             tracing::debug!("sending to {}: {cmd}", node.spec.url);
-            let reply = control::delete_call(st, node, &a.call_id, &cmd)
-                .ok_or_else(|| err("no reply to D"))?;
+            let reply =
+                control::send_to(st, node, &a.call_id, &cmd).ok_or_else(|| err("no reply to D"))?;
             if let Ok(Reply::Error(code)) = Reply::parse(&reply) {
                 tracing::warn!(
                     "rtp_relay delete: RTPProxy {} answered E{code}",

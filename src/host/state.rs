@@ -12,6 +12,7 @@ use std::sync::{Mutex, OnceLock};
 use crate::core::config::{
     ConfigError, ModParams, ModuleConfig, NodeSpec, SetId, SetSpec, SetsBuilder,
 };
+use crate::core::control::callmap;
 
 use super::events::Events;
 use super::shared::{CallMap, NodeSlot, SharedList, SharedNodes};
@@ -27,6 +28,8 @@ pub(crate) struct NodeView {
     pub(crate) index: usize,
     /// The node-list generation this view belongs to.
     pub(crate) generation: u64,
+    /// The node's identity across reloads ([`callmap::node_key`] of its URL).
+    pub(crate) key: u32,
     /// What the configuration says about it.
     pub(crate) spec: NodeSpec,
 }
@@ -56,6 +59,7 @@ impl Topology {
                     .map(|n| NodeView {
                         index: n.index,
                         generation,
+                        key: callmap::node_key(&n.url),
                         spec: n.clone(),
                     })
                     .collect(),
@@ -113,14 +117,18 @@ impl ModuleState {
     pub(crate) fn topology(&self) -> &'static Topology {
         let shared_gen = self.list.generation();
         if shared_gen != self.topology_generation.load(Ordering::Acquire) {
-            if let Some(values) = self.list.read_values() {
+            // the list and its generation are read together: a reload published meanwhile
+            // is seen whole, with its own generation
+            if let Some((generation, values)) = self.list.read_values() {
                 match decode_list(&values, self.config.default_set) {
-                    Ok(sets) => self.replace(Topology::new(shared_gen, &sets)),
-                    Err(e) => tracing::error!("reloaded node list does not parse: {e}"),
+                    Ok(sets) => self.replace(Topology::new(generation, &sets)),
+                    Err(e) => {
+                        tracing::error!("reloaded node list does not parse: {e}");
+                        self.topology_generation
+                            .store(generation, Ordering::Release);
+                    }
                 }
             }
-            self.topology_generation
-                .store(shared_gen, Ordering::Release);
         }
         let p = self.topology.load(Ordering::Acquire);
         // SAFETY: the pointer always comes from `Box::into_raw` and is never freed.

@@ -15,10 +15,11 @@
 use std::ffi::{c_ulong, c_void, CString};
 use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
+use crate::core::control::callmap::node_key;
 use crate::core::stats::{smooth_rtt, Event, NodeStat, Stat, StatKind};
 
 use super::mem;
-use super::shared::NodeSlot;
+use super::shared::{NodeSlot, Replaced};
 use super::state::{self, ModuleState, NodeView};
 use super::sys::{self, stat_var};
 
@@ -337,43 +338,51 @@ pub(crate) fn disabled(st: &ModuleState, node: &NodeView, why: &str) {
     rec.reason_lock.store(0, Ordering::Release);
 }
 
-/// The record of the node at `index` of the list whose generation ends in `short_gen`.
-fn record_at(st: &ModuleState, short_gen: u64, index: usize) -> Option<&'static NodeRecord> {
-    let addr = st.shared.get_short_owned(index, short_gen)?.stats_addr();
-    // SAFETY: as in `record`.
-    (addr != 0).then(|| unsafe { &*(addr as *const NodeRecord) })
+/// The record of the node whose call-map key (`callmap::node_key` of its URL) is `key`.
+fn record_of_key(key: u32) -> Option<&'static NodeRecord> {
+    let mut found = None;
+    for_each_record(|r| {
+        if found.is_none() && std::str::from_utf8(r.url()).is_ok_and(|u| node_key(u) == key) {
+            found = Some(r);
+        }
+    });
+    found
 }
 
-/// Hook: `node` now holds a call; `previous` is what the call map held before
-/// (`(same call, generation & 0xffff, index)`, see `CallMap::remember`).
-pub(crate) fn call_remembered(
-    st: &ModuleState,
-    node: &NodeView,
-    previous: Option<(bool, u64, usize)>,
-) {
-    let here = (node.generation & 0xffff, node.index);
-    if let Some((same, g, i)) = previous {
-        if same && (g, i) == here {
-            return;
+/// Hook: `node` now holds a call; `replaced` is what the call-map entry held before (the
+/// same call on some node, or another call pushed out by LRU eviction).
+pub(crate) fn call_remembered(st: &ModuleState, node: &NodeView, replaced: Replaced) {
+    match replaced {
+        Replaced::Same(k) if k == node.key => return,
+        Replaced::Same(k) => {
+            if let Some(r) = record_of_key(k) {
+                r.active_calls.fetch_sub(1, Ordering::Relaxed);
+            }
         }
-        if let Some(r) = record_at(st, g, i) {
-            r.active_calls.fetch_sub(1, Ordering::Relaxed);
+        // the evicted call is no longer counted: one out, one in
+        Replaced::Evicted(k) => {
+            if let Some(r) = record_of_key(k) {
+                r.active_calls.fetch_sub(1, Ordering::Relaxed);
+            }
         }
-    } else if let Some(r) = region() {
-        r.active_calls.fetch_add(1, Ordering::Relaxed);
+        Replaced::Empty => {
+            if let Some(r) = region() {
+                r.active_calls.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
     if let Some(r) = record(st, node) {
         r.active_calls.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// Hook: a call's sessions were deleted; `removed` is where the call map had it.
-pub(crate) fn call_forgotten(st: &ModuleState, removed: Option<(u64, usize)>) {
-    let Some((g, i)) = removed else { return };
+/// Hook: a call's sessions were deleted; `removed` is the node key the call map had it on.
+pub(crate) fn call_forgotten(removed: Option<u32>) {
+    let Some(k) = removed else { return };
     if let Some(r) = region() {
         r.active_calls.fetch_sub(1, Ordering::Relaxed);
     }
-    if let Some(r) = record_at(st, g, i) {
+    if let Some(r) = record_of_key(k) {
         r.active_calls.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -20,8 +20,11 @@
 //! all from defect D25: the TCP connect result is checked (a refused connect fails at connect
 //! time, not at the first write); legacy `unix:` reads and writes have a timeout; the UDP
 //! cookie is matched as a whole token; a stream reply must arrive within one timeout in total.
-//! Connecting a UNIX socket itself has no timeout (std offers none); it only blocks when the
-//! relay's listen backlog is full.
+//! Connecting a UNIX socket with std has no timeout (it only blocks when the relay's listen
+//! backlog is full); a caller can supply a bounded connect ([`ControlClient::set_unix_connector`]),
+//! as the host does. Likewise the host hands resolved addresses in
+//! ([`ControlClient::set_address`]) and forbids name resolution in SIP workers
+//! ([`ControlClient::set_resolve_names`]).
 //!
 //! Besides the blocking [`ControlClient::send`], the client can run one command without
 //! blocking: [`ControlClient::start`], then wait for [`ControlClient::wait_fd`] to become
@@ -163,6 +166,16 @@ pub fn resolve(host: &str, port: u16, ipv6: bool) -> Result<SocketAddr, Transpor
         .into_iter()
         .find(|a| a.is_ipv6() == ipv6)
         .ok_or_else(|| err(format!("no {} address", if ipv6 { "IPv6" } else { "IPv4" })))
+}
+
+/// `host:port` when `host` is an IP literal of the wanted family (no name service involved).
+pub fn literal(host: &str, port: u16, ipv6: bool) -> Option<SocketAddr> {
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let ip: std::net::IpAddr = host.parse().ok()?;
+    (ip.is_ipv6() == ipv6).then_some(SocketAddr::new(ip, port))
 }
 
 #[derive(Debug)]
@@ -310,7 +323,17 @@ pub struct ControlClient {
     peer: Option<SocketAddr>,
     pending: Option<Pending>,
     buf: Vec<u8>,
+    /// The node's address as resolved by someone else (the host resolves names at start-up,
+    /// on reload and in the prober, never in a SIP worker).
+    cached: Option<SocketAddr>,
+    /// Whether this client may resolve a host name itself when no address is cached.
+    resolve_names: bool,
+    /// Connects a UNIX stream within a timeout (std has no bounded UNIX connect).
+    unix_connect: Option<UnixConnector>,
 }
+
+/// A bounded UNIX-stream connect: path and timeout in, connected stream out.
+pub type UnixConnector = fn(&std::path::Path, Duration) -> io::Result<UnixStream>;
 
 impl ControlClient {
     /// A client for `node`. Does no I/O: the socket is opened on first use.
@@ -326,7 +349,35 @@ impl ControlClient {
             peer: None,
             pending: None,
             buf: Vec::new(),
+            cached: None,
+            resolve_names: true,
+            unix_connect: None,
         }
+    }
+
+    /// Uses `addr` for this node instead of resolving its host name (see
+    /// [`ControlClient::set_resolve_names`]); `None` forgets it. Takes effect at the next
+    /// connect.
+    pub fn set_address(&mut self, addr: Option<SocketAddr>) {
+        self.cached = addr;
+    }
+
+    /// The address set with [`ControlClient::set_address`].
+    pub fn cached_address(&self) -> Option<SocketAddr> {
+        self.cached
+    }
+
+    /// Whether the client may resolve a host name itself when no address is set (default
+    /// yes). With `false`, a node given by name and without a set address fails to connect
+    /// with [`TransportError::Resolve`] at once; IP literals always work.
+    pub fn set_resolve_names(&mut self, on: bool) {
+        self.resolve_names = on;
+    }
+
+    /// Connects `cunix:`/`unix:` nodes with `f`, bounded by the timeout, instead of std's
+    /// unbounded connect.
+    pub fn set_unix_connector(&mut self, f: UnixConnector) {
+        self.unix_connect = Some(f);
     }
 
     /// A client over an already connected stream, for `rtp.io:auto` (the host obtains the
@@ -343,6 +394,9 @@ impl ControlClient {
             peer: None,
             pending: None,
             buf: Vec::new(),
+            cached: None,
+            resolve_names: true,
+            unix_connect: None,
         }
     }
 
@@ -602,7 +656,11 @@ impl ControlClient {
             }
             Transport::Cunix | Transport::Unix => {
                 let path = PathBuf::from(&self.address);
-                let s = UnixStream::connect(&path).map_err(|source| TransportError::Connect {
+                let s = match self.unix_connect {
+                    Some(f) => f(&path, timeout),
+                    None => UnixStream::connect(&path),
+                }
+                .map_err(|source| TransportError::Connect {
                     address: self.address.clone(),
                     source,
                 })?;
@@ -615,7 +673,16 @@ impl ControlClient {
     }
 
     fn resolve(&self, ipv6: bool) -> Result<SocketAddr, TransportError> {
+        if let Some(a) = self.cached.filter(|a| a.is_ipv6() == ipv6) {
+            return Ok(a);
+        }
         match (&self.host, self.port) {
+            (Some(h), Some(p)) if !self.resolve_names => {
+                literal(h, p, ipv6).ok_or_else(|| TransportError::Resolve {
+                    address: self.address.clone(),
+                    reason: "host name not resolved yet (resolved by the prober)".into(),
+                })
+            }
             (Some(h), Some(p)) => resolve(h, p, ipv6),
             _ => Err(TransportError::Resolve {
                 address: self.address.clone(),
