@@ -29,6 +29,7 @@ use crate::core::control::{
 use crate::core::proto::caps::{Capabilities, Probe, ProbeOutcome};
 use crate::core::proto::command::Command;
 use crate::core::proto::cookie::CookieGen;
+use crate::core::proto::reply::Reply;
 use crate::core::select::NodeHealth;
 use crate::core::stats::{Event as StatEvent, Op};
 use crate::io::transport::{self, ClientOptions, ControlClient, TransportError};
@@ -397,24 +398,35 @@ pub(crate) fn execute<'a, T>(
                 };
                 let started = Instant::now();
                 let exchanged = exchange(st, &mut run, i, node, &cmd);
-                let reply = Answer::Reply {
-                    rtt_us: started.elapsed().as_micros() as u64,
-                };
+                let rtt_us = started.elapsed().as_micros() as u64;
                 match exchanged {
-                    Ok(body) => match judge(node, Some(&body)) {
-                        Verdict::Accept(t) => {
-                            accepted = Some(t);
-                            run.on_reply(i, reply.clone());
+                    Ok(body) => {
+                        let code = match Reply::parse(&body) {
+                            Ok(Reply::Error(c)) => Some(c),
+                            _ => None,
+                        };
+                        let answer = match code {
+                            Some(code) => Answer::Refused {
+                                rtt_us,
+                                code: Some(code),
+                            },
+                            None => Answer::Reply { rtt_us },
+                        };
+                        match judge(node, Some(&body)) {
+                            Verdict::Accept(t) => {
+                                accepted = Some(t);
+                                run.on_reply(i, answer);
+                            }
+                            Verdict::NodeFailure(code) => {
+                                run.on_reply(i, Answer::Fault(NodeFault::RelayError(code)));
+                            }
+                            Verdict::Fail(e) => {
+                                caller_error = Some(e);
+                                run.on_reply(i, Answer::Refused { rtt_us, code });
+                            }
+                            Verdict::NotHere => run.on_reply(i, Answer::NotHere),
                         }
-                        Verdict::NodeFailure(code) => {
-                            run.on_reply(i, Answer::Fault(NodeFault::RelayError(code)));
-                        }
-                        Verdict::Fail(e) => {
-                            caller_error = Some(e);
-                            run.on_reply(i, reply.clone());
-                        }
-                        Verdict::NotHere => run.on_reply(i, Answer::NotHere),
-                    },
+                    }
                     Err(fault) => {
                         run.on_reply(i, Answer::Fault(fault));
                         if let Verdict::Fail(e) = judge(node, None) {

@@ -306,6 +306,15 @@ pub enum Answer {
         /// Round trip, µs.
         rtt_us: u64,
     },
+    /// The node answered but the command failed there (an `E<code>` reply that is no node
+    /// failure, or a reply the caller could not use): the node is fine, the command ends on
+    /// it, and counts as failed.
+    Refused {
+        /// Round trip, µs.
+        rtt_us: u64,
+        /// The `E` code, when the reply was one.
+        code: Option<u32>,
+    },
     /// The relay is fine but does not know the call (`E50` to a delete). When the call's
     /// node was not known, the command moves on to the next node (the call's sessions may be
     /// there); otherwise it is done.
@@ -328,6 +337,9 @@ pub struct CommandRun {
     unproven: bool,
     /// A node answered [`Answer::NotHere`]: running out of nodes is no failure.
     not_here: bool,
+    /// The last node's answer refused the command (counted as failed in
+    /// [`Event::Finished`]).
+    refused: bool,
     /// Health changes not yet handed to the driver.
     pending: Vec<(usize, HealthChange)>,
     last_fault: Option<NodeFault>,
@@ -346,6 +358,7 @@ impl CommandRun {
             suspected: false,
             unproven: false,
             not_here: false,
+            refused: false,
             pending: Vec::new(),
             last_fault: None,
             events: Vec::new(),
@@ -388,7 +401,8 @@ impl CommandRun {
                 };
                 match pick {
                     Some(n) => {
-                        if let Some(&from) = self.tried.last() {
+                        // looking for a call's sessions on the next node is no failover
+                        if let Some(&from) = self.tried.last().filter(|_| !self.not_here) {
                             self.events.push(Event::Failover {
                                 op: self.op,
                                 from,
@@ -429,7 +443,7 @@ impl CommandRun {
                         Ok(n) => Some(*n),
                         Err(_) => self.tried.last().copied(),
                     },
-                    ok: r.is_ok(),
+                    ok: r.is_ok() && !self.refused,
                 });
                 self.state = State::Reported;
                 Step::Done(r)
@@ -506,6 +520,26 @@ impl CommandRun {
                     node,
                     rtt_us,
                 });
+                self.refused = false;
+                if self.suspected {
+                    self.pending.push((node, HealthChange::PutBack));
+                }
+                self.finish(Ok(node));
+            }
+            Answer::Refused { rtt_us, code } => {
+                self.events.push(match code {
+                    Some(code) => Event::RelayError {
+                        op: self.op,
+                        node,
+                        code,
+                    },
+                    None => Event::Answered {
+                        op: self.op,
+                        node,
+                        rtt_us,
+                    },
+                });
+                self.refused = true;
                 if self.suspected {
                     self.pending.push((node, HealthChange::PutBack));
                 }
@@ -517,6 +551,7 @@ impl CommandRun {
                     node,
                     code: 50,
                 });
+                self.refused = true;
                 if self.suspected {
                     self.pending.push((node, HealthChange::PutBack));
                 }
