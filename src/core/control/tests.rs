@@ -460,3 +460,56 @@ fn an_aborted_command_still_hands_out_its_health_changes() {
         Step::Done(Err(CommandError::Aborted))
     );
 }
+
+#[test]
+fn refusals_and_missing_sessions_count_as_failed_without_failover() {
+    let nodes = up(2);
+    let finished_ok = |ev: &[Event]| {
+        ev.iter().find_map(|e| match e {
+            Event::Finished { ok, .. } => Some(*ok),
+            _ => None,
+        })
+    };
+    // a call whose node is unknown: every node is asked, none has it
+    let mut run = CommandRun::new(OpKind::Delete, CALL, Failover::Never);
+    let mut ev = Vec::new();
+    let r = loop {
+        match run.poll(&nodes, b"call-1") {
+            Step::Start { node } => {
+                run.on_started(node);
+                run.on_reply(node, Answer::NotHere);
+            }
+            Step::Done(r) => break r,
+            other => panic!("unexpected {other:?}"),
+        }
+        ev.extend(run.take_events());
+    };
+    ev.extend(run.take_events());
+    assert!(r.is_ok());
+    let errors = ev
+        .iter()
+        .filter(|e| matches!(e, Event::RelayError { code: 50, .. }))
+        .count();
+    assert_eq!(errors, 2, "{ev:?}");
+    assert!(!ev.iter().any(|e| matches!(e, Event::Failover { .. })));
+    assert_eq!(finished_ok(&ev), Some(false));
+    // an E reply that is no node failure ends the command on its node, failed
+    let mut run = CommandRun::new(OpKind::Answer, Route::Pinned(1), Failover::Never);
+    assert_eq!(run.poll(&nodes, b"call-1"), Step::Start { node: 1 });
+    run.on_started(1);
+    run.on_reply(
+        1,
+        Answer::Refused {
+            rtt_us: 3,
+            code: Some(8),
+        },
+    );
+    assert_eq!(run.poll(&nodes, b"call-1"), Step::Done(Ok(1)));
+    let ev = run.take_events();
+    assert!(ev.contains(&Event::RelayError {
+        op: OpKind::Answer,
+        node: 1,
+        code: 8
+    }));
+    assert_eq!(finished_ok(&ev), Some(false));
+}
