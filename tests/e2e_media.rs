@@ -515,12 +515,12 @@ fn prompts_stream_loop_and_stop() {
     let Some(env) = needs(T) else { return };
     let dir = scratch("prompts");
     let Some(prompt) = make_prompt(&dir) else {
-        println!("SKIPPED {T}: needs RTPPROXY_BIN with makeann beside it");
+        e2e::skip(T, "needs RTPPROXY_BIN with makeann beside it");
         return;
     };
     let ctl = format!("127.0.0.1:{}", port());
     let Some(_relay) = Relay::start_daemon(&[format!("udp:{ctl}")], &[]) else {
-        println!("SKIPPED {T}: needs RTPPROXY_BIN");
+        e2e::skip(T, "needs RTPPROXY_BIN");
         return;
     };
     let to_uac = Listener::bind();
@@ -636,7 +636,7 @@ fn recording_copy_and_stop() {
     const T: &str = "recording_copy_and_stop";
     let Some(env) = needs(T) else { return };
     let Some(pcap) = pcap() else {
-        println!("SKIPPED {T}: sipp's g711a.pcap not found");
+        e2e::skip(T, "sipp's g711a.pcap not found");
         return;
     };
     let dir = scratch("recording");
@@ -651,7 +651,7 @@ fn recording_copy_and_stop() {
         spool.display().to_string(),
     ];
     let Some(_relay) = Relay::start_daemon(&[format!("udp:{ctl}")], &extra) else {
-        println!("SKIPPED {T}: needs RTPPROXY_BIN (recording directories)");
+        e2e::skip(T, "needs RTPPROXY_BIN (recording directories)");
         return;
     };
     let copy = Listener::bind();
@@ -736,7 +736,7 @@ fn stats_grow_while_rtp_flows() {
     const T: &str = "stats_grow_while_rtp_flows";
     let Some(env) = needs(T) else { return };
     let Some(pcap) = pcap() else {
-        println!("SKIPPED {T}: sipp's g711a.pcap not found");
+        e2e::skip(T, "sipp's g711a.pcap not found");
         return;
     };
     let dir = scratch("stats");
@@ -744,7 +744,7 @@ fn stats_grow_while_rtp_flows() {
     let Some(_relay) = Relay::start_daemon(&[format!("udp:{ctl}")], &[])
         .or_else(|| Relay::start(&[format!("udp:{ctl}")]))
     else {
-        println!("SKIPPED {T}: no RTPProxy engine");
+        e2e::skip(T, "no RTPProxy engine");
         return;
     };
     let stats = r#"    if ($var(step) == "stats") {
@@ -825,11 +825,11 @@ fn rtp_relay_engage_call_and_delete() {
     const T: &str = "rtp_relay_engage_call_and_delete";
     let Some(env) = needs(T) else { return };
     if !env.mpath.join("rtp_relay.so").exists() {
-        println!("SKIPPED {T}: rtp_relay.so not in the modules directory");
+        e2e::skip(T, "rtp_relay.so not in the modules directory");
         return;
     }
     let Some(pcap) = pcap() else {
-        println!("SKIPPED {T}: sipp's g711a.pcap not found");
+        e2e::skip(T, "sipp's g711a.pcap not found");
         return;
     };
     let dir = scratch("rtp_relay");
@@ -837,7 +837,7 @@ fn rtp_relay_engage_call_and_delete() {
     let Some(_relay) = Relay::start_daemon(&[format!("udp:{ctl}")], &[])
         .or_else(|| Relay::start(&[format!("udp:{ctl}")]))
     else {
-        println!("SKIPPED {T}: no RTPProxy engine");
+        e2e::skip(T, "no RTPProxy engine");
         return;
     };
     let to_uas = Listener::bind();
@@ -959,12 +959,12 @@ fn siprec_copies_both_legs_to_the_srs() {
     let Some(env) = needs(T) else { return };
     for m in ["rtp_relay.so", "siprec.so", "b2b_entities.so", "dialog.so"] {
         if !env.mpath.join(m).exists() {
-            println!("SKIPPED {T}: {m} not in the modules directory");
+            e2e::skip(T, &format!("{m} not in the modules directory"));
             return;
         }
     }
     let Some(pcap) = pcap() else {
-        println!("SKIPPED {T}: sipp's g711a.pcap not found");
+        e2e::skip(T, "sipp's g711a.pcap not found");
         return;
     };
     let dir = scratch("siprec");
@@ -972,7 +972,7 @@ fn siprec_copies_both_legs_to_the_srs() {
     let Some(_relay) = Relay::start_daemon(&[format!("udp:{ctl}")], &[])
         .or_else(|| Relay::start(&[format!("udp:{ctl}")]))
     else {
-        println!("SKIPPED {T}: no RTPProxy engine");
+        e2e::skip(T, "no RTPProxy engine");
         return;
     };
     let (leg_a, leg_b) = (Listener::bind(), Listener::bind());

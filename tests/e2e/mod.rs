@@ -11,6 +11,51 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+/// Whether this run is CI (`CI=true`): an end-to-end test that cannot run must fail there
+/// rather than pass with a SKIPPED line.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Reports that `test` cannot run because of `why`: prints a loud `SKIPPED` line, or under
+/// `CI=true` panics (so that CI never counts an untested path as passed). The caller returns
+/// after it.
+#[track_caller]
+pub fn skip(test: &str, why: &str) {
+    assert!(
+        !ci(),
+        "{test} cannot run under CI=true (it would have been skipped): {why}"
+    );
+    println!("SKIPPED {test}: {why}");
+}
+
+/// Calls `probe` until it returns `Some`, every 50 ms, for at most `max`; `None` when the
+/// deadline passed first. For "wait until the state is reached, then assert": the assertion
+/// then reports what the last probe saw.
+pub fn poll_until<T>(max: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + max;
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `cond` until it holds or `max` passed; returns whether it held.
+pub fn wait_for(max: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    poll_until(max, || cond().then_some(())).is_some()
+}
+
+/// The media address the harness' relays use ([`Relay::start`], [`Relay::start_daemon`]):
+/// not the endpoints' 127.0.0.1, so that "the SDP now points at the relay" is a real check.
+pub const RELAY_IP: &str = "127.0.0.2";
+/// The media address for a second relay in the same test.
+pub const RELAY2_IP: &str = "127.0.0.3";
+
 /// What the environment provides.
 pub struct Env {
     pub opensips: PathBuf,
@@ -33,8 +78,9 @@ impl Env {
     /// The environment, or `None` after printing a loud SKIPPED line.
     pub fn get(test: &str) -> Option<Self> {
         let Some(bin) = std::env::var_os("OPENSIPS_BIN").filter(|v| !v.is_empty()) else {
-            println!(
-                "SKIPPED {test}: OPENSIPS_BIN is not set (point it at an OpenSIPS 3.6.8 binary)"
+            skip(
+                test,
+                "OPENSIPS_BIN is not set (point it at an OpenSIPS 3.6.8 binary, or run tests/run.sh)",
             );
             return None;
         };
@@ -323,15 +369,21 @@ pub struct Relay {
 
 impl Relay {
     /// Starts `RTPPROXY_BIN` if set, else the engine of PyPI `rtp.io` (through the launcher
-    /// the I/O tests use); `None` if neither exists.
+    /// the I/O tests use), with its media on [`RELAY_IP`]; `None` if neither exists.
     pub fn start(sockets: &[String]) -> Option<Self> {
+        Self::start_on(sockets, RELAY_IP)
+    }
+
+    /// [`Relay::start`] with the media address `media_ip` (`-l`).
+    pub fn start_on(sockets: &[String], media_ip: &str) -> Option<Self> {
         if std::env::var_os("RTPPROXY_BIN").is_some_and(|v| !v.is_empty()) {
-            return Self::start_daemon(sockets, &[]);
+            return Self::start_daemon_on(sockets, media_ip, &[]);
         }
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/rtpio_engine.py");
         let mut child = Command::new("python3")
             .arg(script)
             .args(sockets)
+            .env("RTPIO_ENGINE_LISTEN", media_ip)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -346,7 +398,20 @@ impl Relay {
             println!("relay did not start: {line}");
             return None;
         }
-        Some(Self { child })
+        let me = Self { child };
+        me.wait_control(sockets);
+        Some(me)
+    }
+
+    /// Waits (at most 10 s) until the first `udp:` control socket of `sockets` answers `V`.
+    fn wait_control(&self, sockets: &[String]) {
+        let Some(addr) = sockets.iter().find_map(|s| s.strip_prefix("udp:")) else {
+            return;
+        };
+        let up = wait_for(Duration::from_secs(10), || {
+            relay_command(addr, "V", Duration::from_millis(300)).is_some()
+        });
+        assert!(up, "relay on {addr} does not answer V");
     }
 }
 
@@ -439,17 +504,24 @@ impl Drop for Sipp {
 pub fn have_sipp(test: &str) -> bool {
     let ok = Command::new("sipp").arg("-v").output().is_ok();
     if !ok {
-        println!("SKIPPED {test}: sipp is not installed (Debian package sip-tester)");
+        skip(test, "sipp is not installed (Debian package sip-tester)");
     }
     ok
 }
 
 impl Relay {
     /// Starts the `RTPPROXY_BIN` daemon with extra options (recording directories `-r`/`-S`,
-    /// ...). `None` when `RTPPROXY_BIN` is not set (the PyPI engine takes no such options).
+    /// ...), its media on [`RELAY_IP`]. `None` when `RTPPROXY_BIN` is not set (the PyPI engine
+    /// takes no such options).
     pub fn start_daemon(sockets: &[String], extra: &[String]) -> Option<Self> {
+        Self::start_daemon_on(sockets, RELAY_IP, extra)
+    }
+
+    /// [`Relay::start_daemon`] with the media address `media_ip` (`-l`); waits until the first
+    /// `udp:` control socket answers.
+    pub fn start_daemon_on(sockets: &[String], media_ip: &str, extra: &[String]) -> Option<Self> {
         let bin = std::env::var_os("RTPPROXY_BIN").filter(|v| !v.is_empty())?;
-        let mut args = vec!["-l".to_owned(), "127.0.0.1".to_owned()];
+        let mut args = vec!["-l".to_owned(), media_ip.to_owned()];
         for s in sockets {
             args.extend(["-s".to_owned(), s.clone()]);
         }
@@ -457,8 +529,9 @@ impl Relay {
         let pid = std::env::temp_dir().join(format!("rtpp-e2e-{}.pid", port()));
         // The daemon writes its accounting file into its working directory.
         let child = daemon(Path::new(&bin), &std::env::temp_dir(), &pid, &args, None)?;
-        std::thread::sleep(Duration::from_millis(300));
-        Some(Self { child })
+        let me = Self { child };
+        me.wait_control(sockets);
+        Some(me)
     }
 
     /// Starts the rtpproxy daemon `bin` in `dir` (its working directory: some builds write an
