@@ -578,7 +578,9 @@ fn check_ours(run: &Run) {
             "{}: L {l}",
             c.name
         );
-        // The relay answers each side with an address of that side's family.
+        // The relay answers each side with an address of that side's family. (With `R` the
+        // relay reports the local address the kernel routes towards that side, 127.0.0.1 on
+        // loopback whatever its `-l` is; the rewritten ports prove that the SDP points at it.)
         let family_of = |reply: &str, fam: Family| match fam {
             Family::V4 => reply.ends_with(" 127.0.0.1"),
             Family::V6 => reply.ends_with(" ::1 6"),

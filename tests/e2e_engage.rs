@@ -70,7 +70,7 @@ fn sipp_pcap(name: &str) -> Option<PathBuf> {
 
 /// The `RTPPROXY_BIN` daemon with our options, its log kept in the test directory.
 fn daemon(dir: &Path, ctl: u16, extra: &[String]) -> Option<Relay> {
-    let mut args: Vec<String> = ["-l", "127.0.0.1", "-d", "INFO"].map(String::from).into();
+    let mut args: Vec<String> = ["-l", e2e::RELAY_IP, "-d", "INFO"].map(String::from).into();
     args.extend_from_slice(extra);
     let control = SocketAddr::from(([127, 0, 0, 1], ctl));
     Relay::start_logged(
@@ -512,7 +512,11 @@ fn engage_relays_calls_and_deletes_sessions() {
     let uas_media = media_port_of(&uas_trace, true).unwrap();
     for inv in &invites {
         assert_ne!(inv.sdp_port(), Some(uac_media), "INVITE SDP not rewritten");
-        assert!(inv.text.contains("c=IN IP4 127.0.0.1"));
+        assert!(
+            inv.text.contains(&format!("c=IN IP4 {}", e2e::RELAY_IP)),
+            "INVITE c= not the relay's:\n{}",
+            inv.text
+        );
         assert!(inv.text.contains("a=nortpproxy:yes"));
     }
     let oks: Vec<&Traced> = uac_trace
@@ -604,7 +608,11 @@ fn engage_handles_late_offer_and_reinvite() {
                 "{what}: not rewritten:\n{}",
                 m.text
             );
-            assert!(m.text.contains("c=IN IP4 127.0.0.1"), "{}", m.text);
+            assert!(
+                m.text.contains(&format!("c=IN IP4 {}", e2e::RELAY_IP)),
+                "{what}: c= not the relay's:\n{}",
+                m.text
+            );
         }
     };
     received_sdp(&uac, uas_media, "UAC (200 OKs)");
