@@ -180,8 +180,8 @@ const DELIBERATE: &[Deliberate] = &[
             same_but(
                 c,
                 ours,
-                "  | c=IN IP6 127.0.0.1\\r\\n",
-                "  | c=IN IP4 127.0.0.1\\r\\n",
+                "  | c=IN IP6 127.0.0.2\\r\\n",
+                "  | c=IN IP4 127.0.0.2\\r\\n",
                 2,
             )
         },
@@ -298,7 +298,7 @@ fn session_c_kept(c: &str, ours: &str, expected: usize) -> String {
                 continue;
             }
             assert!(
-                i < first_m && x.starts_with("c=IN IP4 ") && *y == "c=IN IP4 127.0.0.1\\r\\n",
+                i < first_m && x.starts_with("c=IN IP4 ") && *y == "c=IN IP4 127.0.0.2\\r\\n",
                 "only the session c= may differ, not line {i}: C `{x}`, ours `{y}`"
             );
             rebuilt = rebuilt.replacen(&format!("{x}\n"), &format!("{y}\n"), 1);
@@ -882,12 +882,13 @@ fn normalise_sipp_ids(t: &str, uas_trace: &[u8], uac_trace: &[u8]) -> String {
 fn run_impl(env: &Env, which: Impl, relay_bin: &Path, cases: &[Case]) -> Run {
     let dir = e2e::scratch(&format!("diff-{which:?}"));
     // Set 0: an ordinary relay with IPv4 and IPv6 media addresses; set 1: a bridging relay
-    // (internal 127.0.0.1, external 127.0.0.2) for the `i`/`e` flags.
+    // (internal 127.0.0.3, external 127.0.0.4) for the `i`/`e` flags. Neither is an
+    // endpoint's address (127.0.0.1), so a rewritten c= line shows which relay side it is.
     let (_plain, plain_ctl) = start_relay(
         relay_bin,
         &dir,
         "relay0",
-        &["-l", "127.0.0.1", "-6", "v6@::1"],
+        &["-l", "127.0.0.2", "-6", "v6@::1"],
         10000,
         14998,
     );
@@ -895,7 +896,7 @@ fn run_impl(env: &Env, which: Impl, relay_bin: &Path, cases: &[Case]) -> Run {
         relay_bin,
         &dir,
         "relay1",
-        &["-l", "127.0.0.1/127.0.0.2"],
+        &["-l", "127.0.0.3/127.0.0.4"],
         15000,
         19998,
     );

@@ -1010,7 +1010,7 @@ fn siprec_copies_both_legs_to_the_srs() {
         "{RELAY_MODULES}\nloadmodule \"b2b_entities.so\"\nloadmodule \"siprec.so\"\nudp_workers=1"
     );
     let params = format!(
-        "{}\nmodparam(\"rtpproxy\", \"generated_sdp_media_ip\", \"127.0.0.2\")\n\
+        "{}\nmodparam(\"rtpproxy\", \"generated_sdp_media_ip\", \"127.0.0.9\")\n\
          modparam(\"rtpproxy\", \"generated_sdp_port_min\", 41000)\n\
          modparam(\"rtpproxy\", \"generated_sdp_port_max\", 41010)",
         relay_params(&ctl)
@@ -1080,7 +1080,8 @@ fn siprec_copies_both_legs_to_the_srs() {
         offer.contains("a=label:0") && offer.contains("a=label:1"),
         "{offer}"
     );
-    assert!(offer.contains("c=IN IP4 127.0.0.2"), "{offer}");
+    // generated_sdp_media_ip, neither the relay's nor an endpoint's address
+    assert!(offer.contains("c=IN IP4 127.0.0.9"), "{offer}");
     assert_eq!(sip_workers(&log), 1, "udp_workers=1 not in effect");
     assert!(
         log.contains("received b2b reply with code 200 for INVITE")
