@@ -382,7 +382,7 @@ fn run_case(
         std::thread::sleep(Duration::from_millis(20));
     };
     // Let the BYE's D (and its reply) pass the tap.
-    std::thread::sleep(Duration::from_millis(200));
+    tap.settle(mark, Duration::from_secs(3));
     assert!(
         uac.status.success() && uas_status.is_some_and(|s| s.success()),
         "case {}: sipp failed (uac {}, uas {uas_status:?}):\n{}",

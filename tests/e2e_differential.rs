@@ -804,7 +804,9 @@ impl Lab {
             .expect("sipp uac");
         let uas_status = wait_child(&mut uas, 10);
         // let the BYE's D reach the relay and its reply come back
-        std::thread::sleep(Duration::from_millis(100));
+        for (tap, &mark) in self.taps.iter().zip(&marks) {
+            tap.settle(mark, Duration::from_secs(3));
+        }
         assert!(
             uac.status.success() && uas_status.is_some_and(|s| s.success()),
             "case {}: sipp failed (uac {}, uas {:?}):\n{}\n{}",
@@ -952,7 +954,10 @@ fn run_impl(env: &Env, which: Impl, relay_bin: &Path, cases: &[Case]) -> Run {
         }
         transcripts
     }));
-    std::thread::sleep(Duration::from_millis(200));
+    e2e::wait_for(Duration::from_secs(5), || {
+        e2e::relay_active_sessions(plain_ctl) == Some(0)
+            && e2e::relay_active_sessions(bridge_ctl) == Some(0)
+    });
     let sessions_left = (
         e2e::relay_active_sessions(plain_ctl),
         e2e::relay_active_sessions(bridge_ctl),

@@ -293,7 +293,11 @@ impl Stack {
         .to_vec();
         args.extend(extra.iter().map(|s| s.to_string()));
         let s = Sipp::spawn(&self.dir, &args).expect("sipp uas");
-        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            e2e::wait_for(Duration::from_secs(10), || e2e::udp_bound(self.uas)),
+            "sipp uas did not bind {}",
+            self.uas
+        );
         s
     }
 

@@ -382,7 +382,10 @@ impl Call {
             .map(String::from),
         )
         .expect("sipp uas");
-        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            e2e::wait_for(Duration::from_secs(10), || e2e::udp_bound(uas_port)),
+            "sipp uas did not bind {uas_port}"
+        );
         let uac_media = port();
         let uac = Command::new("sipp")
             .current_dir(dir)
@@ -556,12 +559,12 @@ fn prompts_stream_loop_and_stop() {
         &uac,
         &uas,
     );
+    // After each stop, wait until packets in flight have arrived (the count stays put).
+    let quiet = Duration::from_millis(300);
     call.wait_log("STEP stop ok", 30);
-    std::thread::sleep(Duration::from_millis(500));
-    let at_stop = to_uac.count();
+    let at_stop = e2e::settle(Duration::from_secs(3), quiet, || to_uac.count());
     call.wait_log("STEP stopuas ok", 30);
-    std::thread::sleep(Duration::from_millis(500));
-    let uas_at_stop = to_uas.count();
+    let uas_at_stop = e2e::settle(Duration::from_secs(3), quiet, || to_uas.count());
     let (ok, log) = call.finish();
     let after = to_uac.count();
     let uas_after = to_uas.count();
@@ -686,12 +689,11 @@ fn recording_copy_and_stop() {
         &uac,
         &uas,
     );
+    let quiet = Duration::from_millis(300);
     call.wait_log("STEP stoprec", 30);
-    std::thread::sleep(Duration::from_millis(500));
-    let at_stop = copy.count();
+    let at_stop = e2e::settle(Duration::from_secs(3), quiet, || copy.count());
     let (ok, log) = call.finish();
-    std::thread::sleep(Duration::from_millis(500));
-    let after = copy.count();
+    let after = e2e::settle(Duration::from_secs(3), quiet, || copy.count());
     let recorded = files(&rec);
     let steps = steps_logged(&log);
     println!(
@@ -859,8 +861,10 @@ fn rtp_relay_engage_call_and_delete() {
     }
     let during = e2e::relay_active_sessions(&ctl);
     let (ok, log) = call.finish();
-    std::thread::sleep(Duration::from_millis(300));
-    let after = e2e::relay_active_sessions(&ctl);
+    let after = e2e::poll_until(Duration::from_secs(10), || {
+        e2e::relay_active_sessions(&ctl).filter(|&n| n == 0)
+    })
+    .or_else(|| e2e::relay_active_sessions(&ctl));
     let trace = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()

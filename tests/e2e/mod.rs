@@ -50,6 +50,24 @@ pub fn wait_for(max: Duration, mut cond: impl FnMut() -> bool) -> bool {
     poll_until(max, || cond().then_some(())).is_some()
 }
 
+/// Polls `probe` until its value stays the same for `quiet` (or `max` passed) and returns the
+/// last value: for "nothing more arrives after a stop", instead of a fixed sleep.
+pub fn settle<T: PartialEq>(max: Duration, quiet: Duration, mut probe: impl FnMut() -> T) -> T {
+    let deadline = Instant::now() + max;
+    let mut last = probe();
+    let mut since = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = probe();
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet || Instant::now() >= deadline {
+            return last;
+        }
+    }
+}
+
 /// The media address the harness' relays use ([`Relay::start`], [`Relay::start_daemon`]):
 /// not the endpoints' 127.0.0.1, so that "the SDP now points at the relay" is a real check.
 pub const RELAY_IP: &str = "127.0.0.2";
@@ -685,6 +703,30 @@ impl ControlTap {
     /// The datagrams seen from event `from` on.
     pub fn events(&self, from: usize) -> Vec<TapEvent> {
         self.log.lock().unwrap()[from..].to_vec()
+    }
+
+    /// Waits (at most `max`) until every command seen from event `from` on has its reply and
+    /// no datagram came for 150 ms: for "the BYE's `D` and its reply have passed", without a
+    /// fixed sleep.
+    pub fn settle(&self, from: usize, max: Duration) {
+        let deadline = Instant::now() + max;
+        let mut last = self.len();
+        let mut since = Instant::now();
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(25));
+            let n = self.len();
+            if n != last {
+                (last, since) = (n, Instant::now());
+                continue;
+            }
+            let answered = self
+                .commands(from)
+                .iter()
+                .all(|(_, reply)| reply != "(no reply)");
+            if answered && since.elapsed() >= Duration::from_millis(150) {
+                return;
+            }
+        }
     }
 
     /// [`control_commands`] of the events from `from` on.
