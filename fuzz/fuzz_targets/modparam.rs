@@ -1,6 +1,7 @@
 //! Any sequence of `modparam` lines (name index, value bytes; integers from the value's digits):
 //! `ModParams::set_str` / `set_int` and `finish` accept or refuse with a typed error, never
-//! panic, and the config they finish with holds only nodes that parse again on their own.
+//! panic, and every node of the config they finish with prints back to a token
+//! (`URL[|ADV]=WEIGHT`) that parses to the same node.
 //! Also the per-value parsers directly (`rtpproxy_sock`, `rtpproxy_timeout`,
 //! `rtpp_notify_socket`, `nortpproxy_str`).
 #![no_main]
@@ -59,8 +60,16 @@ fuzz_target!(|data: &[u8]| {
         assert!(cfg.retr >= 1);
         for set in &cfg.sets {
             for node in &set.nodes {
-                let again = parse_node_list(&node.url);
-                assert!(again.is_ok(), "{:?} does not parse again", node.url);
+                let adv = node.adv_address.as_deref().map(|a| format!("|{a}"));
+                let token = format!("{}{}={}", node.url, adv.unwrap_or_default(), node.weight);
+                let again = parse_node_list(&token).unwrap_or_else(|e| panic!("{token:?}: {e}"));
+                assert_eq!(again.len(), 1, "{token:?}");
+                let n = &again[0];
+                assert_eq!(
+                    (&n.url, n.transport, &n.address, &n.adv_address, n.weight),
+                    (&node.url, node.transport, &node.address, &node.adv_address, node.weight),
+                    "{token:?}"
+                );
             }
         }
     }
