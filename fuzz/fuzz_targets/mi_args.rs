@@ -6,7 +6,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rtpproxy::core::config::build_sets;
+use std::sync::OnceLock;
+
+use rtpproxy::core::config::{build_sets, SetSpec};
 use rtpproxy::core::select::{MiEnable, NodeHealth};
 
 fuzz_target!(|data: &[u8]| {
@@ -17,14 +19,17 @@ fuzz_target!(|data: &[u8]| {
     let enable = i64::from_le_bytes(head[0..8].try_into().unwrap());
     let setid = i32::from_le_bytes(head[8..12].try_into().unwrap());
     let now = u32::from(u16::from_le_bytes(head[12..14].try_into().unwrap()));
-    let sets = build_sets(
-        &[
-            "udp:127.0.0.1:22222 udp:127.0.0.1:22223=3".to_owned(),
-            "1 == unix:/run/rtpp.sock udp6:[::1]:7000|192.0.2.1".to_owned(),
-        ],
-        0,
-    )
-    .expect("fixed sets parse");
+    static SETS: OnceLock<Vec<SetSpec>> = OnceLock::new();
+    let sets = SETS.get_or_init(|| {
+        build_sets(
+            &[
+                "udp:127.0.0.1:22222 udp:127.0.0.1:22223=3".to_owned(),
+                "1 == unix:/run/rtpp.sock udp6:::1:7000|192.0.2.1".to_owned(),
+            ],
+            0,
+        )
+        .expect("fixed sets parse")
+    });
     let what = MiEnable::from_value(enable);
     for set in sets.iter().filter(|s| head[12] & 1 == 0 || s.id == setid) {
         for node in set.nodes.iter().filter(|n| n.url.as_bytes() == url) {
