@@ -204,6 +204,14 @@ stats after-failure
 
 batch 2
 stats batch-2
+python3 - "$work/stats-batch-1.json" "$work/stats-batch-2.json" <<'PY'
+import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:3])
+d = {k: int(b[k]) - int(a[k]) for k in b if k in a and (k.endswith("used_size") or k.endswith("fragments"))}
+print("   batch 1 -> batch 2: shmem used_size %+d, real_used_size %+d; pkmem real_used per process %s"
+      % (d.get("shmem:used_size", 0), d.get("shmem:real_used_size", 0),
+         " ".join("%+d" % v for k, v in sorted(d.items()) if k.startswith("pkmem:") and k.endswith("-real_used_size"))))
+PY
 
 echo "== stopping OpenSIPS (valgrind writes its leak reports)"
 kill -TERM "$os_pid"
