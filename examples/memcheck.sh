@@ -157,11 +157,12 @@ stats() { # label: waits until shmem:used_size stays put (tm's wait timer, dialo
         prev=$now
         sleep 3
     done
-    mi get_statistics shmem: pkmem: >"$work/stats-$1.json"
+    mi get_statistics shmem: pkmem: active_dialogs inuse_transactions >"$work/stats-$1.json"
     python3 - "$work/stats-$1.json" "$1" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
-keys = ["shmem:used_size", "shmem:real_used_size", "shmem:max_used_size", "shmem:fragments"]
+keys = ["shmem:used_size", "shmem:real_used_size", "shmem:max_used_size", "shmem:fragments",
+        "dialog:active_dialogs", "tm:inuse_transactions"]
 pk = {k: v for k, v in d.items() if k.startswith("pkmem:") and (k.endswith("-real_used_size") or k.endswith("-used_size"))}
 print("   %-8s " % sys.argv[2] + "  ".join("%s=%s" % (k.split(":")[1], d.get(k)) for k in keys))
 used = sorted((k, v) for k, v in pk.items() if k.endswith("-real_used_size"))
