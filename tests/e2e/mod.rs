@@ -93,7 +93,7 @@ pub enum Impl {
 }
 
 impl Env {
-    /// The environment, or `None` after printing a loud SKIPPED line.
+    /// The environment, or `None` after [`skip`] (a loud SKIPPED line; a panic under CI=true).
     pub fn get(test: &str) -> Option<Self> {
         let Some(bin) = std::env::var_os("OPENSIPS_BIN").filter(|v| !v.is_empty()) else {
             skip(
