@@ -5,7 +5,7 @@ mod e2e;
 
 use std::time::Duration;
 
-use e2e::{cfg, port, scratch, Env, Impl, OpenSips, Relay, Sipp};
+use e2e::{cfg, port, scratch, Env, Impl, OpenSips, Relay, Sipp, RELAY_IP};
 
 const MODULES: &str = r#"loadmodule "sl.so"
 loadmodule "sipmsgops.so""#;
@@ -41,7 +41,10 @@ fn run_calls(
     let ctl = port();
     let relay_ctl = format!("127.0.0.1:{ctl}");
     let Some(_relay) = Relay::start(&[format!("udp:{relay_ctl}")]) else {
-        println!("SKIPPED {name}: no RTPProxy engine (pip install rtp.io or set RTPPROXY_BIN)");
+        e2e::skip(
+            name,
+            "no RTPProxy engine (pip install rtp.io or set RTPPROXY_BIN)",
+        );
         return None;
     };
     let uas = port();
@@ -71,7 +74,10 @@ fn run_calls(
         .map(String::from),
     )
     .expect("sipp uas");
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        e2e::wait_for(Duration::from_secs(10), || e2e::udp_bound(uas)),
+        "sipp uas did not bind port {uas}"
+    );
     let uac_port = port();
     let out = e2e::sipp(
         &dir,
@@ -94,9 +100,14 @@ fn run_calls(
         ],
     )
     .expect("sipp uac");
-    // Give the last BYE's unforce a moment to reach the relay.
-    std::thread::sleep(Duration::from_millis(300));
-    let active = e2e::relay_active_sessions(&relay_ctl).expect("relay I command");
+    // The last BYE's unforce reaches the relay shortly after sipp is done: poll until no
+    // session is left (or report how many were after the deadline).
+    let mut active = None;
+    e2e::wait_for(Duration::from_secs(10), || {
+        active = e2e::relay_active_sessions(&relay_ctl);
+        active == Some(0)
+    });
+    let active = active.expect("relay I command");
     let (status, log) = os.stop();
     assert!(status.success(), "opensips did not stop cleanly:\n{log}");
     assert!(
@@ -131,8 +142,13 @@ fn calls_are_relayed_and_sessions_deleted() {
         return;
     };
     // Every INVITE the UAS received carries a rewritten SDP: media on the relay's address
-    // and a relay-allocated port (sipp's own media port is 6000), plus the marker.
-    let invites: Vec<&str> = trace.split("INVITE sip:").skip(1).collect();
+    // (RELAY_IP, not the caller's 127.0.0.1) and a relay-allocated port (sipp's own media port
+    // is 6000), plus the marker.
+    let invites: Vec<&str> = trace
+        .split("INVITE sip:")
+        .skip(1)
+        .map(|m| m.split("\n-----").next().unwrap_or(m))
+        .collect();
     assert_eq!(invites.len() as u32, calls, "INVITEs at the UAS");
     for inv in &invites {
         let sdp_port: u16 = inv
@@ -142,7 +158,11 @@ fn calls_are_relayed_and_sessions_deleted() {
             .and_then(|p| p.parse().ok())
             .expect("m=audio line");
         assert_ne!(sdp_port, 6000, "m= port not rewritten:\n{inv}");
-        assert!(inv.contains("c=IN IP4 127.0.0.1"), "{inv}");
+        let c_lines: Vec<&str> = inv.lines().filter(|l| l.starts_with("c=")).collect();
+        assert!(
+            !c_lines.is_empty() && c_lines.iter().all(|l| *l == format!("c=IN IP4 {RELAY_IP}")),
+            "c= not rewritten to the relay's {RELAY_IP}:\n{inv}"
+        );
         assert!(inv.contains("a=nortpproxy:yes"), "marker missing:\n{inv}");
     }
     assert_eq!(active, 0, "sessions left on the relay after every BYE");

@@ -23,7 +23,8 @@
 //! `DIFF_CASES=a,b` runs only the named cases. The transcripts are written to
 //! `transcripts.txt` in the scratch directories (`$TMPDIR/rtpproxy-e2e-<pid>-diff-{C,Ours}`).
 //!
-//! Without OpenSIPS, the C module, sipp or an rtpproxy binary the test prints SKIPPED and passes.
+//! Without OpenSIPS, the C module, sipp or an rtpproxy binary the test prints SKIPPED and passes
+//! (fails under CI=true).
 
 mod e2e;
 
@@ -186,8 +187,8 @@ const DELIBERATE: &[Deliberate] = &[
             same_but(
                 c,
                 ours,
-                "  | c=IN IP6 127.0.0.1\\r\\n",
-                "  | c=IN IP4 127.0.0.1\\r\\n",
+                "  | c=IN IP6 127.0.0.2\\r\\n",
+                "  | c=IN IP4 127.0.0.2\\r\\n",
                 2,
             )
         },
@@ -304,7 +305,7 @@ fn session_c_kept(c: &str, ours: &str, expected: usize) -> String {
                 continue;
             }
             assert!(
-                i < first_m && x.starts_with("c=IN IP4 ") && *y == "c=IN IP4 127.0.0.1\\r\\n",
+                i < first_m && x.starts_with("c=IN IP4 ") && *y == "c=IN IP4 127.0.0.2\\r\\n",
                 "only the session c= may differ, not line {i}: C `{x}`, ours `{y}`"
             );
             rebuilt = rebuilt.replacen(&format!("{x}\n"), &format!("{y}\n"), 1);
@@ -825,7 +826,9 @@ impl Lab {
             .expect("sipp uac");
         let uas_status = wait_child(&mut uas, 10);
         // let the BYE's D reach the relay and its reply come back
-        std::thread::sleep(Duration::from_millis(100));
+        for (tap, &mark) in self.taps.iter().zip(&marks) {
+            tap.settle(mark, Duration::from_secs(3));
+        }
         assert!(
             uac.status.success() && uas_status.is_some_and(|s| s.success()),
             "case {}: sipp failed (uac {}, uas {:?}):\n{}\n{}",
@@ -903,12 +906,13 @@ fn normalise_sipp_ids(t: &str, uas_trace: &[u8], uac_trace: &[u8]) -> String {
 fn run_impl(env: &Env, which: Impl, relay_bin: &Path, cases: &[Case]) -> Run {
     let dir = e2e::scratch(&format!("diff-{which:?}"));
     // Set 0: an ordinary relay with IPv4 and IPv6 media addresses; set 1: a bridging relay
-    // (internal 127.0.0.1, external 127.0.0.2) for the `i`/`e` flags.
+    // (internal 127.0.0.3, external 127.0.0.4) for the `i`/`e` flags. Neither is an
+    // endpoint's address (127.0.0.1), so a rewritten c= line shows which relay side it is.
     let (_plain, plain_ctl) = start_relay(
         relay_bin,
         &dir,
         "relay0",
-        &["-l", "127.0.0.1", "-6", "v6@::1"],
+        &["-l", "127.0.0.2", "-6", "v6@::1"],
         10000,
         14998,
     );
@@ -916,7 +920,7 @@ fn run_impl(env: &Env, which: Impl, relay_bin: &Path, cases: &[Case]) -> Run {
         relay_bin,
         &dir,
         "relay1",
-        &["-l", "127.0.0.1/127.0.0.2"],
+        &["-l", "127.0.0.3/127.0.0.4"],
         15000,
         19998,
     );
@@ -972,7 +976,10 @@ fn run_impl(env: &Env, which: Impl, relay_bin: &Path, cases: &[Case]) -> Run {
         }
         transcripts
     }));
-    std::thread::sleep(Duration::from_millis(200));
+    e2e::wait_for(Duration::from_secs(5), || {
+        e2e::relay_active_sessions(plain_ctl) == Some(0)
+            && e2e::relay_active_sessions(bridge_ctl) == Some(0)
+    });
     let sessions_left = (
         e2e::relay_active_sessions(plain_ctl),
         e2e::relay_active_sessions(bridge_ctl),
@@ -1025,9 +1032,9 @@ fn c_and_rust_modules_agree_call_by_call() {
         return;
     };
     if env.c_module.is_none() {
-        println!(
-            "SKIPPED {TEST}: the C module rtpproxy.so is not in {}",
-            env.mpath.display()
+        e2e::skip(
+            TEST,
+            &format!("the C module rtpproxy.so is not in {}", env.mpath.display()),
         );
         return;
     }
@@ -1035,7 +1042,7 @@ fn c_and_rust_modules_agree_call_by_call() {
         return;
     }
     let Some(relay_bin) = rtpproxy_binary() else {
-        println!("SKIPPED {TEST}: no rtpproxy daemon (set RTPPROXY_BIN)");
+        e2e::skip(TEST, "no rtpproxy daemon (set RTPPROXY_BIN)");
         return;
     };
     // DIFF_CASES=a,b runs only those cases (for working on one of them).

@@ -70,7 +70,7 @@ fn sipp_pcap(name: &str) -> Option<PathBuf> {
 
 /// The `RTPPROXY_BIN` daemon with our options, its log kept in the test directory.
 fn daemon(dir: &Path, ctl: u16, extra: &[String]) -> Option<Relay> {
-    let mut args: Vec<String> = ["-l", "127.0.0.1", "-d", "INFO"].map(String::from).into();
+    let mut args: Vec<String> = ["-l", e2e::RELAY_IP, "-d", "INFO"].map(String::from).into();
     args.extend_from_slice(extra);
     let control = SocketAddr::from(([127, 0, 0, 1], ctl));
     Relay::start_logged(
@@ -293,7 +293,11 @@ impl Stack {
         .to_vec();
         args.extend(extra.iter().map(|s| s.to_string()));
         let s = Sipp::spawn(&self.dir, &args).expect("sipp uas");
-        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            e2e::wait_for(Duration::from_secs(10), || e2e::udp_bound(self.uas)),
+            "sipp uas did not bind {}",
+            self.uas
+        );
         s
     }
 
@@ -473,7 +477,10 @@ fn engage_relays_calls_and_deletes_sessions() {
     let dir = scratch("engage-calls");
     let ctl = format!("127.0.0.1:{}", free_port());
     let Some(_relay) = Relay::start(&[format!("udp:{ctl}")]) else {
-        println!("SKIPPED {test}: no RTPProxy engine (pip install rtp.io or set RTPPROXY_BIN)");
+        e2e::skip(
+            test,
+            "no RTPProxy engine (pip install rtp.io or set RTPPROXY_BIN)",
+        );
         return;
     };
     let modparams = format!("modparam(\"rtpproxy\", \"rtpproxy_sock\", \"udp:{ctl}\")");
@@ -509,7 +516,11 @@ fn engage_relays_calls_and_deletes_sessions() {
     let uas_media = media_port_of(&uas_trace, true).unwrap();
     for inv in &invites {
         assert_ne!(inv.sdp_port(), Some(uac_media), "INVITE SDP not rewritten");
-        assert!(inv.text.contains("c=IN IP4 127.0.0.1"));
+        assert!(
+            inv.text.contains(&format!("c=IN IP4 {}", e2e::RELAY_IP)),
+            "INVITE c= not the relay's:\n{}",
+            inv.text
+        );
         assert!(inv.text.contains("a=nortpproxy:yes"));
     }
     let oks: Vec<&Traced> = uac_trace
@@ -572,7 +583,10 @@ fn engage_handles_late_offer_and_reinvite() {
     let dir = scratch("engage-late");
     let ctl = format!("127.0.0.1:{}", free_port());
     let Some(_relay) = Relay::start(&[format!("udp:{ctl}")]) else {
-        println!("SKIPPED {test}: no RTPProxy engine (pip install rtp.io or set RTPPROXY_BIN)");
+        e2e::skip(
+            test,
+            "no RTPProxy engine (pip install rtp.io or set RTPPROXY_BIN)",
+        );
         return;
     };
     let modparams = format!("modparam(\"rtpproxy\", \"rtpproxy_sock\", \"udp:{ctl}\")");
@@ -598,7 +612,11 @@ fn engage_handles_late_offer_and_reinvite() {
                 "{what}: not rewritten:\n{}",
                 m.text
             );
-            assert!(m.text.contains("c=IN IP4 127.0.0.1"), "{}", m.text);
+            assert!(
+                m.text.contains(&format!("c=IN IP4 {}", e2e::RELAY_IP)),
+                "{what}: c= not the relay's:\n{}",
+                m.text
+            );
         }
     };
     received_sdp(&uac, uas_media, "UAC (200 OKs)");
@@ -617,12 +635,12 @@ fn engage_handles_late_offer_and_reinvite() {
 fn timeout_call(test: &str, unix: bool, media: bool) -> Option<(f64, f64)> {
     let env = skip_without_sipp(test)?;
     if rtpproxy_bin().is_none() {
-        println!("SKIPPED {test}: RTPPROXY_BIN is not set (the test needs -n/-T/-W)");
+        e2e::skip(test, "RTPPROXY_BIN is not set (the test needs -n/-T/-W)");
         return None;
     }
     let pcap = if media {
         let Some(p) = sipp_pcap("g711a.pcap") else {
-            println!("SKIPPED {test}: sipp's g711a.pcap is not installed");
+            e2e::skip(test, "sipp's g711a.pcap is not installed");
             return None;
         };
         Some(p)
@@ -732,16 +750,16 @@ fn dtmf_reaches_event_subscriber() {
         return;
     };
     let Some(bin) = rtpproxy_bin() else {
-        println!("SKIPPED {test}: RTPPROXY_BIN is not set");
+        e2e::skip(test, "RTPPROXY_BIN is not set");
         return;
     };
     let Some(module) = catch_dtmf_module(&bin) else {
-        println!("SKIPPED {test}: rtpp_catch_dtmf.so not found next to RTPPROXY_BIN");
+        e2e::skip(test, "rtpp_catch_dtmf.so not found next to RTPPROXY_BIN");
         return;
     };
     let (Some(one), Some(nine)) = (sipp_pcap("dtmf_2833_1.pcap"), sipp_pcap("dtmf_2833_9.pcap"))
     else {
-        println!("SKIPPED {test}: sipp's DTMF pcaps are not installed");
+        e2e::skip(test, "sipp's DTMF pcaps are not installed");
         return;
     };
     let dir = scratch("engage-dtmf");
@@ -869,7 +887,7 @@ fn listener_survives_abuse_without_leaking() {
         return;
     };
     if rtpproxy_bin().is_none() {
-        println!("SKIPPED {test}: RTPPROXY_BIN is not set");
+        e2e::skip(test, "RTPPROXY_BIN is not set");
         return;
     }
     let dir = scratch("engage-abuse");
@@ -1109,11 +1127,14 @@ fn dialog_values_match_the_c_module() {
         return;
     };
     if env.c_module.is_none() {
-        println!("SKIPPED {test}: the C rtpproxy.so of this OpenSIPS build is not installed");
+        e2e::skip(
+            test,
+            "the C rtpproxy.so of this OpenSIPS build is not installed",
+        );
         return;
     }
     if Relay::start(&[format!("udp:127.0.0.1:{}", free_port())]).is_none() {
-        println!("SKIPPED {test}: no RTPProxy engine");
+        e2e::skip(test, "no RTPProxy engine");
         return;
     }
     for place in ["request", "branch"] {

@@ -40,12 +40,12 @@ fn status_event_once_per_real_change() {
     let name = "status_event_once_per_real_change";
     let Some(env) = Env::get(name) else { return };
     if !env.mpath.join("event_datagram.so").exists() {
-        println!("SKIPPED {name}: no event_datagram.so");
+        e2e::skip(name, "no event_datagram.so");
         return;
     }
     let (up, down) = (port(), port());
     let Some(_relay) = Relay::start(&[format!("udp:127.0.0.1:{up}")]) else {
-        println!("SKIPPED {name}: no RTPProxy engine");
+        e2e::skip(name, "no RTPProxy engine");
         return;
     };
     let listener = UdpSocket::bind("127.0.0.1:0").unwrap();

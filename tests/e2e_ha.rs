@@ -854,7 +854,7 @@ fn setup(test: &str) -> Option<Env> {
         return None;
     }
     if rtpproxy_bin().is_none() {
-        println!("SKIPPED {test}: RTPPROXY_BIN is not set");
+        e2e::skip(test, "RTPPROXY_BIN is not set");
         return None;
     }
     let missing: Vec<&str> = ["dialog.so", "db_sqlite.so", "clusterer.so", "proto_bin.so"]
@@ -862,11 +862,14 @@ fn setup(test: &str) -> Option<Env> {
         .filter(|m| !env.mpath.join(m).exists())
         .collect();
     if !missing.is_empty() || sqlite_schema(&env).is_none() {
-        println!("SKIPPED {test}: this OpenSIPS build lacks {missing:?} or its SQLite schema");
+        e2e::skip(
+            test,
+            &format!("this OpenSIPS build lacks {missing:?} or its SQLite schema"),
+        );
         return None;
     }
     if Command::new("sqlite3").arg("-version").output().is_err() {
-        println!("SKIPPED {test}: the sqlite3 tool is not installed");
+        e2e::skip(test, "the sqlite3 tool is not installed");
         return None;
     }
     Some(env)
@@ -930,7 +933,7 @@ fn restart_and_takeover_c_module_reference() {
     let test = "restart_and_takeover_c_module_reference";
     let Some(env) = setup(test) else { return };
     if env.c_module.is_none() {
-        println!("SKIPPED {test}: no C rtpproxy.so");
+        e2e::skip(test, "no C rtpproxy.so");
         return;
     }
     for (event, late) in [
@@ -950,7 +953,7 @@ fn rtp_relay_calls_survive_a_takeover() {
     let test = "rtp_relay_calls_survive_a_takeover";
     let Some(env) = setup(test) else { return };
     if !env.mpath.join("rtp_relay.so").exists() {
-        println!("SKIPPED {test}: rtp_relay.so not in the modules directory");
+        e2e::skip(test, "rtp_relay.so not in the modules directory");
         return;
     }
     let r = run(

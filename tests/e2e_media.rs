@@ -382,7 +382,10 @@ impl Call {
             .map(String::from),
         )
         .expect("sipp uas");
-        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            e2e::wait_for(Duration::from_secs(10), || e2e::udp_bound(uas_port)),
+            "sipp uas did not bind {uas_port}"
+        );
         let uac_media = port();
         let uac = Command::new("sipp")
             .current_dir(dir)
@@ -515,12 +518,12 @@ fn prompts_stream_loop_and_stop() {
     let Some(env) = needs(T) else { return };
     let dir = scratch("prompts");
     let Some(prompt) = make_prompt(&dir) else {
-        println!("SKIPPED {T}: needs RTPPROXY_BIN with makeann beside it");
+        e2e::skip(T, "needs RTPPROXY_BIN with makeann beside it");
         return;
     };
     let ctl = format!("127.0.0.1:{}", port());
     let Some(_relay) = Relay::start_daemon(&[format!("udp:{ctl}")], &[]) else {
-        println!("SKIPPED {T}: needs RTPPROXY_BIN");
+        e2e::skip(T, "needs RTPPROXY_BIN");
         return;
     };
     let to_uac = Listener::bind();
@@ -556,12 +559,12 @@ fn prompts_stream_loop_and_stop() {
         &uac,
         &uas,
     );
+    // After each stop, wait until packets in flight have arrived (the count stays put).
+    let quiet = Duration::from_millis(300);
     call.wait_log("STEP stop ok", 30);
-    std::thread::sleep(Duration::from_millis(500));
-    let at_stop = to_uac.count();
+    let at_stop = e2e::settle(Duration::from_secs(3), quiet, || to_uac.count());
     call.wait_log("STEP stopuas ok", 30);
-    std::thread::sleep(Duration::from_millis(500));
-    let uas_at_stop = to_uas.count();
+    let uas_at_stop = e2e::settle(Duration::from_secs(3), quiet, || to_uas.count());
     let (ok, log) = call.finish();
     let after = to_uac.count();
     let uas_after = to_uas.count();
@@ -636,7 +639,7 @@ fn recording_copy_and_stop() {
     const T: &str = "recording_copy_and_stop";
     let Some(env) = needs(T) else { return };
     let Some(pcap) = pcap() else {
-        println!("SKIPPED {T}: sipp's g711a.pcap not found");
+        e2e::skip(T, "sipp's g711a.pcap not found");
         return;
     };
     let dir = scratch("recording");
@@ -651,7 +654,7 @@ fn recording_copy_and_stop() {
         spool.display().to_string(),
     ];
     let Some(_relay) = Relay::start_daemon(&[format!("udp:{ctl}")], &extra) else {
-        println!("SKIPPED {T}: needs RTPPROXY_BIN (recording directories)");
+        e2e::skip(T, "needs RTPPROXY_BIN (recording directories)");
         return;
     };
     let copy = Listener::bind();
@@ -686,12 +689,11 @@ fn recording_copy_and_stop() {
         &uac,
         &uas,
     );
+    let quiet = Duration::from_millis(300);
     call.wait_log("STEP stoprec", 30);
-    std::thread::sleep(Duration::from_millis(500));
-    let at_stop = copy.count();
+    let at_stop = e2e::settle(Duration::from_secs(3), quiet, || copy.count());
     let (ok, log) = call.finish();
-    std::thread::sleep(Duration::from_millis(500));
-    let after = copy.count();
+    let after = e2e::settle(Duration::from_secs(3), quiet, || copy.count());
     let recorded = files(&rec);
     let steps = steps_logged(&log);
     println!(
@@ -736,7 +738,7 @@ fn stats_grow_while_rtp_flows() {
     const T: &str = "stats_grow_while_rtp_flows";
     let Some(env) = needs(T) else { return };
     let Some(pcap) = pcap() else {
-        println!("SKIPPED {T}: sipp's g711a.pcap not found");
+        e2e::skip(T, "sipp's g711a.pcap not found");
         return;
     };
     let dir = scratch("stats");
@@ -744,7 +746,7 @@ fn stats_grow_while_rtp_flows() {
     let Some(_relay) = Relay::start_daemon(&[format!("udp:{ctl}")], &[])
         .or_else(|| Relay::start(&[format!("udp:{ctl}")]))
     else {
-        println!("SKIPPED {T}: no RTPProxy engine");
+        e2e::skip(T, "no RTPProxy engine");
         return;
     };
     let stats = r#"    if ($var(step) == "stats") {
@@ -825,11 +827,11 @@ fn rtp_relay_engage_call_and_delete() {
     const T: &str = "rtp_relay_engage_call_and_delete";
     let Some(env) = needs(T) else { return };
     if !env.mpath.join("rtp_relay.so").exists() {
-        println!("SKIPPED {T}: rtp_relay.so not in the modules directory");
+        e2e::skip(T, "rtp_relay.so not in the modules directory");
         return;
     }
     let Some(pcap) = pcap() else {
-        println!("SKIPPED {T}: sipp's g711a.pcap not found");
+        e2e::skip(T, "sipp's g711a.pcap not found");
         return;
     };
     let dir = scratch("rtp_relay");
@@ -837,7 +839,7 @@ fn rtp_relay_engage_call_and_delete() {
     let Some(_relay) = Relay::start_daemon(&[format!("udp:{ctl}")], &[])
         .or_else(|| Relay::start(&[format!("udp:{ctl}")]))
     else {
-        println!("SKIPPED {T}: no RTPProxy engine");
+        e2e::skip(T, "no RTPProxy engine");
         return;
     };
     let to_uas = Listener::bind();
@@ -859,8 +861,10 @@ fn rtp_relay_engage_call_and_delete() {
     }
     let during = e2e::relay_active_sessions(&ctl);
     let (ok, log) = call.finish();
-    std::thread::sleep(Duration::from_millis(300));
-    let after = e2e::relay_active_sessions(&ctl);
+    let after = e2e::poll_until(Duration::from_secs(10), || {
+        e2e::relay_active_sessions(&ctl).filter(|&n| n == 0)
+    })
+    .or_else(|| e2e::relay_active_sessions(&ctl));
     let trace = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
@@ -959,12 +963,12 @@ fn siprec_copies_both_legs_to_the_srs() {
     let Some(env) = needs(T) else { return };
     for m in ["rtp_relay.so", "siprec.so", "b2b_entities.so", "dialog.so"] {
         if !env.mpath.join(m).exists() {
-            println!("SKIPPED {T}: {m} not in the modules directory");
+            e2e::skip(T, &format!("{m} not in the modules directory"));
             return;
         }
     }
     let Some(pcap) = pcap() else {
-        println!("SKIPPED {T}: sipp's g711a.pcap not found");
+        e2e::skip(T, "sipp's g711a.pcap not found");
         return;
     };
     let dir = scratch("siprec");
@@ -972,7 +976,7 @@ fn siprec_copies_both_legs_to_the_srs() {
     let Some(_relay) = Relay::start_daemon(&[format!("udp:{ctl}")], &[])
         .or_else(|| Relay::start(&[format!("udp:{ctl}")]))
     else {
-        println!("SKIPPED {T}: no RTPProxy engine");
+        e2e::skip(T, "no RTPProxy engine");
         return;
     };
     let (leg_a, leg_b) = (Listener::bind(), Listener::bind());
@@ -1010,7 +1014,7 @@ fn siprec_copies_both_legs_to_the_srs() {
         "{RELAY_MODULES}\nloadmodule \"b2b_entities.so\"\nloadmodule \"siprec.so\"\nudp_workers=1"
     );
     let params = format!(
-        "{}\nmodparam(\"rtpproxy\", \"generated_sdp_media_ip\", \"127.0.0.2\")\n\
+        "{}\nmodparam(\"rtpproxy\", \"generated_sdp_media_ip\", \"127.0.0.9\")\n\
          modparam(\"rtpproxy\", \"generated_sdp_port_min\", 41000)\n\
          modparam(\"rtpproxy\", \"generated_sdp_port_max\", 41010)",
         relay_params(&ctl)
@@ -1080,7 +1084,8 @@ fn siprec_copies_both_legs_to_the_srs() {
         offer.contains("a=label:0") && offer.contains("a=label:1"),
         "{offer}"
     );
-    assert!(offer.contains("c=IN IP4 127.0.0.2"), "{offer}");
+    // generated_sdp_media_ip, neither the relay's nor an endpoint's address
+    assert!(offer.contains("c=IN IP4 127.0.0.9"), "{offer}");
     assert_eq!(sip_workers(&log), 1, "udp_workers=1 not in effect");
     assert!(
         log.contains("received b2b reply with code 200 for INVITE")

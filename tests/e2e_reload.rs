@@ -42,12 +42,12 @@ fn reload_from_sqlite_replaces_the_list_and_a_failed_reload_keeps_it() {
     let name = "reload_from_sqlite_replaces_the_list_and_a_failed_reload_keeps_it";
     let Some(env) = Env::get(name) else { return };
     if !env.mpath.join("db_sqlite.so").exists() {
-        println!("SKIPPED {name}: no db_sqlite.so in {}", env.mpath.display());
+        e2e::skip(name, &format!("no db_sqlite.so in {}", env.mpath.display()));
         return;
     }
     let (dead, alive) = (port(), port());
     let Some(_relay) = Relay::start(&[format!("udp:127.0.0.1:{alive}")]) else {
-        println!("SKIPPED {name}: no RTPProxy engine");
+        e2e::skip(name, "no RTPProxy engine");
         return;
     };
     let dir = scratch("reload-sqlite");
@@ -142,7 +142,7 @@ fn db_text_provisioning_and_reload() {
     let name = "db_text_provisioning_and_reload";
     let Some(env) = Env::get(name) else { return };
     if !env.mpath.join("db_text.so").exists() {
-        println!("SKIPPED {name}: no db_text.so in {}", env.mpath.display());
+        e2e::skip(name, &format!("no db_text.so in {}", env.mpath.display()));
         return;
     }
     let dir = scratch("reload-text");

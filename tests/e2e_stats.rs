@@ -77,11 +77,11 @@ fn rig(test: &str, extra_params: &str) -> Option<Rig> {
         return None;
     }
     let Some(bin) = rtpproxy_bin() else {
-        println!("SKIPPED {test}: RTPPROXY_BIN is not set");
+        e2e::skip(test, "RTPPROXY_BIN is not set");
         return None;
     };
     if !env.mpath.join("prometheus.so").exists() || !have_curl() {
-        println!("SKIPPED {test}: no prometheus.so in the OpenSIPS modules, or no curl");
+        e2e::skip(test, "no prometheus.so in the OpenSIPS modules, or no curl");
         return None;
     }
     let dir = scratch(test);
@@ -479,11 +479,11 @@ fn reloaded_nodes_get_statistics() {
     let name = "stats_reload";
     let Some(env) = Env::get(name) else { return };
     let Some(bin) = rtpproxy_bin() else {
-        println!("SKIPPED {name}: RTPPROXY_BIN is not set");
+        e2e::skip(name, "RTPPROXY_BIN is not set");
         return;
     };
     if !env.mpath.join("db_sqlite.so").exists() {
-        println!("SKIPPED {name}: no db_sqlite.so in {}", env.mpath.display());
+        e2e::skip(name, &format!("no db_sqlite.so in {}", env.mpath.display()));
         return;
     }
     let dir = scratch(name);

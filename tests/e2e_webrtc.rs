@@ -37,16 +37,19 @@ fn peers(test: &str) -> Option<Peers> {
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
     else {
-        println!("SKIPPED {test}: RTPPROXY_BIN is not set");
+        e2e::skip(test, "RTPPROXY_BIN is not set");
         return None;
     };
     let lib = rtpproxy.parent()?.parent()?.join("lib/rtpproxy");
     let dso = [lib.join("rtpp_dtls_gw.so"), lib.join("rtpp_ice_lite.so")];
     if !dso.iter().all(|p| p.exists()) {
-        println!(
-            "SKIPPED {test}: {} has no dtls_gw/ice_lite modules (build RTPProxy with libsrtp2-dev \
+        e2e::skip(
+            test,
+            &format!(
+                "{} has no dtls_gw/ice_lite modules (build RTPProxy with libsrtp2-dev \
              and libssl-dev)",
-            lib.display()
+                lib.display()
+            ),
         );
         return None;
     }
@@ -55,7 +58,7 @@ fn peers(test: &str) -> Option<Peers> {
         .status()
         .is_ok_and(|s| s.success());
     if !aiortc {
-        println!("SKIPPED {test}: python3 cannot import aiortc (pip install aiortc)");
+        e2e::skip(test, "python3 cannot import aiortc (pip install aiortc)");
         return None;
     }
     Some(Peers { env, rtpproxy, dso })
@@ -462,7 +465,7 @@ fn webrtc_caller(name: &str, mode: Mode) {
 fn plain_caller(name: &str, mode: Mode) {
     let Some(p) = peers(name) else { return };
     if mode == Mode::RtpRelay && !p.env.mpath.join("rtp_relay.so").exists() {
-        println!("SKIPPED {name}: rtp_relay.so not in the modules directory");
+        e2e::skip(name, "rtp_relay.so not in the modules directory");
         return;
     }
     let dir = scratch(name);

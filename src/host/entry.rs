@@ -256,12 +256,16 @@ pub(crate) unsafe extern "C" fn mi_show_rtpproxies(
     _params: *const sys::mi_params_t,
     _async: *mut sys::mi_handler,
 ) -> *mut mi_response_t {
-    guard::call("rtpproxy_show", mi::error(500, "Internal error"), || {
-        let Some(st) = state::get() else {
-            return mi::error(500, "module not initialized");
-        };
-        mi::reply(&super::mi_ops::show_json(st))
-    })
+    guard::call_lazy(
+        "rtpproxy_show",
+        || mi::error(500, "Internal error"),
+        || {
+            let Some(st) = state::get() else {
+                return mi::error(500, "module not initialized");
+            };
+            mi::reply(&super::mi_ops::show_json(st))
+        },
+    )
 }
 
 /// `rtpproxy_enable url enable`.
@@ -270,9 +274,9 @@ pub(crate) unsafe extern "C" fn mi_enable_rtp_proxy_1(
     _async: *mut sys::mi_handler,
 ) -> *mut mi_response_t {
     // SAFETY: `params` is the live parameter set of this MI call.
-    guard::call(
+    guard::call_lazy(
         "rtpproxy_enable",
-        mi::error(500, "Internal error"),
+        || mi::error(500, "Internal error"),
         || unsafe { mi_enable(params, false) },
     )
 }
@@ -283,9 +287,9 @@ pub(crate) unsafe extern "C" fn mi_enable_rtp_proxy_2(
     _async: *mut sys::mi_handler,
 ) -> *mut mi_response_t {
     // SAFETY: `params` is the live parameter set of this MI call.
-    guard::call(
+    guard::call_lazy(
         "rtpproxy_enable",
-        mi::error(500, "Internal error"),
+        || mi::error(500, "Internal error"),
         || unsafe { mi_enable(params, true) },
     )
 }
@@ -358,24 +362,28 @@ pub(crate) unsafe extern "C" fn mi_reload_rtpproxies(
     _params: *const sys::mi_params_t,
     _async: *mut sys::mi_handler,
 ) -> *mut mi_response_t {
-    guard::call("rtpproxy_reload", mi::error(500, "Internal error"), || {
-        let Some(st) = state::get() else {
-            return mi::error(500, "module not initialized");
-        };
-        let Some(db) = &st.config.db else {
-            return mi::error(400, "Dynamic loading not enabled");
-        };
-        match reload(st, db) {
-            Ok(n) => {
-                tracing::info!("rtpproxy_reload: {n} node(s) loaded from {}", db.table);
-                mi::reply(&Json::Str("OK".into()))
+    guard::call_lazy(
+        "rtpproxy_reload",
+        || mi::error(500, "Internal error"),
+        || {
+            let Some(st) = state::get() else {
+                return mi::error(500, "module not initialized");
+            };
+            let Some(db) = &st.config.db else {
+                return mi::error(400, "Dynamic loading not enabled");
+            };
+            match reload(st, db) {
+                Ok(n) => {
+                    tracing::info!("rtpproxy_reload: {n} node(s) loaded from {}", db.table);
+                    mi::reply(&Json::Str("OK".into()))
+                }
+                Err(e) => {
+                    tracing::error!("rtpproxy_reload failed, the current node list is kept: {e}");
+                    mi::error(500, &format!("Reload failed, node list unchanged: {e}"))
+                }
             }
-            Err(e) => {
-                tracing::error!("rtpproxy_reload failed, the current node list is kept: {e}");
-                mi::error(500, &format!("Reload failed, node list unchanged: {e}"))
-            }
-        }
-    })
+        },
+    )
 }
 
 /// Loads the node list from the database and publishes it to every process. Nothing changes

@@ -33,6 +33,13 @@ pub(crate) fn install_panic_hook() {
 
 /// Runs `f`, turning a panic into `on_panic` after logging it under `what`.
 pub(crate) fn call<R>(what: &str, on_panic: R, f: impl FnOnce() -> R) -> R {
+    call_lazy(what, || on_panic, f)
+}
+
+/// [`call`] with the failure value built only when `f` panicked: for values that cost something
+/// to make and must not be dropped unused (an MI error response is allocated by the core and
+/// only freed when returned to it).
+pub(crate) fn call_lazy<R>(what: &str, on_panic: impl FnOnce() -> R, f: impl FnOnce() -> R) -> R {
     install_panic_hook();
     match panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
@@ -41,7 +48,7 @@ pub(crate) fn call<R>(what: &str, on_panic: R, f: impl FnOnce() -> R) -> R {
                 .with(|p| p.borrow_mut().take())
                 .unwrap_or_else(|| "unknown panic".to_string());
             tracing::error!("internal error in {what}: {detail}; the call failed safely");
-            on_panic
+            on_panic()
         }
     }
 }

@@ -146,17 +146,21 @@ pub(crate) unsafe extern "C" fn mi_show_detail(
     params: Params,
     _async: *mut sys::mi_handler,
 ) -> *mut mi_response_t {
-    guard::call("rtpproxy_show", mi::error(500, "Internal error"), || {
-        let Some(st) = state::get() else {
-            return mi::error(500, "module not initialized");
-        };
-        // SAFETY: `params` is the live parameter set of this MI call.
-        match unsafe { mi::int_param(params, c"detail") } {
-            None => mi::param_error(),
-            Some(0) => mi::reply(&show_json(st)),
-            Some(_) => mi::reply(&detail_json(st)),
-        }
-    })
+    guard::call_lazy(
+        "rtpproxy_show",
+        || mi::error(500, "Internal error"),
+        || {
+            let Some(st) = state::get() else {
+                return mi::error(500, "module not initialized");
+            };
+            // SAFETY: `params` is the live parameter set of this MI call.
+            match unsafe { mi::int_param(params, c"detail") } {
+                None => mi::param_error(),
+                Some(0) => mi::reply(&show_json(st)),
+                Some(_) => mi::reply(&detail_json(st)),
+            }
+        },
+    )
 }
 
 /// Shared body of the `rtpproxy_ping` recipes.
@@ -234,7 +238,7 @@ macro_rules! mi_entry {
             _async: *mut sys::mi_handler,
         ) -> *mut mi_response_t {
             // SAFETY: `params` is the live parameter set of this MI call.
-            guard::call($name, mi::error(500, "Internal error"), || unsafe {
+            guard::call_lazy($name, || mi::error(500, "Internal error"), || unsafe {
                 $body(params, $with_set)
             })
         }

@@ -38,6 +38,69 @@ pub fn mi_name(cmd: &str) -> String {
     }
 }
 
+/// Whether this run is CI (`CI=true`): an end-to-end test that cannot run must fail there
+/// rather than pass with a SKIPPED line.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Reports that `test` cannot run because of `why`: prints a loud `SKIPPED` line, or under
+/// `CI=true` panics (so that CI never counts an untested path as passed). The caller returns
+/// after it.
+#[track_caller]
+pub fn skip(test: &str, why: &str) {
+    assert!(
+        !ci(),
+        "{test} cannot run under CI=true (it would have been skipped): {why}"
+    );
+    println!("SKIPPED {test}: {why}");
+}
+
+/// Calls `probe` until it returns `Some`, every 50 ms, for at most `max`; `None` when the
+/// deadline passed first. For "wait until the state is reached, then assert": the assertion
+/// then reports what the last probe saw.
+pub fn poll_until<T>(max: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + max;
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `cond` until it holds or `max` passed; returns whether it held.
+pub fn wait_for(max: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    poll_until(max, || cond().then_some(())).is_some()
+}
+
+/// Polls `probe` until its value stays the same for `quiet` (or `max` passed) and returns the
+/// last value: for "nothing more arrives after a stop", instead of a fixed sleep.
+pub fn settle<T: PartialEq>(max: Duration, quiet: Duration, mut probe: impl FnMut() -> T) -> T {
+    let deadline = Instant::now() + max;
+    let mut last = probe();
+    let mut since = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = probe();
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet || Instant::now() >= deadline {
+            return last;
+        }
+    }
+}
+
+/// The media address the harness' relays use ([`Relay::start`], [`Relay::start_daemon`]):
+/// not the endpoints' 127.0.0.1, so that "the SDP now points at the relay" is a real check.
+pub const RELAY_IP: &str = "127.0.0.2";
+/// The media address for a second relay in the same test.
+pub const RELAY2_IP: &str = "127.0.0.3";
+
 /// What the environment provides.
 pub struct Env {
     pub opensips: PathBuf,
@@ -57,11 +120,12 @@ pub enum Impl {
 }
 
 impl Env {
-    /// The environment, or `None` after printing a loud SKIPPED line.
+    /// The environment, or `None` after [`skip`] (a loud SKIPPED line; a panic under CI=true).
     pub fn get(test: &str) -> Option<Self> {
         let Some(bin) = std::env::var_os("OPENSIPS_BIN").filter(|v| !v.is_empty()) else {
-            println!(
-                "SKIPPED {test}: OPENSIPS_BIN is not set (point it at the opensips binary of a supported release)"
+            skip(
+                test,
+                "OPENSIPS_BIN is not set (point it at the opensips binary of a supported release, or run tests/run.sh)",
             );
             return None;
         };
@@ -351,15 +415,21 @@ pub struct Relay {
 
 impl Relay {
     /// Starts `RTPPROXY_BIN` if set, else the engine of PyPI `rtp.io` (through the launcher
-    /// the I/O tests use); `None` if neither exists.
+    /// the I/O tests use), with its media on [`RELAY_IP`]; `None` if neither exists.
     pub fn start(sockets: &[String]) -> Option<Self> {
+        Self::start_on(sockets, RELAY_IP)
+    }
+
+    /// [`Relay::start`] with the media address `media_ip` (`-l`).
+    pub fn start_on(sockets: &[String], media_ip: &str) -> Option<Self> {
         if std::env::var_os("RTPPROXY_BIN").is_some_and(|v| !v.is_empty()) {
-            return Self::start_daemon(sockets, &[]);
+            return Self::start_daemon_on(sockets, media_ip, &[]);
         }
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/rtpio_engine.py");
         let mut child = Command::new("python3")
             .arg(script)
             .args(sockets)
+            .env("RTPIO_ENGINE_LISTEN", media_ip)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -374,7 +444,20 @@ impl Relay {
             println!("relay did not start: {line}");
             return None;
         }
-        Some(Self { child })
+        let me = Self { child };
+        me.wait_control(sockets);
+        Some(me)
+    }
+
+    /// Waits (at most 10 s) until the first `udp:` control socket of `sockets` answers `V`.
+    fn wait_control(&self, sockets: &[String]) {
+        let Some(addr) = sockets.iter().find_map(|s| s.strip_prefix("udp:")) else {
+            return;
+        };
+        let up = wait_for(Duration::from_secs(10), || {
+            relay_command(addr, "V", Duration::from_millis(300)).is_some()
+        });
+        assert!(up, "relay on {addr} does not answer V");
     }
 }
 
@@ -467,17 +550,24 @@ impl Drop for Sipp {
 pub fn have_sipp(test: &str) -> bool {
     let ok = Command::new("sipp").arg("-v").output().is_ok();
     if !ok {
-        println!("SKIPPED {test}: sipp is not installed (Debian package sip-tester)");
+        skip(test, "sipp is not installed (Debian package sip-tester)");
     }
     ok
 }
 
 impl Relay {
     /// Starts the `RTPPROXY_BIN` daemon with extra options (recording directories `-r`/`-S`,
-    /// ...). `None` when `RTPPROXY_BIN` is not set (the PyPI engine takes no such options).
+    /// ...), its media on [`RELAY_IP`]. `None` when `RTPPROXY_BIN` is not set (the PyPI engine
+    /// takes no such options).
     pub fn start_daemon(sockets: &[String], extra: &[String]) -> Option<Self> {
+        Self::start_daemon_on(sockets, RELAY_IP, extra)
+    }
+
+    /// [`Relay::start_daemon`] with the media address `media_ip` (`-l`); waits until the first
+    /// `udp:` control socket answers.
+    pub fn start_daemon_on(sockets: &[String], media_ip: &str, extra: &[String]) -> Option<Self> {
         let bin = std::env::var_os("RTPPROXY_BIN").filter(|v| !v.is_empty())?;
-        let mut args = vec!["-l".to_owned(), "127.0.0.1".to_owned()];
+        let mut args = vec!["-l".to_owned(), media_ip.to_owned()];
         for s in sockets {
             args.extend(["-s".to_owned(), s.clone()]);
         }
@@ -485,8 +575,9 @@ impl Relay {
         let pid = std::env::temp_dir().join(format!("rtpp-e2e-{}.pid", port()));
         // The daemon writes its accounting file into its working directory.
         let child = daemon(Path::new(&bin), &std::env::temp_dir(), &pid, &args, None)?;
-        std::thread::sleep(Duration::from_millis(300));
-        Some(Self { child })
+        let me = Self { child };
+        me.wait_control(sockets);
+        Some(me)
     }
 
     /// Starts the rtpproxy daemon `bin` in `dir` (its working directory: some builds write an
@@ -640,6 +731,30 @@ impl ControlTap {
     /// The datagrams seen from event `from` on.
     pub fn events(&self, from: usize) -> Vec<TapEvent> {
         self.log.lock().unwrap()[from..].to_vec()
+    }
+
+    /// Waits (at most `max`) until every command seen from event `from` on has its reply and
+    /// no datagram came for 150 ms: for "the BYE's `D` and its reply have passed", without a
+    /// fixed sleep.
+    pub fn settle(&self, from: usize, max: Duration) {
+        let deadline = Instant::now() + max;
+        let mut last = self.len();
+        let mut since = Instant::now();
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(25));
+            let n = self.len();
+            if n != last {
+                (last, since) = (n, Instant::now());
+                continue;
+            }
+            let answered = self
+                .commands(from)
+                .iter()
+                .all(|(_, reply)| reply != "(no reply)");
+            if answered && since.elapsed() >= Duration::from_millis(150) {
+                return;
+            }
+        }
     }
 
     /// [`control_commands`] of the events from `from` on.

@@ -8,6 +8,7 @@ Usage: rtpio_engine.py SOCKET [SOCKET ...]
 Prints READY on stdout once the engine object exists, then serves until stdin is closed
 (or, with RTPIO_ENGINE_FOREVER=1 in the environment, until it is killed)
 (the test harness holds the pipe and closes it, or kills this process, when done).
+RTPIO_ENGINE_LISTEN in the environment sets the media address (`-l`; default 127.0.0.1).
 Exit status 2 means rtp.io is not importable; 3 means the engine refused the arguments.
 """
 import os
@@ -25,7 +26,7 @@ def main() -> int:
     args = ["-F"]
     for spec in sys.argv[1:]:
         args += ["-s", spec]
-    args += ["-l", "127.0.0.1"]
+    args += ["-l", os.environ.get("RTPIO_ENGINE_LISTEN") or "127.0.0.1"]
     try:
         engine = rtpproxy(extra_args=args)
     except Exception as exc:  # noqa: BLE001

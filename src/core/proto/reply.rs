@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use nom::branch::alt;
 use nom::bytes::complete::{tag, take_till1, take_while1};
 use nom::character::complete::{char as ch, digit1, space0, space1};
-use nom::combinator::{all_consuming, map_res, opt, recognize, rest};
+use nom::combinator::{all_consuming, map_res, not, opt, recognize, rest};
 use nom::sequence::{pair, preceded, terminated};
 use nom::IResult;
 
@@ -282,6 +282,9 @@ fn media_main(i: &str) -> IResult<&str, MediaMain<'_>> {
     let word = |i| take_till1(|c: char| c == ' ' || c == '\t')(i);
     let (i, _) = space0(i)?;
     let (i, port) = map_res(take_while1(|c: char| c.is_ascii_digit()), str::parse::<u16>)(i)?;
+    // the port is a whole word: `20120x 1.2.3.4` is malformed (C's `atoi` would take 20120 and
+    // go on; found by fuzzing, where the address was then silently dropped)
+    let (i, _) = not(word)(i)?;
     let (i, addr) = opt(preceded(space1, word))(i)?;
     let (i, marker) = opt(preceded(space1, word))(i)?;
     // further tokens are tolerated and ignored (the C module looks at the first three)
@@ -345,6 +348,10 @@ mod tests {
         assert_eq!(m.subcommand_results, vec!["0".to_owned()]);
         assert!(p("70000 1.2.3.4").unwrap().media().is_err());
         assert!(p("x 1.2.3.4").unwrap().media().is_err());
+        // fuzz regression (relay_reply): digits glued to garbage are not a port
+        assert!(p("20120a53\n").unwrap().media().is_err());
+        assert!(p("20120x 1.2.3.4").unwrap().media().is_err());
+        assert_eq!(p("20120\t1.2.3.4").unwrap().media().unwrap().port, 20120);
         assert!(p("1000 not-an-ip").unwrap().media().is_err());
     }
 

@@ -285,10 +285,22 @@ fn alter_address(
 /// body's lines (`\n` for an LF-only body); when such a body does not end with a line break,
 /// one is put before the marker so it never sticks to the last line. (C appends `marker\r\n`
 /// in both cases, gluing it to an unterminated last line.)
+///
+/// A CRLF that only ends blank lines before the session's first line does not count: the
+/// marker would land before `v=`, and the result would no longer scan as SDP (found by the
+/// `sdp_rewrite` fuzz target; C inserts it there).
 pub fn marker_edit(body: &[u8], marker: &[u8]) -> SdpEdit {
     let mut replacement = Vec::with_capacity(marker.len() + 3);
     let offset;
-    if let Some(pos) = body.windows(2).rposition(|w| w == b"\r\n") {
+    let content = body
+        .iter()
+        .position(|&b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .unwrap_or(body.len());
+    if let Some(pos) = body
+        .windows(2)
+        .rposition(|w| w == b"\r\n")
+        .filter(|&pos| pos + 2 > content)
+    {
         offset = pos + 2;
         replacement.extend_from_slice(marker);
         replacement.extend_from_slice(b"\r\n");
@@ -457,6 +469,12 @@ mod tests {
         assert_eq!((e.offset, e.replacement.as_slice()), (7, &b"\nM\n"[..]));
         let e = marker_edit(b"v=0", m);
         assert_eq!((e.offset, e.replacement.as_slice()), (3, &b"\r\nM\r\n"[..]));
+        // fuzz regression (sdp_rewrite): a CRLF of a leading blank line is not a place for
+        // the marker (it would precede v=); the LF body gets it at its end
+        let e = marker_edit(b"\r\nv=0\nx=1\n", m);
+        assert_eq!((e.offset, e.replacement.as_slice()), (10, &b"M\n"[..]));
+        let e = marker_edit(b"\r\n\r\nv=0\r\nx=1\r\n", m);
+        assert_eq!((e.offset, e.replacement.as_slice()), (14, &b"M\r\n"[..]));
     }
 
     #[test]
