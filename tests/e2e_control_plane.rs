@@ -70,7 +70,10 @@ fn engage_routes(uas: u16) -> String {
 fn setup(name: &str) -> Option<Env> {
     let env = Env::get(name)?;
     if std::env::var_os("RTPPROXY_BIN").is_none_or(|v| v.is_empty()) {
-        println!("SKIPPED {name}: RTPPROXY_BIN is not set (the test signals the daemon)");
+        e2e::skip(
+            name,
+            "RTPPROXY_BIN is not set (the test signals the daemon)",
+        );
         return None;
     }
     e2e::have_sipp(name).then_some(env)
@@ -316,7 +319,7 @@ fn reload_storm_while_calls_flow() {
     let Some(env) = setup(name) else { return };
     for m in ["db_sqlite.so", "mi_datagram.so"] {
         if !env.mpath.join(m).exists() {
-            println!("SKIPPED {name}: no {m}");
+            e2e::skip(name, &format!("no {m}"));
             return;
         }
     }
@@ -485,13 +488,11 @@ fn failover_and_recovery_engaged_calls_small_call_map() {
     failover_and_recovery("failover_recovery_engaged", true);
 }
 
+/// Built only with `--features fault-injection` (tests/run.sh runs it in a step of its own).
+#[cfg(feature = "fault-injection")]
 #[test]
 fn background_processes_survive_injected_faults() {
     let name = "background_processes_survive_injected_faults";
-    if !cfg!(feature = "fault-injection") {
-        println!("SKIPPED {name}: build with --features fault-injection");
-        return;
-    }
     let Some(env) = setup(name) else { return };
     let dir = scratch("faults");
     let ctl = port();

@@ -47,6 +47,15 @@ echo "== cargo test"
 set +e
 cargo test -- --nocapture > target/test-output.txt 2>&1
 rc=$?
+if [ "$rc" -eq 0 ]; then
+    # The fault-injection hooks exist only in a build with the feature: a step of its own.
+    echo "== cargo test --features fault-injection (background processes survive faults)"
+    cargo build --quiet --lib --features fault-injection \
+        && cargo test --features fault-injection --test e2e_control_plane background -- --nocapture \
+            >> target/test-output.txt 2>&1
+    rc=$?
+    cargo build --quiet --lib   # leave the production build in target/
+fi
 set -e
 grep -E '^(test |SKIPPED|test result|---- )' target/test-output.txt || true
 if [ "$rc" -ne 0 ]; then
