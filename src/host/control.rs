@@ -511,15 +511,13 @@ impl Observer for HostObserver<'_> {
                 );
                 (node(from), Some(StatEvent::FailedOver))
             }
-            Event::Finished { op, ok, .. } => {
-                let op = match op {
-                    OpKind::Offer => Some(Op::Offer),
-                    OpKind::Answer => Some(Op::Answer),
-                    OpKind::Delete => Some(Op::Delete),
-                    _ => None,
-                };
-                (None, op.map(|op| StatEvent::Finished { op, ok }))
-            }
+            // Deletes are one command per script-level operation; offers and answers are
+            // counted per request by the offer/answer driver (a request may take one command
+            // per stream).
+            Event::Finished { op, ok, .. } => match op {
+                OpKind::Delete => (None, Some(StatEvent::Finished { op: Op::Delete, ok })),
+                _ => (None, None),
+            },
         };
         if let Some(ev) = stat {
             stats::note(self.st, on, ev);

@@ -10,6 +10,7 @@ use crate::core::offer::{
 };
 use crate::core::proto::command::Command;
 use crate::core::sdp::SdpEdit;
+use crate::core::stats::{Event as StatEvent, Op};
 use crate::Error;
 
 use super::autobridge::Plan;
@@ -227,6 +228,9 @@ pub(crate) fn run_offer_answer(
 
 /// [`run_offer_answer`], also recording in `last_node` every node selected, even when the
 /// call then fails (the script's `sock_var` names the node that was tried, as in C).
+///
+/// Counts one `offers`/`answers` (or `*_failed`) per request that reached a relay or failed:
+/// a script-level operation, however many streams (commands) it took.
 fn run_offer_answer_noting(
     msg: Option<Msg>,
     req: &OfferRequest<'_>,
@@ -234,6 +238,26 @@ fn run_offer_answer_noting(
     last_node: &mut Option<String>,
 ) -> Result<OfferResult, Error> {
     let st = state::get().ok_or_else(|| err("module not initialized"))?;
+    let r = offer_answer_body(st, msg, req, source, last_node);
+    if last_node.is_some() || r.is_err() {
+        let op = match req.direction {
+            Direction::Offer => Op::Offer,
+            Direction::Answer => Op::Answer,
+        };
+        super::stats::note(st, None, StatEvent::Finished { op, ok: r.is_ok() });
+    }
+    r
+}
+
+/// The body of [`run_offer_answer_noting`]; `last_node` is set once a command was built for a
+/// relay.
+fn offer_answer_body(
+    st: &'static ModuleState,
+    msg: Option<Msg>,
+    req: &OfferRequest<'_>,
+    source: SdpSource,
+    last_node: &mut Option<String>,
+) -> Result<OfferResult, Error> {
     let flags = if req.script_limits {
         Flags::parse_script_param(req.flags)
     } else {
