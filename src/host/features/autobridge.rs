@@ -40,14 +40,14 @@ use crate::core::offer::Direction;
 use crate::core::proto::caps::Capabilities;
 use crate::Error;
 
-use super::api::api;
-use super::control;
 use super::functions::{run_offer_answer, OfferRequest, SdpSource};
-use super::guard;
-use super::msg::{self, Bodies, Msg, MsgKind};
-use super::state::{ModuleState, SetView};
-use super::sys::sip_msg;
-use super::tm_api;
+use crate::host::bind::msg::{self, Bodies, Msg, MsgKind};
+use crate::host::bind::tm_api;
+use crate::host::ffi::api::api;
+use crate::host::ffi::guard;
+use crate::host::ffi::sys::sip_msg;
+use crate::host::runtime::control;
+use crate::host::runtime::state::{ModuleState, SetView};
 
 fn err(msg: impl Into<String>) -> Error {
     Error::Other(msg.into())
@@ -242,7 +242,7 @@ unsafe extern "C" fn on_destroy(
 /// `struct proxy_l`: `addr_idx` u16, then `host` (`struct hostent`) with `h_addrtype` int,
 /// `h_length` int and `h_addr_list` (host profile; 22/40/44/48 in every verified release).
 mod proxy_off {
-    use crate::host::sys::probed as p;
+    use crate::host::ffi::sys::probed as p;
     pub(super) const ADDR_IDX: usize = p::PROXY_L_ADDR_IDX;
     pub(super) const H_ADDRTYPE: usize = p::PROXY_L_H_ADDRTYPE;
     pub(super) const H_LENGTH: usize = p::PROXY_L_H_LENGTH;
@@ -293,7 +293,7 @@ unsafe fn next_hop(p: *mut c_void) -> Option<IpAddr> {
 
 /// `struct cell`: `uas.request` (`struct sip_msg*`, shm clone of the request); at 240 in
 /// every verified release, although `struct cell` shrank from 6920 to 1096 bytes in 4.0.
-const CELL_UAS_REQUEST: usize = crate::host::sys::probed::CELL_UAS_REQUEST;
+const CELL_UAS_REQUEST: usize = crate::host::ffi::sys::probed::CELL_UAS_REQUEST;
 /// `T_UNDEFINED`.
 const T_UNDEFINED: isize = -1;
 

@@ -21,13 +21,14 @@ use crate::core::proto::command::Command;
 use crate::core::proto::reply::Reply;
 use crate::Error;
 
-use super::control;
-use super::entry::Params;
 use super::functions::{opt_int, pick_node};
-use super::msg::{self, Bodies, Msg, MsgKind};
-use super::state::{self, ModuleState, NodeView};
-use super::sys::{host_str, sip_msg};
-use super::{avp, cstr, guard};
+use crate::host::bind::avp;
+use crate::host::bind::msg::{self, Bodies, Msg, MsgKind};
+use crate::host::ffi::sys::{host_str, sip_msg};
+use crate::host::ffi::{cstr, guard};
+use crate::host::module::entry::Params;
+use crate::host::runtime::control;
+use crate::host::runtime::state::{self, ModuleState, NodeView};
 
 /// Runs in `mod_preinit` (rtp_relay engine registration).
 pub(crate) fn preinit() -> Result<(), String> {

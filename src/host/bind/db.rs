@@ -5,9 +5,9 @@
 
 use crate::core::config::{DbConfig, SetId};
 
-use super::api::api;
-use super::cstr::{self, borrowed_str};
-use super::sys::{self, db_func_t, db_res_t, db_val_t, host_str};
+use crate::host::ffi::api::api;
+use crate::host::ffi::cstr::{self, borrowed_str};
+use crate::host::ffi::sys::{self, db_func_t, db_res_t, db_val_t, host_str};
 
 /// One row: the socket column and the set id column.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub(crate) fn bind(url: &str) -> Result<db_func_t, String> {
     if unsafe { (api().db_bind_mod)(&u, &mut f) } < 0 {
         return Err(format!("cannot bind a database module for db_url {url:?}"));
     }
-    if f.cap & super::sys::DB_CAP_QUERY == 0 {
+    if f.cap & crate::host::ffi::sys::DB_CAP_QUERY == 0 {
         return Err(format!("the database module of {url:?} cannot run queries"));
     }
     Ok(f)

@@ -66,19 +66,21 @@ use crate::core::proto::command::Command;
 use crate::io::listener::{self, ListenAddr, ListenerOptions, ListenerStats, NotifySink, Peer};
 use crate::Error;
 
-use super::api::api;
-use super::cstr::borrowed_str;
-use super::dlg_api::{
+use super::dlg_node;
+use super::functions::{opt_int, run_offer_answer, OfferRequest, SdpSource};
+use crate::host::bind::dlg_api::{
     self, DlgCbParams, DlgCell, DlgValue, DLGCB_EXPIRED, DLGCB_FAILED, DLGCB_LOADED,
     DLGCB_PROCESS_VARS, DLGCB_REQ_WITHIN, DLGCB_RESPONSE_WITHIN, DLGCB_TERMINATED,
 };
-use super::entry::Params;
-use super::functions::{opt_int, run_offer_answer, OfferRequest, SdpSource};
-use super::msg::{self, Bodies, Msg, MsgKind};
-use super::state::{self, ModuleState};
-use super::sys::{self, host_str, pv_spec_t, pv_value_t, sip_msg};
-use super::tm_api::{self, Cell, TmcbParams, TMCB_RESPONSE_FWDED};
-use super::{control, dlg_node, guard};
+use crate::host::bind::msg::{self, Bodies, Msg, MsgKind};
+use crate::host::bind::tm_api::{self, Cell, TmcbParams, TMCB_RESPONSE_FWDED};
+use crate::host::ffi::api::api;
+use crate::host::ffi::cstr::borrowed_str;
+use crate::host::ffi::guard;
+use crate::host::ffi::sys::{self, host_str, pv_spec_t, pv_value_t, sip_msg};
+use crate::host::module::entry::Params;
+use crate::host::runtime::control;
+use crate::host::runtime::state::{self, ModuleState};
 
 /// Dialog value names (spec §5.3).
 const VAL_FLAGS: &[u8] = b"rtpproxy_1";
@@ -155,9 +157,10 @@ pub(crate) fn child_init(_rank: c_int) -> Result<(), String> {
 /// # Safety
 /// `p` must be NULL or the `str*` the host passed for that parameter.
 unsafe fn opt_str63(p: *mut c_void) -> Option<Vec<u8>> {
-    // SAFETY: per the contract.
-    (!p.is_null())
-        .then(|| truncate_script_param(unsafe { super::cstr::str_bytes(p.cast()) }).to_vec())
+    (!p.is_null()).then(|| {
+        // SAFETY: per the contract.
+        truncate_script_param(unsafe { crate::host::ffi::cstr::str_bytes(p.cast()) }).to_vec()
+    })
 }
 
 /// `rtpproxy_engage([flags], [ip_address], [set_id], [sock_var], [ret_var])` (spec §5.1).
@@ -367,7 +370,7 @@ unsafe fn bavp(msg: *mut sip_msg, spec: *mut pv_spec_t) -> Option<(Vec<u8>, Opti
             return None;
         }
         let s = if v.flags & sys::PV_VAL_STR as c_int != 0 {
-            super::cstr::str_bytes(&v.rs).to_vec()
+            crate::host::ffi::cstr::str_bytes(&v.rs).to_vec()
         } else {
             Vec::new()
         };

@@ -5,11 +5,14 @@ use std::ffi::{c_int, c_void, CStr};
 
 use crate::core::config::{ConfigError, ModuleConfig, Transport};
 
-use super::mi::{self, Json};
-use super::state::{self, ModuleState};
-use super::sys::{self, mi_response_t};
-use super::{control, cstr, events, functions, guard, log, shared};
 use crate::core::select::MiEnable;
+use crate::host::bind::events;
+use crate::host::bind::mi::{self, Json};
+use crate::host::features::functions;
+use crate::host::ffi::sys::{self, mi_response_t};
+use crate::host::ffi::{cstr, guard, log};
+use crate::host::runtime::state::{self, ModuleState};
+use crate::host::runtime::{control, shared};
 
 // ---- modparams -----------------------------------------------------------------------------
 
@@ -84,7 +87,7 @@ const MIN_NODE_SLOTS: usize = 256;
 pub(crate) unsafe extern "C" fn mod_preinit() -> c_int {
     guard::call("mod_preinit", -1, || {
         log::install();
-        match super::media::preinit() {
+        match crate::host::features::media::preinit() {
             Ok(()) => 0,
             Err(e) => {
                 tracing::error!("{e}");
@@ -108,7 +111,7 @@ pub(crate) unsafe extern "C" fn mod_init() -> c_int {
 /// Whether another loaded module exports a function of this name (`find_export`).
 fn module_exports_fn(name: &CStr) -> bool {
     // SAFETY: `find_export` only reads the loaded modules' tables.
-    unsafe { !(super::api::api().find_export)(name.as_ptr(), 0).is_null() }
+    unsafe { !(crate::host::ffi::api::api().find_export)(name.as_ptr(), 0).is_null() }
 }
 
 fn init() -> Result<(), String> {
@@ -128,8 +131,8 @@ fn init() -> Result<(), String> {
                 "db_url is set: the rtpproxy_sock values are ignored (as in the C module)"
             );
         }
-        super::db::bind_once(&db.url)?;
-        let values = super::db::load_values(db)
+        crate::host::bind::db::bind_once(&db.url)?;
+        let values = crate::host::bind::db::load_values(db)
             .map_err(|e| format!("cannot load RTPProxy nodes from the database: {e}"))?;
         config.sets = state::decode_list(&values, config.default_set)
             .map_err(|e| format!("bad RTPProxy node in the database: {e}"))?;
@@ -176,13 +179,13 @@ fn init() -> Result<(), String> {
         }
     }
     super::exports::use_notify_process(config.notify.is_some());
-    super::dialog::mod_init(&config)?;
-    super::media::mod_init(&config)?;
+    crate::host::features::dialog::mod_init(&config)?;
+    crate::host::features::media::mod_init(&config)?;
     state::install(ModuleState::new(
         config, shared, list, calls, events, topology,
     ))?;
-    super::stats::init(state::get().ok_or("module state not installed")?)?;
-    super::dialog::register_loaded_callback();
+    crate::host::runtime::stats::init(state::get().ok_or("module state not installed")?)?;
+    crate::host::features::dialog::register_loaded_callback();
     Ok(())
 }
 
@@ -191,7 +194,7 @@ pub(crate) unsafe extern "C" fn child_init(rank: c_int) -> c_int {
     guard::call("child_init", -1, || {
         tracing::debug!("child_init({rank})");
         control::set_rank(rank);
-        match super::dialog::child_init(rank) {
+        match crate::host::features::dialog::child_init(rank) {
             Ok(()) => 0,
             Err(e) => {
                 tracing::error!("{e}");
@@ -204,7 +207,7 @@ pub(crate) unsafe extern "C" fn child_init(rank: c_int) -> c_int {
 /// `destroy_f`: main process at shutdown.
 pub(crate) unsafe extern "C" fn mod_destroy() {
     guard::call("mod_destroy", (), || {
-        super::dialog::destroy();
+        crate::host::features::dialog::destroy();
         tracing::debug!("module destroyed");
     })
 }
@@ -237,16 +240,16 @@ script_fn! {
     rtpproxy_unforce_f => "rtpproxy_unforce" => functions::unforce,
     rtpproxy_offer_f => "rtpproxy_offer" => functions::offer,
     rtpproxy_answer_f => "rtpproxy_answer" => functions::answer,
-    rtpproxy_engage_f => "rtpproxy_engage" => super::dialog::engage,
-    rtpproxy_start_recording_f => "rtpproxy_start_recording" => super::media::start_recording,
-    rtpproxy_stop_recording_f => "rtpproxy_stop_recording" => super::media::stop_recording,
-    rtpproxy_stream2uac_f => "rtpproxy_stream2uac" => super::media::stream2uac,
-    rtpproxy_stream2uas_f => "rtpproxy_stream2uas" => super::media::stream2uas,
-    rtpproxy_stop_stream2uac_f => "rtpproxy_stop_stream2uac" => super::media::stop_stream2uac,
-    rtpproxy_stop_stream2uas_f => "rtpproxy_stop_stream2uas" => super::media::stop_stream2uas,
-    rtpproxy_stats_f => "rtpproxy_stats" => super::media::stats,
-    rtpproxy_all_stats_f => "rtpproxy_all_stats" => super::media::all_stats,
-    load_rtpproxy_f => "load_rtpproxy" => super::media::load_rtpproxy,
+    rtpproxy_engage_f => "rtpproxy_engage" => crate::host::features::dialog::engage,
+    rtpproxy_start_recording_f => "rtpproxy_start_recording" => crate::host::features::media::start_recording,
+    rtpproxy_stop_recording_f => "rtpproxy_stop_recording" => crate::host::features::media::stop_recording,
+    rtpproxy_stream2uac_f => "rtpproxy_stream2uac" => crate::host::features::media::stream2uac,
+    rtpproxy_stream2uas_f => "rtpproxy_stream2uas" => crate::host::features::media::stream2uas,
+    rtpproxy_stop_stream2uac_f => "rtpproxy_stop_stream2uac" => crate::host::features::media::stop_stream2uac,
+    rtpproxy_stop_stream2uas_f => "rtpproxy_stop_stream2uas" => crate::host::features::media::stop_stream2uas,
+    rtpproxy_stats_f => "rtpproxy_stats" => crate::host::features::media::stats,
+    rtpproxy_all_stats_f => "rtpproxy_all_stats" => crate::host::features::media::all_stats,
+    load_rtpproxy_f => "load_rtpproxy" => crate::host::features::media::load_rtpproxy,
 }
 
 // ---- MI ------------------------------------------------------------------------------------
@@ -263,7 +266,7 @@ pub(crate) unsafe extern "C" fn mi_show_rtpproxies(
             let Some(st) = state::get() else {
                 return mi::error(500, "module not initialized");
             };
-            mi::reply(&super::mi_ops::show_json(st))
+            mi::reply(&crate::host::features::mi_ops::show_json(st))
         },
     )
 }
@@ -340,7 +343,11 @@ unsafe fn mi_enable(params: *const sys::mi_params_t, with_set: bool) -> *mut mi_
                 let (before, after) =
                     slot.update(|h| _ = h.apply_mi_enable(what, now, st.config.disable_tout));
                 if after.disabled && !before.disabled {
-                    super::stats::disabled(st, n, &format!("rtpproxy_enable {enable}"));
+                    crate::host::runtime::stats::disabled(
+                        st,
+                        n,
+                        &format!("rtpproxy_enable {enable}"),
+                    );
                 }
                 if before.disabled != after.disabled {
                     // The C module raises this event with the status inverted; we send the
@@ -389,7 +396,7 @@ pub(crate) unsafe extern "C" fn mi_reload_rtpproxies(
 /// Loads the node list from the database and publishes it to every process. Nothing changes
 /// unless the whole table loads and parses.
 fn reload(st: &ModuleState, db: &crate::core::config::DbConfig) -> Result<usize, String> {
-    let values = super::db::load_values(db)?;
+    let values = crate::host::bind::db::load_values(db)?;
     let kept: Vec<_> = st.sets().iter().map(|s| s.id).collect();
     let lines = state::encode_list(&kept, &values);
     let sets = state::decode_list(&lines, st.config.default_set).map_err(|e| e.to_string())?;
@@ -427,7 +434,7 @@ fn reload(st: &ModuleState, db: &crate::core::config::DbConfig) -> Result<usize,
         }
     })?;
     st.replace(state::Topology::new(generation, &sets));
-    super::stats::attach_nodes(st);
+    crate::host::runtime::stats::attach_nodes(st);
     Ok(count)
 }
 
@@ -439,7 +446,7 @@ pub(crate) unsafe extern "C" fn mi_child_init() -> c_int {
 /// Body of the notification listener process (`procs`, only when `rtpp_notify_socket` is set).
 pub(crate) unsafe extern "C" fn notify_process(no: c_int) {
     guard::call("notification listener", (), || {
-        super::dialog::notify_process(no)
+        crate::host::features::dialog::notify_process(no)
     })
 }
 
@@ -481,7 +488,7 @@ pub(crate) unsafe extern "C" fn get_deps_db_url(
 ) -> *mut sys::module_dependency_t {
     guard::call("get_deps_db_url", std::ptr::null_mut(), || {
         let size = 2 * std::mem::size_of::<sys::module_dependency_t>();
-        let p = super::mem::pkg_malloc(size).cast::<sys::module_dependency_t>();
+        let p = crate::host::ffi::mem::pkg_malloc(size).cast::<sys::module_dependency_t>();
         if p.is_null() {
             return p;
         }

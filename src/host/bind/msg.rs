@@ -6,13 +6,13 @@
 use std::ffi::{c_int, c_void};
 use std::net::IpAddr;
 
-use super::api::api;
-use super::cstr;
-use super::sys::{self, host_str, pv_spec_t, pv_value_t, sip_msg};
+use crate::host::ffi::api::api;
+use crate::host::ffi::cstr;
+use crate::host::ffi::sys::{self, host_str, pv_spec_t, pv_value_t, sip_msg};
 
 /// Offsets into `struct sip_msg` and the structures it points to (host profile).
 mod off {
-    use super::sys::probed as p;
+    use crate::host::ffi::sys::probed as p;
     pub(super) const FIRST_LINE_TYPE: usize = p::SIP_MSG_FIRST_LINE_TYPE;
     pub(super) const METHOD_VALUE: usize = p::SIP_MSG_METHOD_VALUE;
     pub(super) const CALLID: usize = p::SIP_MSG_CALLID;
@@ -206,7 +206,7 @@ pub(crate) unsafe fn set_var_str(msg: *mut sip_msg, spec: *mut c_void, value: &[
 
 /// Offsets used for bodies and lumps.
 mod body_off {
-    use super::sys::probed as p;
+    use crate::host::ffi::sys::probed as p;
     pub(super) const ID: usize = p::SIP_MSG_ID;
     pub(super) const BODY: usize = p::SIP_MSG_BODY;
     pub(super) const BUF: usize = p::SIP_MSG_BUF;
@@ -350,12 +350,12 @@ impl Msg {
         if with.is_empty() {
             return Ok(());
         }
-        let copy = super::mem::pkg_copy(with).ok_or("out of pkg memory")?;
+        let copy = crate::host::ffi::mem::pkg_copy(with).ok_or("out of pkg memory")?;
         // SAFETY: `anchor` is a live lump of this message; on success the lump owns `copy`.
         let l = unsafe { (a.insert_new_lump_after)(anchor, copy, with.len() as u32, 0) };
         if l.is_null() {
             // SAFETY: the lump did not take the copy, so it is still ours to free.
-            unsafe { super::mem::pkg_free(copy.cast()) };
+            unsafe { crate::host::ffi::mem::pkg_free(copy.cast()) };
             return Err("cannot insert a lump".into());
         }
         Ok(())
@@ -466,7 +466,7 @@ pub(crate) const METHOD_ACK: u32 = 4;
 /// Offsets used by the dialog integration (host profile).
 mod dlg_off {
     /// `struct sip_msg`: `cseq` header pointer, reply status code, `msg_flags`.
-    use super::sys::probed as p;
+    use crate::host::ffi::sys::probed as p;
     pub(super) const CSEQ: usize = p::SIP_MSG_CSEQ;
     pub(super) const STATUS_CODE: usize = p::SIP_MSG_STATUS_CODE;
     pub(super) const MSG_FLAGS: usize = p::SIP_MSG_MSG_FLAGS;

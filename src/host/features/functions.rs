@@ -14,12 +14,12 @@ use crate::core::stats::{Event as StatEvent, Op};
 use crate::Error;
 
 use super::autobridge::Plan;
-use super::control::{self, Target, Verdict};
-use super::entry::Params;
-use super::msg::{self, Bodies, Msg, MsgKind};
-use super::state::{self, ModuleState, NodeView};
-use super::sys::sip_msg;
 use crate::core::control::{Failover, OpKind};
+use crate::host::bind::msg::{self, Bodies, Msg, MsgKind};
+use crate::host::ffi::sys::sip_msg;
+use crate::host::module::entry::Params;
+use crate::host::runtime::control::{self, Target, Verdict};
+use crate::host::runtime::state::{self, ModuleState, NodeView};
 
 /// An optional `CMD_PARAM_INT` parameter.
 ///
@@ -93,7 +93,7 @@ pub(crate) unsafe fn unforce(msg: *mut sip_msg, params: &Params) -> Result<i32, 
 /// `p` must be NULL or the `str*` the host passed for that parameter.
 unsafe fn opt_str(p: *mut c_void) -> Option<Vec<u8>> {
     // SAFETY: per the contract.
-    (!p.is_null()).then(|| unsafe { super::cstr::str_bytes(p.cast()) }.to_vec())
+    (!p.is_null()).then(|| unsafe { crate::host::ffi::cstr::str_bytes(p.cast()) }.to_vec())
 }
 
 /// The last message whose SDP this process rewrote (pid, message id, buffer address), so that
@@ -244,7 +244,7 @@ fn run_offer_answer_noting(
             Direction::Offer => Op::Offer,
             Direction::Answer => Op::Answer,
         };
-        super::stats::note(st, None, StatEvent::Finished { op, ok: r.is_ok() });
+        crate::host::runtime::stats::note(st, None, StatEvent::Finished { op, ok: r.is_ok() });
     }
     r
 }

@@ -18,10 +18,10 @@ use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use crate::core::control::callmap::node_key;
 use crate::core::stats::{smooth_rtt, Event, NodeStat, Stat, StatKind};
 
-use super::mem;
 use super::shared::{NodeSlot, Replaced};
 use super::state::{self, ModuleState, NodeView};
-use super::sys::{self, stat_var};
+use crate::host::ffi::mem;
+use crate::host::ffi::sys::{self, stat_var};
 
 const GROUP: &std::ffi::CStr = c"rtpproxy";
 const REASON_MAX: usize = 120;
@@ -68,7 +68,7 @@ pub(crate) struct NodeRecord {
 /// OpenSIPS seconds-since-start clock.
 fn now() -> u32 {
     // SAFETY: `get_ticks` only reads the core's tick counter.
-    unsafe { (super::api::api().get_ticks)() }
+    unsafe { (crate::host::ffi::api::api().get_ticks)() }
 }
 
 fn region() -> Option<&'static Region> {
@@ -105,7 +105,7 @@ fn read(val: u64) -> u64 {
 /// Registers one statistic; for a counter returns its value's address.
 fn register(name: &str, kind: StatKind, gauge: StatFn, ctx: *mut c_void) -> Result<u64, String> {
     let cname = CString::new(name).map_err(|_| format!("bad statistic name {name:?}"))?;
-    let api = super::api::api();
+    let api = crate::host::ffi::api::api();
     let mut var: *mut stat_var = std::ptr::null_mut();
     // SAFETY: both strings are NUL-terminated and copied by the core; for a counter the core
     // writes the new statistic into `var`; for a gauge the "pointer" is the function the core
@@ -144,7 +144,7 @@ fn register(name: &str, kind: StatKind, gauge: StatFn, ctx: *mut c_void) -> Resu
 /// may add node statistics later from any process), registers the module-wide statistics and
 /// those of the configured nodes.
 pub(crate) fn init(st: &ModuleState) -> Result<(), String> {
-    let api = super::api::api();
+    let api = crate::host::ffi::api::api();
     // SAFETY: the name is copied by the core; the returned group lives in shm.
     let group = unsafe { (api.add_stat_module)(GROUP.as_ptr().cast_mut()) };
     if group.is_null() {
@@ -405,14 +405,14 @@ pub(crate) fn global_value(st: &ModuleState, s: Stat) -> u64 {
 
 /// Gauge function of a module-wide statistic (`K` = [`Stat::index`]).
 unsafe extern "C" fn global_gauge<const K: usize>(_ctx: *mut c_void) -> c_ulong {
-    super::guard::call("statistics", 0, || {
+    crate::host::ffi::guard::call("statistics", 0, || {
         state::get().map_or(0, |st| global_value(st, Stat::ALL[K]))
     })
 }
 
 /// Gauge function of a per-node statistic (`K` = [`NodeStat::index`], `ctx` = its record).
 unsafe extern "C" fn node_gauge<const K: usize>(ctx: *mut c_void) -> c_ulong {
-    super::guard::call("statistics", 0, || {
+    crate::host::ffi::guard::call("statistics", 0, || {
         if ctx.is_null() {
             return 0;
         }

@@ -6,8 +6,9 @@
 
 use std::ffi::{c_char, CStr};
 
-use super::sys::{self, cmd_param, mi_recipe_t};
-use super::{entry, mi_ops};
+use super::entry;
+use crate::host::features::mi_ops;
+use crate::host::ffi::sys::{self, cmd_param, mi_recipe_t};
 
 /// `Sync` wrapper for host tables made of raw pointers to static data.
 #[repr(transparent)]
@@ -34,7 +35,7 @@ const END: cmd_param = param(0);
 /// The AVP parameter of `rtpproxy_all_stats`, checked at start-up.
 const AVP_VAR: cmd_param = cmd_param {
     flags: sys::CMD_PARAM_VAR as i32,
-    fixup: Some(super::media::fixup_stats_avp),
+    fixup: Some(crate::host::features::media::fixup_stats_avp),
     free_fixup: None,
 };
 
@@ -517,7 +518,7 @@ extern "C" fn copy_core_scm() {
     // SAFETY: dlsym on the global namespace has no preconditions; `core_scm_ver` is a
     // `const struct scm_version` (two `const char*`) in the core binary when present.
     unsafe {
-        let Ok(api) = super::api::try_api() else {
+        let Ok(api) = crate::host::ffi::api::try_api() else {
             return;
         };
         let core = &*api.core_scm_ver;

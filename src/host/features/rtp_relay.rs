@@ -22,10 +22,11 @@ use crate::Error;
 
 use super::functions::{run_offer_answer, OfferRequest, SdpSource};
 use super::media::{is_enabled, node_by_url, send_copy, send_stop_copy};
-use super::msg::{Bodies, Msg};
-use super::state::{self, ModuleState, NodeView, SetView};
-use super::sys::{host_str, sip_msg};
-use super::{api, control, cstr, guard, mem};
+use crate::host::bind::msg::{Bodies, Msg};
+use crate::host::ffi::sys::{host_str, sip_msg};
+use crate::host::ffi::{api, cstr, guard, mem};
+use crate::host::runtime::control;
+use crate::host::runtime::state::{self, ModuleState, NodeView, SetView};
 
 // ---- the rtp_relay ABI (rtp_relay.h, rtp_relay_common.h; 3.6.8) -----------------------------
 
@@ -571,7 +572,7 @@ unsafe extern "C" fn engine_delete(
 
 /// The caller's tag of the dialog being processed, when its Call-ID is `call_id`.
 fn dialog_caller_tag(call_id: &[u8]) -> Option<Vec<u8>> {
-    let dlg = super::dlg_api::binds()?.current()?;
+    let dlg = crate::host::bind::dlg_api::binds()?.current()?;
     (call_id.is_empty() || dlg.call_id() == call_id)
         .then(|| dlg.caller_tag())
         .flatten()

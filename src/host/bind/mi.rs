@@ -2,8 +2,8 @@
 
 use std::ffi::c_char;
 
-use super::cstr::clamp_len;
-use super::sys::{self, mi_item_t, mi_response_t};
+use crate::host::ffi::cstr::clamp_len;
+use crate::host::ffi::sys::{self, mi_item_t, mi_response_t};
 
 /// A reply value. Object keys keep their order, as the C module's replies do.
 pub(crate) enum Json {
@@ -19,10 +19,10 @@ pub(crate) fn reply(value: &Json) -> *mut mi_response_t {
     // SAFETY: the init functions return a fresh response (or NULL) and set `item` to its root.
     let resp = unsafe {
         match value {
-            Json::Arr(_) => (super::api::api().init_mi_result_array)(&mut item),
-            Json::Obj(_) => (super::api::api().init_mi_result_object)(&mut item),
+            Json::Arr(_) => (crate::host::ffi::api::api().init_mi_result_array)(&mut item),
+            Json::Obj(_) => (crate::host::ffi::api::api().init_mi_result_object)(&mut item),
             Json::Str(s) => {
-                return (super::api::api().init_mi_result_string)(
+                return (crate::host::ffi::api::api().init_mi_result_string)(
                     s.as_ptr().cast(),
                     clamp_len(s.len()),
                 );
@@ -30,7 +30,7 @@ pub(crate) fn reply(value: &Json) -> *mut mi_response_t {
             Json::Num(n) => {
                 // No number-root helper is used by this module; render as a string.
                 let s = n.to_string();
-                return (super::api::api().init_mi_result_string)(
+                return (crate::host::ffi::api::api().init_mi_result_string)(
                     s.as_ptr().cast(),
                     clamp_len(s.len()),
                 );
@@ -47,7 +47,7 @@ pub(crate) fn reply(value: &Json) -> *mut mi_response_t {
     };
     if !ok {
         // SAFETY: `resp` is ours and was not handed to the core yet.
-        unsafe { (super::api::api().free_mi_response)(resp) };
+        unsafe { (crate::host::ffi::api::api().free_mi_response)(resp) };
         return error(500, "Internal error");
     }
     resp
@@ -61,17 +61,22 @@ fn add(to: *mut mi_item_t, name: &[u8], value: &Json) -> bool {
     // copied by the core during the call.
     unsafe {
         match value {
-            Json::Num(x) => (super::api::api().add_mi_number)(to, n, nl, *x) >= 0,
+            Json::Num(x) => (crate::host::ffi::api::api().add_mi_number)(to, n, nl, *x) >= 0,
             Json::Str(s) => {
-                (super::api::api().add_mi_string)(to, n, nl, s.as_ptr().cast(), clamp_len(s.len()))
-                    >= 0
+                (crate::host::ffi::api::api().add_mi_string)(
+                    to,
+                    n,
+                    nl,
+                    s.as_ptr().cast(),
+                    clamp_len(s.len()),
+                ) >= 0
             }
             Json::Arr(items) => {
-                let a = (super::api::api().add_mi_array)(to, n, nl);
+                let a = (crate::host::ffi::api::api().add_mi_array)(to, n, nl);
                 !a.is_null() && items.iter().all(|v| add(a, b"", v))
             }
             Json::Obj(fields) => {
-                let o = (super::api::api().add_mi_object)(to, n, nl);
+                let o = (crate::host::ffi::api::api().add_mi_object)(to, n, nl);
                 !o.is_null() && fields.iter().all(|(k, v)| add(o, k.as_bytes(), v))
             }
         }
@@ -82,7 +87,7 @@ fn add(to: *mut mi_item_t, name: &[u8], value: &Json) -> bool {
 pub(crate) fn error(code: i32, msg: &str) -> *mut mi_response_t {
     // SAFETY: the message is copied by the core during the call.
     unsafe {
-        (super::api::api().init_mi_error_extra)(
+        (crate::host::ffi::api::api().init_mi_error_extra)(
             code,
             msg.as_ptr().cast(),
             clamp_len(msg.len()),
@@ -95,7 +100,7 @@ pub(crate) fn error(code: i32, msg: &str) -> *mut mi_response_t {
 /// The standard "Invalid params" reply after a failed parameter read.
 pub(crate) fn param_error() -> *mut mi_response_t {
     // SAFETY: no arguments; returns a fresh response.
-    unsafe { (super::api::api().init_mi_param_error)() }
+    unsafe { (crate::host::ffi::api::api().init_mi_param_error)() }
 }
 
 /// Reads a string parameter; `None` when missing or of the wrong type.
@@ -110,7 +115,7 @@ pub(crate) unsafe fn string_param(
     let mut len: i32 = 0;
     // SAFETY: per the contract; the value is copied before the call returns.
     unsafe {
-        if (super::api::api().get_mi_string_param)(
+        if (crate::host::ffi::api::api().get_mi_string_param)(
             params,
             name.as_ptr().cast_mut(),
             &mut p,
@@ -119,7 +124,7 @@ pub(crate) unsafe fn string_param(
         {
             return None;
         }
-        Some(super::cstr::ptr_len_bytes(p, len).to_vec())
+        Some(crate::host::ffi::cstr::ptr_len_bytes(p, len).to_vec())
     }
 }
 
@@ -133,7 +138,8 @@ pub(crate) unsafe fn int_param(
 ) -> Option<i32> {
     let mut v: i32 = 0;
     // SAFETY: per the contract.
-    let rc =
-        unsafe { (super::api::api().get_mi_int_param)(params, name.as_ptr().cast_mut(), &mut v) };
+    let rc = unsafe {
+        (crate::host::ffi::api::api().get_mi_int_param)(params, name.as_ptr().cast_mut(), &mut v)
+    };
     (rc >= 0).then_some(v)
 }

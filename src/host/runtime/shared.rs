@@ -11,7 +11,7 @@ use crate::core::control::callmap;
 use crate::core::proto::caps::Capabilities;
 use crate::core::select::NodeHealth;
 
-use super::mem;
+use crate::host::ffi::mem;
 
 /// Run-time state of one node, shared by all processes.
 #[repr(C)]

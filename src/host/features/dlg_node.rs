@@ -16,9 +16,9 @@
 
 use crate::core::config::SetId;
 
-use super::control;
-use super::dlg_api::{Dlg, DlgBinds, DlgValue};
-use super::state::{ModuleState, NodeView, SetView};
+use crate::host::bind::dlg_api::{Dlg, DlgBinds, DlgValue};
+use crate::host::runtime::control;
+use crate::host::runtime::state::{ModuleState, NodeView, SetView};
 
 /// Dialog value: URL of the node holding the call's sessions.
 pub(crate) const VAL_NODE: &[u8] = b"rtpproxy_node";

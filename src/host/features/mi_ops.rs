@@ -7,10 +7,11 @@
 use crate::core::config::SetId;
 use crate::core::stats::{NodeStat, NodeState};
 
-use super::mi::{self, Json};
-use super::state::{self, ModuleState, NodeView};
-use super::sys::{self, mi_response_t};
-use super::{control, guard, stats};
+use crate::host::bind::mi::{self, Json};
+use crate::host::ffi::guard;
+use crate::host::ffi::sys::{self, mi_response_t};
+use crate::host::runtime::state::{self, ModuleState, NodeView};
+use crate::host::runtime::{control, stats};
 
 type Params = *const sys::mi_params_t;
 

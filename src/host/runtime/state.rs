@@ -14,8 +14,8 @@ use crate::core::config::{
 };
 use crate::core::control::callmap;
 
-use super::events::Events;
 use super::shared::{CallMap, NodeSlot, SharedList, SharedNodes};
+use crate::host::bind::events::Events;
 
 /// Modparams as the configuration file gives them (main process, before `mod_init`).
 pub(crate) static PARAMS: Mutex<Option<ModParams>> = Mutex::new(None);

@@ -1,7 +1,7 @@
 //! The events the module publishes: `E_RTPPROXY_STATUS` and `E_RTPPROXY_DTMF`.
 
-use super::cstr::borrowed_str;
-use super::sys;
+use crate::host::ffi::cstr::borrowed_str;
+use crate::host::ffi::sys;
 
 /// Event ids returned by `evi_publish_event` (published in `mod_init`).
 pub(crate) struct Events {
@@ -13,7 +13,7 @@ pub(crate) struct Events {
 pub(crate) fn publish() -> Result<Events, String> {
     let one = |name: &'static [u8]| {
         // SAFETY: the core stores the name by reference; a literal lives as long as the module.
-        let id = unsafe { (super::api::api().evi_publish_event)(borrowed_str(name)) };
+        let id = unsafe { (crate::host::ffi::api::api().evi_publish_event)(borrowed_str(name)) };
         if id < 0 {
             Err(format!(
                 "cannot publish event {}",
@@ -36,10 +36,10 @@ pub(crate) fn raise_status(events: &Events, url: &str, active: bool) {
     // until `evi_raise_event` returns (it copies nothing but the str structs, ABI §4.10), and a
     // list from `evi_get_params` is freed by the raise itself or by us on the error path.
     unsafe {
-        if (super::api::api().evi_probe_event)(events.status) == 0 {
+        if (crate::host::ffi::api::api().evi_probe_event)(events.status) == 0 {
             return;
         }
-        let list = (super::api::api().evi_get_params)();
+        let list = (crate::host::ffi::api::api().evi_get_params)();
         if list.is_null() {
             tracing::error!("cannot create E_RTPPROXY_STATUS parameters");
             return;
@@ -49,13 +49,13 @@ pub(crate) fn raise_status(events: &Events, url: &str, active: bool) {
         let n_status = borrowed_str(b"status");
         let v_status = borrowed_str(status);
         let flags = sys::EVI_STR_VAL as i32;
-        if (super::api::api().evi_param_add)(
+        if (crate::host::ffi::api::api().evi_param_add)(
             list,
             &n_socket,
             (&v_socket as *const sys::host_str).cast(),
             flags,
         ) < 0
-            || (super::api::api().evi_param_add)(
+            || (crate::host::ffi::api::api().evi_param_add)(
                 list,
                 &n_status,
                 (&v_status as *const sys::host_str).cast(),
@@ -63,10 +63,10 @@ pub(crate) fn raise_status(events: &Events, url: &str, active: bool) {
             ) < 0
         {
             tracing::error!("cannot add E_RTPPROXY_STATUS parameters");
-            (super::api::api().evi_free_params)(list);
+            (crate::host::ffi::api::api().evi_free_params)(list);
             return;
         }
-        if (super::api::api().evi_raise_event)(events.status, list) < 0 {
+        if (crate::host::ffi::api::api().evi_raise_event)(events.status, list) < 0 {
             tracing::error!("cannot raise E_RTPPROXY_STATUS for {url}");
         }
     }

@@ -6,16 +6,16 @@
 
 use std::ffi::{c_int, c_ushort, c_void};
 
-use super::api::api;
-use super::cstr;
-use super::sys::{pv_spec_t, sip_msg};
+use crate::host::ffi::api::api;
+use crate::host::ffi::cstr;
+use crate::host::ffi::sys::{pv_spec_t, sip_msg};
 
 /// `PVT_AVP` of `enum _pv_type` (3.6.8).
 pub(crate) const PVT_AVP: c_int = 4;
 /// `AVP_VAL_STR`: the value is a string.
 const AVP_VAL_STR: c_ushort = 1 << 1;
 
-pub(crate) use super::api::IntStr;
+pub(crate) use crate::host::ffi::api::IntStr;
 
 /// A resolved AVP name: what `search_first_avp` / `add_avp_last` take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

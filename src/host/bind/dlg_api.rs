@@ -8,10 +8,10 @@
 use std::ffi::{c_int, c_uint, c_void};
 use std::sync::OnceLock;
 
-use super::api::api;
 use super::avp::IntStr;
-use super::cstr::{self, borrowed_str};
-use super::sys::{host_str, sip_msg};
+use crate::host::ffi::api::api;
+use crate::host::ffi::cstr::{self, borrowed_str};
+use crate::host::ffi::sys::{host_str, sip_msg};
 
 /// `struct dlg_cell` (opaque; fields read at the host profile's offsets).
 #[repr(C)]
@@ -97,7 +97,7 @@ pub(crate) const DLG_VAL_TYPE_INT: c_int = 2;
 /// Offsets in `struct dlg_cell` and `struct dlg_leg` (host profile; the same in every verified
 /// release, ABI spec §4.11).
 mod off {
-    use crate::host::sys::probed as p;
+    use crate::host::ffi::sys::probed as p;
     #[cfg(test)]
     pub(super) const H_ID: usize = p::DLG_CELL_H_ID;
     #[cfg(test)]
@@ -358,7 +358,7 @@ mod tests {
 
     #[test]
     fn layouts_match_the_host_profile() {
-        use crate::host::sys::probed;
+        use crate::host::ffi::sys::probed;
         assert_eq!(size_of::<DlgBinds>(), probed::SIZEOF_DLG_BINDS);
         assert_eq!(
             offset_of!(DlgBinds, get_dlg_did),

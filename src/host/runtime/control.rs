@@ -35,10 +35,10 @@ use crate::core::stats::{Event as StatEvent, Op};
 use crate::io::transport::{self, ClientOptions, ControlClient, TransportError};
 use crate::Error;
 
-use super::events;
 use super::shared::NodeSlot;
 use super::state::{self, ModuleState, NodeView, SetView};
 use super::stats;
+use crate::host::bind::events;
 
 /// Per-process control state, rebuilt when the process id changes (after a fork) or when a
 /// panic poisoned it (no command is left "pending").
@@ -109,7 +109,8 @@ fn new_client(node: &NodeView, opts: ClientOptions) -> ControlClient {
     }
     let rank = RANK.load(Ordering::Relaxed);
     // SAFETY: `find_export` only reads the loaded modules' tables.
-    let f = unsafe { (super::api::api().find_export)(c"rtp_io_getchildsock".as_ptr(), 0) };
+    let f =
+        unsafe { (crate::host::ffi::api::api().find_export)(c"rtp_io_getchildsock".as_ptr(), 0) };
     if f.is_null() || rank < 1 {
         tracing::error!("rtp.io:auto needs the rtp.io module and a worker process (rank {rank})");
         return ControlClient::new(&node.spec, opts);
@@ -222,7 +223,7 @@ fn with_control<R>(f: impl FnOnce(&mut Control) -> R) -> R {
 /// OpenSIPS seconds-since-start clock.
 pub(crate) fn now() -> u32 {
     // SAFETY: `get_ticks` only reads the core's tick counter.
-    unsafe { (super::api::api().get_ticks)() }
+    unsafe { (crate::host::ffi::api::api().get_ticks)() }
 }
 
 /// The resolved address of a `udp`/`tcp` node (`None` for other transports or when the
@@ -959,7 +960,7 @@ pub(crate) fn run_prober() {
         clients: HashMap::new(),
     };
     loop {
-        let ok = super::guard::call("prober round", false, || {
+        let ok = crate::host::ffi::guard::call("prober round", false, || {
             prober.round(st);
             true
         });

@@ -7,8 +7,8 @@
 use std::ffi::{c_int, c_void};
 use std::sync::OnceLock;
 
-use super::api::api;
-use super::sys::sip_msg;
+use crate::host::ffi::api::api;
+use crate::host::ffi::sys::sip_msg;
 
 /// `struct cell` (opaque).
 #[repr(C)]
@@ -51,8 +51,8 @@ pub(crate) struct TmBinds {
 }
 
 const PTR: usize = std::mem::size_of::<*mut c_void>();
-const T_GETT_INDEX: usize = crate::host::sys::probed::TM_BINDS_T_GETT / PTR;
-const TM_BINDS_SLOTS: usize = crate::host::sys::probed::SIZEOF_TM_BINDS / PTR;
+const T_GETT_INDEX: usize = crate::host::ffi::sys::probed::TM_BINDS_T_GETT / PTR;
+const TM_BINDS_SLOTS: usize = crate::host::ffi::sys::probed::SIZEOF_TM_BINDS / PTR;
 
 impl TmBinds {
     /// tm's `t_gett`: the current transaction (NULL, `T_UNDEFINED` = -1, or a `struct cell*`).
@@ -130,7 +130,7 @@ mod tests {
 
     #[test]
     fn layouts_match_the_host_profile() {
-        use crate::host::sys::probed;
+        use crate::host::ffi::sys::probed;
         assert_eq!(size_of::<TmBinds>(), probed::SIZEOF_TM_BINDS);
         assert_eq!(offset_of!(TmBinds, t_gett), probed::TM_BINDS_T_GETT);
         assert_eq!(size_of::<TmcbParams>(), probed::SIZEOF_TMCB_PARAMS);
