@@ -7,4 +7,5 @@ pub(crate) mod dlg_api;
 pub(crate) mod events;
 pub(crate) mod mi;
 pub(crate) mod msg;
+pub(crate) mod params;
 pub(crate) mod tm_api;

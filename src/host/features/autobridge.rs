@@ -40,7 +40,7 @@ use crate::core::offer::Direction;
 use crate::core::proto::caps::Capabilities;
 use crate::Error;
 
-use super::functions::{run_offer_answer, OfferRequest, SdpSource};
+use super::request::OfferRequest;
 use crate::host::bind::msg::{self, Bodies, Msg, MsgKind};
 use crate::host::bind::tm_api;
 use crate::host::ffi::api::api;
@@ -73,8 +73,9 @@ pub(crate) enum Plan {
     Normal,
     /// A message without any SDP part: nothing to do (returns 1, as without autobridge).
     NoSdp,
-    /// Deferred to the forwarding of the request.
-    Deferred,
+    /// Deferred to the forwarding of the request: the caller hands these parameters to
+    /// [`defer`] with the function that resumes the request.
+    Deferred(Deferred),
     /// A reply: run now, with `R<bridge>` when the other party is known, on `node`.
     Reply {
         bridge: Option<String>,
@@ -89,6 +90,8 @@ pub(crate) struct Deferred {
     pub(crate) set: Option<SetId>,
     pub(crate) direction: Direction,
     pub(crate) dialog_id: Option<Vec<u8>>,
+    /// Resumes the request, set by [`defer`].
+    resume: Option<Resume>,
     /// Set by the first pre-forward callback: later branches do nothing.
     done: bool,
 }
@@ -142,26 +145,25 @@ pub(crate) fn plan(
              depends on the next hop, only known when the request is forwarded)",
         ));
     }
-    defer(
-        m,
-        Deferred {
-            flags: req.flags.to_vec(),
-            ip: req.ip.map(str::to_owned),
-            set: req.set,
-            direction: req.direction,
-            dialog_id: req.dialog_id.clone(),
-            done: false,
-        },
-    )?;
-    tracing::debug!(
-        "autobridge: {:?} deferred until the request is forwarded",
-        req.direction
-    );
-    Ok(Plan::Deferred)
+    Ok(Plan::Deferred(Deferred {
+        flags: req.flags.to_vec(),
+        ip: req.ip.map(str::to_owned),
+        set: req.set,
+        direction: req.direction,
+        dialog_id: req.dialog_id.clone(),
+        resume: None,
+        done: false,
+    }))
 }
 
-/// Stores `d` with the request `m` and registers the pre-forward and destroy callbacks.
-fn defer(m: Msg, d: Deferred) -> Result<(), Error> {
+/// Runs a deferred request when its next hop is known (the offer/answer driver).
+pub(crate) type Resume = fn(Msg, &OfferRequest<'_>) -> Result<(), Error>;
+
+/// Stores `d` with the request `m` and registers the pre-forward and destroy callbacks; the
+/// pre-forward callback calls `resume`.
+pub(crate) fn defer(m: Msg, mut d: Deferred, resume: Resume) -> Result<(), Error> {
+    d.resume = Some(resume);
+    let direction = d.direction;
     let a = api();
     let p = Box::into_raw(Box::new(d)).cast::<c_void>();
     // The destroy callback first: once it is registered, the message owns `p`.
@@ -177,6 +179,7 @@ fn defer(m: Msg, d: Deferred) -> Result<(), Error> {
     if unsafe { (a.msg_callback_add)(m.as_ptr(), REQ_PRE_FORWARD, on_pre_forward, p) } != 0 {
         return Err(err("cannot register the autobridge pre-forward callback"));
     }
+    tracing::debug!("autobridge: {direction:?} deferred until the request is forwarded");
     Ok(())
 }
 
@@ -214,7 +217,10 @@ unsafe extern "C" fn on_pre_forward(
         req.set = d.set;
         req.dialog_id = d.dialog_id.clone();
         req.bridge_address = Some(bridge.clone());
-        if let Err(e) = run_offer_answer(Some(m), &req, SdpSource::Message) {
+        let Some(resume) = d.resume else {
+            return;
+        };
+        if let Err(e) = resume(m, &req) {
             tracing::error!(
                 "autobridge: {:?} towards {bridge} failed: {e}; the SDP is left unchanged",
                 d.direction

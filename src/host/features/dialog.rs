@@ -67,18 +67,19 @@ use crate::io::listener::{self, ListenAddr, ListenerOptions, ListenerStats, Noti
 use crate::Error;
 
 use super::dlg_node;
-use super::functions::{opt_int, run_offer_answer, OfferRequest, SdpSource};
+use super::functions::{opt_int, run_offer_answer};
+use super::request::{OfferRequest, SdpSource};
 use crate::host::bind::dlg_api::{
     self, DlgCbParams, DlgCell, DlgValue, DLGCB_EXPIRED, DLGCB_FAILED, DLGCB_LOADED,
     DLGCB_PROCESS_VARS, DLGCB_REQ_WITHIN, DLGCB_RESPONSE_WITHIN, DLGCB_TERMINATED,
 };
 use crate::host::bind::msg::{self, Bodies, Msg, MsgKind};
+use crate::host::bind::params::Params;
 use crate::host::bind::tm_api::{self, Cell, TmcbParams, TMCB_RESPONSE_FWDED};
 use crate::host::ffi::api::api;
 use crate::host::ffi::cstr::borrowed_str;
 use crate::host::ffi::guard;
 use crate::host::ffi::sys::{self, host_str, pv_spec_t, pv_value_t, sip_msg};
-use crate::host::module::entry::Params;
 use crate::host::runtime::control;
 use crate::host::runtime::state::{self, ModuleState};
 

@@ -3,7 +3,6 @@
 
 use std::ffi::{c_int, c_void};
 
-use crate::core::config::SetId;
 use crate::core::offer::{
     truncate_script_param, Direction, Flags, NodeInfo, OfferAnswer, OfferAnswerInput,
     OfferAnswerOutcome, PacketInfo, ReplyOutcome, RetryReason, SipMessage,
@@ -13,11 +12,12 @@ use crate::core::sdp::SdpEdit;
 use crate::core::stats::{Event as StatEvent, Op};
 use crate::Error;
 
-use super::autobridge::Plan;
+use super::autobridge::{self, Plan};
+use super::request::{OfferRequest, OfferResult, SdpSource};
 use crate::core::control::{Failover, OpKind};
 use crate::host::bind::msg::{self, Bodies, Msg, MsgKind};
+use crate::host::bind::params::Params;
 use crate::host::ffi::sys::sip_msg;
-use crate::host::module::entry::Params;
 use crate::host::runtime::control::{self, Target, Verdict};
 use crate::host::runtime::state::{self, ModuleState, NodeView};
 
@@ -148,73 +148,9 @@ pub(crate) unsafe fn answer(msg: *mut sip_msg, params: &Params) -> Result<i32, E
     unsafe { offer_answer(msg, &OfferParams::new(params), Direction::Answer) }
 }
 
-/// One offer/answer request, however it was made (script function, dialog callback,
-/// rtp_relay engine).
-pub(crate) struct OfferRequest<'a> {
-    /// The flags string as given (truncated to 63 bytes here, as the C module does).
-    pub(crate) flags: &'a [u8],
-    /// `ip_address`.
-    pub(crate) ip: Option<&'a str>,
-    /// The set; `None` = `default_set`.
-    pub(crate) set: Option<SetId>,
-    /// Offer (U) or answer (L).
-    pub(crate) direction: Direction,
-    /// Call-ID, From-tag and To-tag; `None` takes them from the message.
-    pub(crate) ids: Option<(Vec<u8>, Vec<u8>, Vec<u8>)>,
-    /// Dialog id for the `n` flag's `T<did>` notify tag.
-    pub(crate) dialog_id: Option<Vec<u8>>,
-    /// Autobridge `R<addr>`.
-    pub(crate) bridge_address: Option<String>,
-    /// A node to try first (URL), as rtp_relay asks for.
-    pub(crate) node: Option<&'a str>,
-    /// Cut `flags` and `ip` to 63 bytes, as the C script functions do (not rtp_relay).
-    pub(crate) script_limits: bool,
-    /// 4.0's `bind_local` (`l<value>` in each U/L command).
-    pub(crate) bind_local: Option<&'a [u8]>,
-}
-
-impl<'a> OfferRequest<'a> {
-    /// Whether a script function or `rtpproxy_engage` made this request (the Call-ID and
-    /// tags come from the message and the flags are cut like script parameters), rather
-    /// than the rtp_relay engine. Autobridge applies only to these, as in C, where the
-    /// rtp_relay engine calls the offer/answer core directly.
-    pub(crate) fn is_script_request(&self) -> bool {
-        self.script_limits && self.ids.is_none()
-    }
-
-    /// A request with the script defaults.
-    pub(crate) fn new(flags: &'a [u8], direction: Direction) -> Self {
-        Self {
-            flags,
-            ip: None,
-            set: None,
-            direction,
-            ids: None,
-            dialog_id: None,
-            bridge_address: None,
-            node: None,
-            script_limits: true,
-            bind_local: None,
-        }
-    }
-}
-
-/// Where the SDP comes from and goes to.
-pub(crate) enum SdpSource {
-    /// Every SDP part of the message, rewritten in place with lumps.
-    Message,
-    /// A given body; the rewritten body is returned (`body_var`, rtp_relay).
-    Body(Vec<u8>),
-}
-
-/// What one offer/answer did.
-pub(crate) struct OfferResult {
-    /// `<ip>:<port>` of the last stream (for `ret_var`).
-    pub(crate) ret_var: Option<Vec<u8>>,
-    /// The URL of the last node used (for `sock_var`, rtp_relay's node).
-    pub(crate) node_url: Option<String>,
-    /// The rewritten body, for [`SdpSource::Body`].
-    pub(crate) body: Option<Vec<u8>>,
+/// Runs a deferred autobridge request once the request is forwarded.
+fn resume_deferred(m: Msg, req: &OfferRequest<'_>) -> Result<(), Error> {
+    run_offer_answer(Some(m), req, SdpSource::Message).map(drop)
 }
 
 /// Runs offer/answer (spec §4) on `msg` (may be absent for API use with given ids and body).
@@ -310,9 +246,17 @@ fn offer_answer_body(
     let mut preset_url = req.node.map(str::to_owned);
     if let Some(m) = msg {
         let body_mode = matches!(source, SdpSource::Body(_));
-        match super::autobridge::plan(st, set, m, &call_id, req, body_mode, last_node)? {
+        match autobridge::plan(st, set, m, &call_id, req, body_mode, last_node)? {
             Plan::Normal => {}
-            Plan::NoSdp | Plan::Deferred => {
+            Plan::Deferred(d) => {
+                autobridge::defer(m, d, resume_deferred)?;
+                return Ok(OfferResult {
+                    ret_var: None,
+                    node_url: last_node.clone(),
+                    body: None,
+                });
+            }
+            Plan::NoSdp => {
                 return Ok(OfferResult {
                     ret_var: None,
                     node_url: last_node.clone(),

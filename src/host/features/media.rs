@@ -11,7 +11,7 @@
 use std::ffi::{c_int, c_void};
 use std::sync::Mutex;
 
-use crate::core::config::{ModuleConfig, SetId};
+use crate::core::config::SetId;
 use crate::core::media::{
     self as cm, MediaError, Operation, PromptTarget, Tags, ALL_STATS_COUNTERS, COUNTERS_PER_QUERY,
     STOP_COPY_FEATURE_DATE,
@@ -24,21 +24,11 @@ use crate::Error;
 use super::functions::{opt_int, pick_node};
 use crate::host::bind::avp;
 use crate::host::bind::msg::{self, Bodies, Msg, MsgKind};
+use crate::host::bind::params::Params;
 use crate::host::ffi::sys::{host_str, sip_msg};
 use crate::host::ffi::{cstr, guard};
-use crate::host::module::entry::Params;
 use crate::host::runtime::control;
 use crate::host::runtime::state::{self, ModuleState, NodeView};
-
-/// Runs in `mod_preinit` (rtp_relay engine registration).
-pub(crate) fn preinit() -> Result<(), String> {
-    super::rtp_relay::register()
-}
-
-/// Pre-fork set-up: the shared counter of generated-SDP ports.
-pub(crate) fn mod_init(config: &ModuleConfig) -> Result<(), String> {
-    super::rtp_relay::mod_init(config)
-}
 
 fn err(msg: impl Into<String>) -> Error {
     Error::Other(msg.into())

@@ -7,4 +7,5 @@ pub(crate) mod dlg_node;
 pub(crate) mod functions;
 pub(crate) mod media;
 pub(crate) mod mi_ops;
+pub(crate) mod request;
 pub(crate) mod rtp_relay;

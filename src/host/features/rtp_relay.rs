@@ -20,8 +20,9 @@ use crate::core::proto::command::Command;
 use crate::core::proto::reply::Reply;
 use crate::Error;
 
-use super::functions::{run_offer_answer, OfferRequest, SdpSource};
+use super::functions::run_offer_answer;
 use super::media::{is_enabled, node_by_url, send_copy, send_stop_copy};
+use super::request::{OfferRequest, SdpSource};
 use crate::host::bind::msg::{Bodies, Msg};
 use crate::host::ffi::sys::{host_str, sip_msg};
 use crate::host::ffi::{api, cstr, guard, mem};

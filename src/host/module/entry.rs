@@ -8,6 +8,7 @@ use crate::core::config::{ConfigError, ModuleConfig, Transport};
 use crate::core::select::MiEnable;
 use crate::host::bind::events;
 use crate::host::bind::mi::{self, Json};
+use crate::host::bind::params::Params;
 use crate::host::features::functions;
 use crate::host::ffi::sys::{self, mi_response_t};
 use crate::host::ffi::{cstr, guard, log};
@@ -87,7 +88,7 @@ const MIN_NODE_SLOTS: usize = 256;
 pub(crate) unsafe extern "C" fn mod_preinit() -> c_int {
     guard::call("mod_preinit", -1, || {
         log::install();
-        match crate::host::features::media::preinit() {
+        match crate::host::features::rtp_relay::register() {
             Ok(()) => 0,
             Err(e) => {
                 tracing::error!("{e}");
@@ -97,10 +98,15 @@ pub(crate) unsafe extern "C" fn mod_preinit() -> c_int {
     })
 }
 
-/// `init_f` (`mod_init`): validates the configuration and sets up shared state, before fork.
-pub(crate) unsafe extern "C" fn mod_init() -> c_int {
+/// Body of `init_f` (`mod_init`): validates the configuration and sets up shared state, before
+/// fork; then hands `select_procs` whether the notification process is wanted (the exports
+/// table owns the process list, so this module does not reach back into it).
+pub(crate) fn mod_init(select_procs: fn(bool)) -> c_int {
     guard::call("mod_init", -1, || match init() {
-        Ok(()) => 0,
+        Ok(notify) => {
+            select_procs(notify);
+            0
+        }
         Err(e) => {
             tracing::error!("{e}");
             -1
@@ -114,7 +120,8 @@ fn module_exports_fn(name: &CStr) -> bool {
     unsafe { !(crate::host::ffi::api::api().find_export)(name.as_ptr(), 0).is_null() }
 }
 
-fn init() -> Result<(), String> {
+/// Returns whether `rtpp_notify_socket` is set (the notification process is needed).
+fn init() -> Result<bool, String> {
     log::install();
     tracing::info!("initializing (Rust rtpproxy module)");
     let params = state::with_params(|p| p.clone());
@@ -178,15 +185,15 @@ fn init() -> Result<(), String> {
             }
         }
     }
-    super::exports::use_notify_process(config.notify.is_some());
+    let notify = config.notify.is_some();
     crate::host::features::dialog::mod_init(&config)?;
-    crate::host::features::media::mod_init(&config)?;
+    crate::host::features::rtp_relay::mod_init(&config)?;
     state::install(ModuleState::new(
         config, shared, list, calls, events, topology,
     ))?;
     crate::host::runtime::stats::init(state::get().ok_or("module state not installed")?)?;
     crate::host::features::dialog::register_loaded_callback();
-    Ok(())
+    Ok(notify)
 }
 
 /// `init_child_f`: per-process set-up after fork.
@@ -213,9 +220,6 @@ pub(crate) unsafe extern "C" fn mod_destroy() {
 }
 
 // ---- script functions ----------------------------------------------------------------------
-
-/// The eight `void*` parameters of a script function, as OpenSIPS passes them.
-pub(crate) type Params = [*mut c_void; 8];
 
 /// Writes an entry point that hands the message and parameters to a safe(r) body that returns
 /// `Result<i32, Error>`; the guard maps it to the script code.

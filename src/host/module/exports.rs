@@ -4,7 +4,7 @@
 //! for (3.6.8, ABI spec §2.3; with `opensips_4`, 4.0.1's additions and MI names) so that every
 //! existing script passes `opensips -c` unchanged. Nothing else lives here.
 
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, c_int, CStr};
 
 use super::entry;
 use crate::host::features::mi_ops;
@@ -475,6 +475,11 @@ pub(crate) fn use_notify_process(enabled: bool) {
     unsafe { exports.procs = table };
 }
 
+/// `init_f`: the module's `mod_init`, which then selects the process table.
+unsafe extern "C" fn mod_init() -> c_int {
+    entry::mod_init(use_notify_process)
+}
+
 /// The module descriptor. `ver_info.scm` is overwritten with the core's own values by
 /// [`copy_core_scm`] while `dlopen()` runs, before OpenSIPS checks it.
 #[no_mangle]
@@ -502,7 +507,7 @@ pub static mut exports: sys::module_exports = sys::module_exports {
     trans: std::ptr::null(),
     procs: &PROCS.0 as *const _ as *const sys::proc_export_t,
     preinit_f: Some(entry::mod_preinit),
-    init_f: Some(entry::mod_init),
+    init_f: Some(mod_init),
     response_f: None,
     destroy_f: Some(entry::mod_destroy),
     init_child_f: Some(entry::child_init),
