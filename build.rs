@@ -13,7 +13,7 @@
 //! without a results file is not supported and stops the build.
 //!
 //! The SCM type/revision are not fixed here: the module copies them from the running core's
-//! `core_scm_ver` when it is loaded (see `src/host/exports.rs`).
+//! `core_scm_ver` when it is loaded (see `src/host/module/exports.rs`).
 
 use std::env;
 use std::path::{Path, PathBuf};
