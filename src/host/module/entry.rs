@@ -8,8 +8,6 @@ use crate::core::config::{ConfigError, ModuleConfig, Transport};
 use crate::core::select::MiEnable;
 use crate::host::bind::events;
 use crate::host::bind::mi::{self, Json};
-use crate::host::bind::params::Params;
-use crate::host::features::functions;
 use crate::host::ffi::sys::{self, mi_response_t};
 use crate::host::ffi::{cstr, guard, log};
 use crate::host::runtime::state::{self, ModuleState};
@@ -22,7 +20,11 @@ use crate::host::runtime::{control, shared};
 /// # Safety
 /// `val` is what OpenSIPS passes for a `USE_FUNC_PARAM` of type `ty`: a NUL-terminated string
 /// for `STR_PARAM`, an integer cast to a pointer for `INT_PARAM`.
-unsafe fn set_modparam(name: &'static str, ty: sys::modparam_t, val: *mut c_void) -> c_int {
+pub(crate) unsafe fn set_modparam(
+    name: &'static str,
+    ty: sys::modparam_t,
+    val: *mut c_void,
+) -> c_int {
     log::install();
     let (shown, result) = if ty & sys::STR_PARAM != 0 {
         // SAFETY: per the contract, a string modparam value is a NUL-terminated C string.
@@ -48,35 +50,6 @@ unsafe fn set_modparam(name: &'static str, ty: sys::modparam_t, val: *mut c_void
             -1
         }
     }
-}
-
-macro_rules! modparam_fn {
-    ($($f:ident => $name:literal),* $(,)?) => {$(
-        /// `USE_FUNC_PARAM` setter of the modparam of the same name.
-        pub(crate) unsafe extern "C" fn $f(ty: sys::modparam_t, val: *mut c_void) -> c_int {
-            // SAFETY: OpenSIPS calls this with the value layout `set_modparam` documents.
-            guard::call(concat!("modparam ", $name), -1, || unsafe { set_modparam($name, ty, val) })
-        }
-    )*};
-}
-
-modparam_fn! {
-    mp_nortpproxy_str => "nortpproxy_str",
-    mp_rtpproxy_sock => "rtpproxy_sock",
-    mp_rtpproxy_disable_tout => "rtpproxy_disable_tout",
-    mp_rtpproxy_retr => "rtpproxy_retr",
-    mp_rtpproxy_timeout => "rtpproxy_timeout",
-    mp_rtpproxy_autobridge => "rtpproxy_autobridge",
-    mp_default_set => "default_set",
-    mp_db_url => "db_url",
-    mp_db_table => "db_table",
-    mp_rtpp_socket_col => "rtpp_socket_col",
-    mp_set_id_col => "set_id_col",
-    mp_rtpp_notify_socket => "rtpp_notify_socket",
-    mp_generated_sdp_port_min => "generated_sdp_port_min",
-    mp_generated_sdp_port_max => "generated_sdp_port_max",
-    mp_generated_sdp_media_ip => "generated_sdp_media_ip",
-    mp_call_map_size => "call_map_size",
 }
 
 /// Node slots allocated at start-up: room for reloads that add nodes.
@@ -217,43 +190,6 @@ pub(crate) unsafe extern "C" fn mod_destroy() {
         crate::host::features::dialog::destroy();
         tracing::debug!("module destroyed");
     })
-}
-
-// ---- script functions ----------------------------------------------------------------------
-
-/// Writes an entry point that hands the message and parameters to a safe(r) body that returns
-/// `Result<i32, Error>`; the guard maps it to the script code.
-macro_rules! script_fn {
-    ($($f:ident => $name:literal => $body:path),* $(,)?) => {$(
-        /// Script function of the same name.
-        pub(crate) unsafe extern "C" fn $f(
-            msg: *mut sys::sip_msg,
-            p1: *mut c_void, p2: *mut c_void, p3: *mut c_void, p4: *mut c_void,
-            p5: *mut c_void, p6: *mut c_void, p7: *mut c_void, p8: *mut c_void,
-        ) -> c_int {
-            guard::call($name, -1, || {
-                let params: Params = [p1, p2, p3, p4, p5, p6, p7, p8];
-                // SAFETY: `msg` and `params` are exactly what OpenSIPS passed for this call.
-                guard::script_code($name, unsafe { $body(msg, &params) })
-            })
-        }
-    )*};
-}
-
-script_fn! {
-    rtpproxy_unforce_f => "rtpproxy_unforce" => functions::unforce,
-    rtpproxy_offer_f => "rtpproxy_offer" => functions::offer,
-    rtpproxy_answer_f => "rtpproxy_answer" => functions::answer,
-    rtpproxy_engage_f => "rtpproxy_engage" => crate::host::features::dialog::engage,
-    rtpproxy_start_recording_f => "rtpproxy_start_recording" => crate::host::features::media::start_recording,
-    rtpproxy_stop_recording_f => "rtpproxy_stop_recording" => crate::host::features::media::stop_recording,
-    rtpproxy_stream2uac_f => "rtpproxy_stream2uac" => crate::host::features::media::stream2uac,
-    rtpproxy_stream2uas_f => "rtpproxy_stream2uas" => crate::host::features::media::stream2uas,
-    rtpproxy_stop_stream2uac_f => "rtpproxy_stop_stream2uac" => crate::host::features::media::stop_stream2uac,
-    rtpproxy_stop_stream2uas_f => "rtpproxy_stop_stream2uas" => crate::host::features::media::stop_stream2uas,
-    rtpproxy_stats_f => "rtpproxy_stats" => crate::host::features::media::stats,
-    rtpproxy_all_stats_f => "rtpproxy_all_stats" => crate::host::features::media::all_stats,
-    load_rtpproxy_f => "load_rtpproxy" => crate::host::features::media::load_rtpproxy,
 }
 
 // ---- MI ------------------------------------------------------------------------------------

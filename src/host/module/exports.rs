@@ -6,9 +6,9 @@
 
 use std::ffi::{c_char, c_int, CStr};
 
-use super::entry;
+use super::{entry, script};
 use crate::host::features::mi_ops;
-use crate::host::ffi::sys::{self, cmd_param, mi_recipe_t};
+use crate::host::ffi::sys::{self, mi_recipe_t};
 
 /// `Sync` wrapper for host tables made of raw pointers to static data.
 #[repr(transparent)]
@@ -17,228 +17,67 @@ pub(crate) struct HostTable<T>(pub(crate) T);
 // (string literals, functions, tables); sharing them between threads is harmless.
 unsafe impl<T> Sync for HostTable<T> {}
 
-const fn param(flags: u32) -> cmd_param {
-    cmd_param {
-        flags: flags as i32,
-        fixup: None,
-        free_fixup: None,
-    }
+const fn cname(s: &'static CStr) -> *const c_char {
+    s.as_ptr()
 }
 
-const INT_OPT: cmd_param = param(sys::CMD_PARAM_INT | sys::CMD_PARAM_OPT);
-const STR_OPT: cmd_param = param(sys::CMD_PARAM_STR | sys::CMD_PARAM_OPT);
-const VAR_OPT: cmd_param = param(sys::CMD_PARAM_VAR | sys::CMD_PARAM_OPT);
-const INT: cmd_param = param(sys::CMD_PARAM_INT);
-const STR: cmd_param = param(sys::CMD_PARAM_STR);
-const VAR: cmd_param = param(sys::CMD_PARAM_VAR);
-const END: cmd_param = param(0);
-/// The AVP parameter of `rtpproxy_all_stats`, checked at start-up.
-const AVP_VAR: cmd_param = cmd_param {
-    flags: sys::CMD_PARAM_VAR as i32,
-    fixup: Some(crate::host::features::media::fixup_stats_avp),
-    free_fixup: None,
-};
-
-/// Pads a parameter list to the host's fixed array, the terminator included.
-const fn params<const N: usize>(
-    list: [cmd_param; N],
-) -> [cmd_param; sys::MAX_CMD_PARAMS as usize + 1] {
-    let mut out = [END; sys::MAX_CMD_PARAMS as usize + 1];
+/// Concatenates `head` and `tail` into a table of `K` rows; the rows left over are `end`
+/// (the terminator).
+const fn rows<T: Copy, const N: usize, const M: usize, const K: usize>(
+    head: [T; N],
+    tail: [T; M],
+    end: T,
+) -> [T; K] {
+    let mut out = [end; K];
     let mut i = 0;
     while i < N {
-        out[i] = list[i];
+        out[i] = head[i];
+        i += 1;
+    }
+    while i < N + M {
+        out[i] = tail[i - N];
         i += 1;
     }
     out
 }
 
-const fn cname(s: &'static CStr) -> *const c_char {
-    s.as_ptr()
-}
-
-const R_REQ: i32 = sys::REQUEST_ROUTE as i32;
-const R_FAIL: i32 = sys::FAILURE_ROUTE as i32;
-const R_REPLY: i32 = sys::ONREPLY_ROUTE as i32;
-const R_BRANCH: i32 = sys::BRANCH_ROUTE as i32;
-const R_LOCAL: i32 = sys::LOCAL_ROUTE as i32;
-const R_ALL5: i32 = R_REQ | R_REPLY | R_FAIL | R_BRANCH | R_LOCAL;
-
-macro_rules! cmd {
-    ($name:literal, $f:path, [$($p:expr),*], $routes:expr) => {
-        cmd!($name, $f, params([$($p),*]), $routes)
-    };
-    ($name:literal, $f:path, $params:expr, $routes:expr) => {
-        sys::cmd_export_ {
-            name: cname($name),
-            function: Some($f),
-            params: $params,
-            flags: $routes,
-        }
-    };
-}
-
-/// `rtpproxy_offer`/`rtpproxy_answer`: flags, ip, set, sock_var, ret_var, body_var.
-#[cfg(not(opensips_4))]
-const OFFER_ANSWER_PARAMS: [cmd_param; sys::MAX_CMD_PARAMS as usize + 1] =
-    params([STR_OPT, STR_OPT, INT_OPT, VAR_OPT, VAR_OPT, VAR_OPT]);
-/// 4.0 adds a 7th, `bind_local` (a variable, sent as `l<value>` in the U/L command).
+/// API exports other modules look up by name: 4.0's `int rtpproxy_is_nproc(enum inp_op)`,
+/// used by the rtp.io module.
 #[cfg(opensips_4)]
-const OFFER_ANSWER_PARAMS: [cmd_param; sys::MAX_CMD_PARAMS as usize + 1] = params([
-    STR_OPT, STR_OPT, INT_OPT, VAR_OPT, VAR_OPT, VAR_OPT, VAR_OPT,
-]);
+const API_ROWS: [sys::cmd_export_t; 1] = [sys::cmd_export_ {
+    name: cname(c"rtpproxy_is_nproc"),
+    // SAFETY: OpenSIPS never calls an API export (flags 0) as a script function; users
+    // (rtp.io) cast it back to `int (*)(enum inp_op)`, its real type.
+    function: Some(unsafe {
+        std::mem::transmute::<unsafe extern "C" fn(i32) -> i32, CmdFn>(entry::rtpproxy_is_nproc)
+    }),
+    params: script::params([]),
+    flags: 0,
+}];
+#[cfg(not(opensips_4))]
+const API_ROWS: [sys::cmd_export_t; 0] = [];
 
-/// Number of script functions (4.0 adds the `rtpproxy_is_nproc` API export).
-const N_CMDS: usize = if cfg!(opensips_4) { 15 } else { 14 };
+const CMD_END: sys::cmd_export_t = sys::cmd_export_ {
+    name: std::ptr::null(),
+    function: None,
+    params: [script::END; sys::MAX_CMD_PARAMS as usize + 1],
+    flags: 0,
+};
 
-/// Script functions, in the C module's order (plus `rtpproxy_stop_recording`, our addition).
-pub(crate) static CMDS: HostTable<[sys::cmd_export_t; N_CMDS]> = HostTable([
-    cmd!(
-        c"rtpproxy_unforce",
-        entry::rtpproxy_unforce_f,
-        [INT_OPT, VAR_OPT],
-        R_ALL5
-    ),
-    cmd!(
-        c"rtpproxy_engage",
-        entry::rtpproxy_engage_f,
-        [STR_OPT, STR_OPT, INT_OPT, VAR_OPT, VAR_OPT],
-        R_ALL5
-    ),
-    cmd!(
-        c"rtpproxy_start_recording",
-        entry::rtpproxy_start_recording_f,
-        [INT_OPT, VAR_OPT, STR_OPT, STR_OPT, INT_OPT],
-        R_REQ | R_REPLY | R_BRANCH | R_FAIL
-    ),
-    cmd!(
-        c"rtpproxy_offer",
-        entry::rtpproxy_offer_f,
-        OFFER_ANSWER_PARAMS,
-        R_ALL5
-    ),
-    cmd!(
-        c"rtpproxy_answer",
-        entry::rtpproxy_answer_f,
-        OFFER_ANSWER_PARAMS,
-        R_ALL5
-    ),
-    cmd!(
-        c"rtpproxy_stream2uac",
-        entry::rtpproxy_stream2uac_f,
-        [STR, INT, INT_OPT, VAR_OPT],
-        R_REQ | R_REPLY | R_LOCAL
-    ),
-    cmd!(
-        c"rtpproxy_stream2uas",
-        entry::rtpproxy_stream2uas_f,
-        [STR, INT, INT_OPT, VAR_OPT],
-        R_REQ | R_REPLY | R_LOCAL
-    ),
-    cmd!(
-        c"rtpproxy_stop_stream2uac",
-        entry::rtpproxy_stop_stream2uac_f,
-        [INT_OPT, VAR_OPT],
-        R_REQ | R_REPLY | R_LOCAL
-    ),
-    cmd!(
-        c"rtpproxy_stop_stream2uas",
-        entry::rtpproxy_stop_stream2uas_f,
-        [INT_OPT, VAR_OPT],
-        R_REQ | R_REPLY | R_LOCAL
-    ),
-    cmd!(
-        c"rtpproxy_stats",
-        entry::rtpproxy_stats_f,
-        [VAR, VAR, VAR, VAR, INT_OPT, VAR_OPT],
-        R_ALL5
-    ),
-    cmd!(
-        c"rtpproxy_all_stats",
-        entry::rtpproxy_all_stats_f,
-        [AVP_VAR, INT_OPT, VAR_OPT],
-        R_ALL5
-    ),
-    // Our addition (RTPProxy's N command), after the C module's functions.
-    cmd!(
-        c"rtpproxy_stop_recording",
-        entry::rtpproxy_stop_recording_f,
-        [INT_OPT, VAR_OPT, INT_OPT],
-        R_REQ | R_REPLY | R_BRANCH | R_FAIL
-    ),
-    cmd!(c"load_rtpproxy", entry::load_rtpproxy_f, [], 0),
-    // 4.0: `int rtpproxy_is_nproc(enum inp_op)`, looked up by the rtp.io module.
-    #[cfg(opensips_4)]
-    sys::cmd_export_ {
-        name: cname(c"rtpproxy_is_nproc"),
-        // SAFETY: OpenSIPS never calls an API export (flags 0) as a script function; users
-        // (rtp.io) cast it back to `int (*)(enum inp_op)`, its real type.
-        function: Some(unsafe {
-            std::mem::transmute::<unsafe extern "C" fn(i32) -> i32, CmdFn>(entry::rtpproxy_is_nproc)
-        }),
-        params: params([]),
-        flags: 0,
-    },
-    sys::cmd_export_ {
-        name: std::ptr::null(),
-        function: None,
-        params: params([]),
-        flags: 0,
-    },
-]);
+/// Script functions (declared in [`script`]), the API exports, the terminator.
+pub(crate) static CMDS: HostTable<
+    [sys::cmd_export_t; script::CMD_ROWS.len() + API_ROWS.len() + 1],
+> = HostTable(rows(script::CMD_ROWS, API_ROWS, CMD_END));
 
-macro_rules! modparam {
-    ($name:literal, $ty:expr, $f:path) => {
-        sys::param_export_ {
-            name: cname($name),
-            type_: $ty | sys::USE_FUNC_PARAM,
-            param_pointer: $f as *mut std::ffi::c_void,
-        }
-    };
-}
+const PARAM_END: sys::param_export_t = sys::param_export_ {
+    name: std::ptr::null(),
+    type_: 0,
+    param_pointer: std::ptr::null_mut(),
+};
 
-const P_STR: u32 = sys::STR_PARAM;
-const P_INT: u32 = sys::INT_PARAM;
-
-/// The modparams (the C module's 15, then ours). All use `USE_FUNC_PARAM`, so OpenSIPS never writes into our memory.
-pub(crate) static PARAMS: HostTable<[sys::param_export_t; 17]> = HostTable([
-    modparam!(c"nortpproxy_str", P_STR, entry::mp_nortpproxy_str),
-    modparam!(c"rtpproxy_sock", P_STR, entry::mp_rtpproxy_sock),
-    modparam!(
-        c"rtpproxy_disable_tout",
-        P_INT,
-        entry::mp_rtpproxy_disable_tout
-    ),
-    modparam!(c"rtpproxy_retr", P_INT, entry::mp_rtpproxy_retr),
-    modparam!(c"rtpproxy_timeout", P_STR, entry::mp_rtpproxy_timeout),
-    modparam!(c"rtpproxy_autobridge", P_INT, entry::mp_rtpproxy_autobridge),
-    modparam!(c"default_set", P_INT, entry::mp_default_set),
-    modparam!(c"db_url", P_STR, entry::mp_db_url),
-    modparam!(c"db_table", P_STR, entry::mp_db_table),
-    modparam!(c"rtpp_socket_col", P_STR, entry::mp_rtpp_socket_col),
-    modparam!(c"set_id_col", P_STR, entry::mp_set_id_col),
-    modparam!(c"rtpp_notify_socket", P_STR, entry::mp_rtpp_notify_socket),
-    modparam!(
-        c"generated_sdp_port_min",
-        P_INT,
-        entry::mp_generated_sdp_port_min
-    ),
-    modparam!(
-        c"generated_sdp_port_max",
-        P_INT,
-        entry::mp_generated_sdp_port_max
-    ),
-    modparam!(
-        c"generated_sdp_media_ip",
-        P_STR,
-        entry::mp_generated_sdp_media_ip
-    ),
-    modparam!(c"call_map_size", P_INT, entry::mp_call_map_size),
-    sys::param_export_ {
-        name: std::ptr::null(),
-        type_: 0,
-        param_pointer: std::ptr::null_mut(),
-    },
-]);
+/// The modparams (declared in [`script`]), then the terminator.
+pub(crate) static PARAMS: HostTable<[sys::param_export_t; script::PARAM_ROWS.len() + 1]> =
+    HostTable(rows(script::PARAM_ROWS, [], PARAM_END));
 
 #[cfg(opensips_4)]
 type CmdFn = unsafe extern "C" fn(
@@ -557,6 +396,114 @@ mod tests {
             .iter()
             .take_while(|c| !c.name.is_null())
             .find(|c| name(c.name) == n)
+    }
+
+    /// The rows as the tables stood before they were generated from one declaration per
+    /// function and modparam: names, parameter kinds, fixups and route masks, in order.
+    #[test]
+    fn generated_rows_match_the_previous_tables() {
+        const I: u32 = sys::CMD_PARAM_INT;
+        const S: u32 = sys::CMD_PARAM_STR;
+        const V: u32 = sys::CMD_PARAM_VAR;
+        const O: u32 = sys::CMD_PARAM_OPT;
+        const REQ: u32 = sys::REQUEST_ROUTE;
+        const ALL5: u32 =
+            REQ | sys::ONREPLY_ROUTE | sys::FAILURE_ROUTE | sys::BRANCH_ROUTE | sys::LOCAL_ROUTE;
+        const REC: u32 = REQ | sys::ONREPLY_ROUTE | sys::BRANCH_ROUTE | sys::FAILURE_ROUTE;
+        const MEDIA: u32 = REQ | sys::ONREPLY_ROUTE | sys::LOCAL_ROUTE;
+        let oa: &[u32] = if cfg!(opensips_4) {
+            &[S | O, S | O, I | O, V | O, V | O, V | O, V | O]
+        } else {
+            &[S | O, S | O, I | O, V | O, V | O, V | O]
+        };
+        let mut want: Vec<(&str, &[u32], u32)> = vec![
+            ("rtpproxy_unforce", &[I | O, V | O], ALL5),
+            (
+                "rtpproxy_engage",
+                &[S | O, S | O, I | O, V | O, V | O],
+                ALL5,
+            ),
+            (
+                "rtpproxy_start_recording",
+                &[I | O, V | O, S | O, S | O, I | O],
+                REC,
+            ),
+            ("rtpproxy_offer", oa, ALL5),
+            ("rtpproxy_answer", oa, ALL5),
+            ("rtpproxy_stream2uac", &[S, I, I | O, V | O], MEDIA),
+            ("rtpproxy_stream2uas", &[S, I, I | O, V | O], MEDIA),
+            ("rtpproxy_stop_stream2uac", &[I | O, V | O], MEDIA),
+            ("rtpproxy_stop_stream2uas", &[I | O, V | O], MEDIA),
+            ("rtpproxy_stats", &[V, V, V, V, I | O, V | O], ALL5),
+            ("rtpproxy_all_stats", &[V, I | O, V | O], ALL5),
+            ("rtpproxy_stop_recording", &[I | O, V | O, I | O], REC),
+            ("load_rtpproxy", &[], 0),
+        ];
+        if cfg!(opensips_4) {
+            want.push(("rtpproxy_is_nproc", &[], 0));
+        }
+        let got: Vec<(&str, Vec<u32>, u32)> = CMDS
+            .0
+            .iter()
+            .take_while(|c| !c.name.is_null())
+            .map(|c| {
+                let kinds = c.params.iter().take_while(|p| p.flags != 0);
+                let kinds = kinds.map(|p| p.flags as u32).collect();
+                (name(c.name), kinds, c.flags as u32)
+            })
+            .collect();
+        let want: Vec<(&str, Vec<u32>, u32)> = want
+            .into_iter()
+            .map(|(n, p, r)| (n, p.to_vec(), r))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(CMDS.0.len(), got.len() + 1, "one terminator");
+        assert!(CMDS
+            .0
+            .iter()
+            .all(|c| c.name.is_null() || c.function.is_some()));
+        let with_fixup: Vec<&str> = CMDS
+            .0
+            .iter()
+            .take_while(|c| !c.name.is_null())
+            .filter(|c| c.params.iter().any(|p| p.fixup.is_some()))
+            .map(|c| name(c.name))
+            .collect();
+        assert_eq!(with_fixup, ["rtpproxy_all_stats"]);
+        assert!(cmd("rtpproxy_all_stats").unwrap().params[0].fixup.is_some());
+
+        let (st, int) = (sys::STR_PARAM, sys::INT_PARAM);
+        let want = [
+            ("nortpproxy_str", st),
+            ("rtpproxy_sock", st),
+            ("rtpproxy_disable_tout", int),
+            ("rtpproxy_retr", int),
+            ("rtpproxy_timeout", st),
+            ("rtpproxy_autobridge", int),
+            ("default_set", int),
+            ("db_url", st),
+            ("db_table", st),
+            ("rtpp_socket_col", st),
+            ("set_id_col", st),
+            ("rtpp_notify_socket", st),
+            ("generated_sdp_port_min", int),
+            ("generated_sdp_port_max", int),
+            ("generated_sdp_media_ip", st),
+            ("call_map_size", int),
+        ];
+        let got: Vec<(&str, u32)> = PARAMS
+            .0
+            .iter()
+            .take_while(|p| !p.name.is_null())
+            .map(|p| (name(p.name), p.type_ & !sys::USE_FUNC_PARAM))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(PARAMS.0.len(), want.len() + 1, "one terminator");
+        assert!(PARAMS
+            .0
+            .iter()
+            .take_while(|p| !p.name.is_null())
+            .all(|p| p.type_ & sys::USE_FUNC_PARAM != 0 && !p.param_pointer.is_null()));
     }
 
     #[test]

@@ -3,3 +3,4 @@
 
 pub(crate) mod entry;
 pub(crate) mod exports;
+pub(crate) mod script;

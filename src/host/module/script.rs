@@ -1,0 +1,172 @@
+//! Every script function and every modparam, each declared once: the declaration makes the row
+//! OpenSIPS reads (`cmd_export_t` / `param_export_t`) and the guarded `extern "C"` shell it
+//! calls, so a name, its parameter kinds and its body cannot drift apart.
+
+use std::ffi::{c_char, c_int, c_void};
+
+use crate::host::bind::params::Params;
+use crate::host::features::{dialog, functions, media};
+use crate::host::ffi::guard;
+use crate::host::ffi::sys::{self, cmd_param};
+
+const fn param(flags: u32) -> cmd_param {
+    cmd_param {
+        flags: flags as i32,
+        fixup: None,
+        free_fixup: None,
+    }
+}
+
+const INT_OPT: cmd_param = param(sys::CMD_PARAM_INT | sys::CMD_PARAM_OPT);
+const STR_OPT: cmd_param = param(sys::CMD_PARAM_STR | sys::CMD_PARAM_OPT);
+const VAR_OPT: cmd_param = param(sys::CMD_PARAM_VAR | sys::CMD_PARAM_OPT);
+const INT: cmd_param = param(sys::CMD_PARAM_INT);
+const STR: cmd_param = param(sys::CMD_PARAM_STR);
+const VAR: cmd_param = param(sys::CMD_PARAM_VAR);
+pub(crate) const END: cmd_param = param(0);
+/// The AVP parameter of `rtpproxy_all_stats`, checked at start-up.
+const AVP_VAR: cmd_param = cmd_param {
+    flags: sys::CMD_PARAM_VAR as i32,
+    fixup: Some(media::fixup_stats_avp),
+    free_fixup: None,
+};
+
+/// A parameter list padded to the host's fixed array, the terminator included.
+pub(crate) type ParamRow = [cmd_param; sys::MAX_CMD_PARAMS as usize + 1];
+
+/// Pads a parameter list to the host's fixed array, the terminator included.
+pub(crate) const fn params<const N: usize>(list: [cmd_param; N]) -> ParamRow {
+    let mut out = [END; sys::MAX_CMD_PARAMS as usize + 1];
+    let mut i = 0;
+    while i < N {
+        out[i] = list[i];
+        i += 1;
+    }
+    out
+}
+
+const R_REQ: i32 = sys::REQUEST_ROUTE as i32;
+const R_FAIL: i32 = sys::FAILURE_ROUTE as i32;
+const R_REPLY: i32 = sys::ONREPLY_ROUTE as i32;
+const R_BRANCH: i32 = sys::BRANCH_ROUTE as i32;
+const R_LOCAL: i32 = sys::LOCAL_ROUTE as i32;
+const R_ALL5: i32 = R_REQ | R_REPLY | R_FAIL | R_BRANCH | R_LOCAL;
+
+/// `rtpproxy_offer`/`rtpproxy_answer`: flags, ip, set, sock_var, ret_var, body_var.
+#[cfg(not(opensips_4))]
+const OFFER_ANSWER: [cmd_param; 6] = [STR_OPT, STR_OPT, INT_OPT, VAR_OPT, VAR_OPT, VAR_OPT];
+/// 4.0 adds a 7th, `bind_local` (a variable, sent as `l<value>` in the U/L command).
+#[cfg(opensips_4)]
+const OFFER_ANSWER: [cmd_param; 7] = [
+    STR_OPT, STR_OPT, INT_OPT, VAR_OPT, VAR_OPT, VAR_OPT, VAR_OPT,
+];
+
+/// A C string literal from a Rust one.
+macro_rules! c_name {
+    ($name:literal) => {
+        concat!($name, "\0").as_ptr().cast::<c_char>()
+    };
+}
+
+/// `name => shell(body), [parameter kinds], routes;` declares one script function: its
+/// `cmd_export_t` row in [`CMD_ROWS`] and its shell, which runs `body(msg, &params)` under
+/// the guard and maps the result to the script code.
+macro_rules! script_functions {
+    ($($name:literal => $shell:ident($body:path), $params:expr, $routes:expr;)*) => {
+        $(
+            #[doc = concat!("Script function `", $name, "`.")]
+            pub(crate) unsafe extern "C" fn $shell(
+                msg: *mut sys::sip_msg,
+                p1: *mut c_void, p2: *mut c_void, p3: *mut c_void, p4: *mut c_void,
+                p5: *mut c_void, p6: *mut c_void, p7: *mut c_void, p8: *mut c_void,
+            ) -> c_int {
+                guard::call($name, -1, || {
+                    let params: Params = [p1, p2, p3, p4, p5, p6, p7, p8];
+                    // SAFETY: `msg` and `params` are exactly what OpenSIPS passed for this call.
+                    guard::script_code($name, unsafe { $body(msg, &params) })
+                })
+            }
+        )*
+        /// The script functions' rows, in declaration order (no terminator).
+        pub(crate) const CMD_ROWS: [sys::cmd_export_t; [$($name),*].len()] = [$(
+            sys::cmd_export_ {
+                name: c_name!($name),
+                function: Some($shell),
+                params: params($params),
+                flags: $routes,
+            }
+        ),*];
+    };
+}
+
+// In the C module's order (plus `rtpproxy_stop_recording`, our addition, after its functions).
+script_functions! {
+    "rtpproxy_unforce" => rtpproxy_unforce_f(functions::unforce), [INT_OPT, VAR_OPT], R_ALL5;
+    "rtpproxy_engage" => rtpproxy_engage_f(dialog::engage),
+        [STR_OPT, STR_OPT, INT_OPT, VAR_OPT, VAR_OPT], R_ALL5;
+    "rtpproxy_start_recording" => rtpproxy_start_recording_f(media::start_recording),
+        [INT_OPT, VAR_OPT, STR_OPT, STR_OPT, INT_OPT], R_REQ | R_REPLY | R_BRANCH | R_FAIL;
+    "rtpproxy_offer" => rtpproxy_offer_f(functions::offer), OFFER_ANSWER, R_ALL5;
+    "rtpproxy_answer" => rtpproxy_answer_f(functions::answer), OFFER_ANSWER, R_ALL5;
+    "rtpproxy_stream2uac" => rtpproxy_stream2uac_f(media::stream2uac),
+        [STR, INT, INT_OPT, VAR_OPT], R_REQ | R_REPLY | R_LOCAL;
+    "rtpproxy_stream2uas" => rtpproxy_stream2uas_f(media::stream2uas),
+        [STR, INT, INT_OPT, VAR_OPT], R_REQ | R_REPLY | R_LOCAL;
+    "rtpproxy_stop_stream2uac" => rtpproxy_stop_stream2uac_f(media::stop_stream2uac),
+        [INT_OPT, VAR_OPT], R_REQ | R_REPLY | R_LOCAL;
+    "rtpproxy_stop_stream2uas" => rtpproxy_stop_stream2uas_f(media::stop_stream2uas),
+        [INT_OPT, VAR_OPT], R_REQ | R_REPLY | R_LOCAL;
+    "rtpproxy_stats" => rtpproxy_stats_f(media::stats),
+        [VAR, VAR, VAR, VAR, INT_OPT, VAR_OPT], R_ALL5;
+    "rtpproxy_all_stats" => rtpproxy_all_stats_f(media::all_stats),
+        [AVP_VAR, INT_OPT, VAR_OPT], R_ALL5;
+    "rtpproxy_stop_recording" => rtpproxy_stop_recording_f(media::stop_recording),
+        [INT_OPT, VAR_OPT, INT_OPT], R_REQ | R_REPLY | R_BRANCH | R_FAIL;
+    // The API export other modules look up (flags 0: never called from a script).
+    "load_rtpproxy" => load_rtpproxy_f(media::load_rtpproxy), [], 0;
+}
+
+/// `name: KIND => setter;` declares one modparam: its `param_export_t` row in
+/// [`PARAM_ROWS`] (always `USE_FUNC_PARAM`, so OpenSIPS never writes into our memory) and its
+/// setter, which validates the value at once (`entry::set_modparam`).
+macro_rules! modparams {
+    ($($name:literal: $ty:ident => $setter:ident;)*) => {
+        $(
+            #[doc = concat!("`USE_FUNC_PARAM` setter of `modparam(\"rtpproxy\", \"", $name, "\", …)`.")]
+            pub(crate) unsafe extern "C" fn $setter(ty: sys::modparam_t, val: *mut c_void) -> c_int {
+                // SAFETY: OpenSIPS calls this with the value layout `set_modparam` documents.
+                guard::call(concat!("modparam ", $name), -1, || unsafe {
+                    super::entry::set_modparam($name, ty, val)
+                })
+            }
+        )*
+        /// The modparams' rows, in declaration order (no terminator).
+        pub(crate) const PARAM_ROWS: [sys::param_export_t; [$($name),*].len()] = [$(
+            sys::param_export_ {
+                name: c_name!($name),
+                type_: sys::$ty | sys::USE_FUNC_PARAM,
+                param_pointer: $setter as *mut c_void,
+            }
+        ),*];
+    };
+}
+
+// The C module's 15, then ours.
+modparams! {
+    "nortpproxy_str": STR_PARAM => mp_nortpproxy_str;
+    "rtpproxy_sock": STR_PARAM => mp_rtpproxy_sock;
+    "rtpproxy_disable_tout": INT_PARAM => mp_rtpproxy_disable_tout;
+    "rtpproxy_retr": INT_PARAM => mp_rtpproxy_retr;
+    "rtpproxy_timeout": STR_PARAM => mp_rtpproxy_timeout;
+    "rtpproxy_autobridge": INT_PARAM => mp_rtpproxy_autobridge;
+    "default_set": INT_PARAM => mp_default_set;
+    "db_url": STR_PARAM => mp_db_url;
+    "db_table": STR_PARAM => mp_db_table;
+    "rtpp_socket_col": STR_PARAM => mp_rtpp_socket_col;
+    "set_id_col": STR_PARAM => mp_set_id_col;
+    "rtpp_notify_socket": STR_PARAM => mp_rtpp_notify_socket;
+    "generated_sdp_port_min": INT_PARAM => mp_generated_sdp_port_min;
+    "generated_sdp_port_max": INT_PARAM => mp_generated_sdp_port_max;
+    "generated_sdp_media_ip": STR_PARAM => mp_generated_sdp_media_ip;
+    "call_map_size": INT_PARAM => mp_call_map_size;
+}
