@@ -27,3 +27,8 @@ pub enum Error {
     #[error("{0}")]
     Other(String),
 }
+
+/// An [`Error::Other`] with this description (the one helper for ad-hoc host errors).
+pub(crate) fn other(msg: impl Into<String>) -> Error {
+    Error::Other(msg.into())
+}

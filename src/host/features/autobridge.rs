@@ -38,6 +38,7 @@ use std::net::IpAddr;
 use crate::core::config::SetId;
 use crate::core::offer::Direction;
 use crate::core::proto::caps::Capabilities;
+use crate::error::other as err;
 use crate::Error;
 
 use super::request::OfferRequest;
@@ -48,10 +49,6 @@ use crate::host::ffi::guard;
 use crate::host::ffi::sys::sip_msg;
 use crate::host::runtime::control;
 use crate::host::runtime::state::{ModuleState, SetView};
-
-fn err(msg: impl Into<String>) -> Error {
-    Error::Other(msg.into())
-}
 
 /// `cb_type_t` values (`msg_callbacks.h`).
 const REQ_PRE_FORWARD: c_int = 0;

@@ -63,18 +63,19 @@ use crate::core::config::{ModuleConfig, SetId, Transport};
 use crate::core::notify::{DialogId, DtmfEvent, Notification};
 use crate::core::offer::{truncate_script_param, Direction, Flags};
 use crate::core::proto::command::Command;
+use crate::error::other as err;
 use crate::io::listener::{self, ListenAddr, ListenerOptions, ListenerStats, NotifySink, Peer};
 use crate::Error;
 
 use super::dlg_node;
-use super::functions::{opt_int, run_offer_answer};
+use super::functions::run_offer_answer;
 use super::request::{OfferRequest, SdpSource};
 use crate::host::bind::dlg_api::{
     self, DlgCbParams, DlgCell, DlgValue, DLGCB_EXPIRED, DLGCB_FAILED, DLGCB_LOADED,
     DLGCB_PROCESS_VARS, DLGCB_REQ_WITHIN, DLGCB_RESPONSE_WITHIN, DLGCB_TERMINATED,
 };
 use crate::host::bind::msg::{self, Bodies, Msg, MsgKind};
-use crate::host::bind::params::Params;
+use crate::host::bind::params::{opt_int, opt_str, Params};
 use crate::host::bind::tm_api::{self, Cell, TmcbParams, TMCB_RESPONSE_FWDED};
 use crate::host::ffi::api::api;
 use crate::host::ffi::cstr::borrowed_str;
@@ -106,10 +107,6 @@ unsafe impl Send for Bavps {}
 unsafe impl Sync for Bavps {}
 
 static BAVPS: OnceLock<Option<Bavps>> = OnceLock::new();
-
-fn err(msg: impl Into<String>) -> Error {
-    Error::Other(msg.into())
-}
 
 /// Pre-fork set-up: binds the tm and dialog APIs and parses the branch AVP specs.
 pub(crate) fn mod_init(config: &ModuleConfig) -> Result<(), String> {
@@ -158,10 +155,8 @@ pub(crate) fn child_init(_rank: c_int) -> Result<(), String> {
 /// # Safety
 /// `p` must be NULL or the `str*` the host passed for that parameter.
 unsafe fn opt_str63(p: *mut c_void) -> Option<Vec<u8>> {
-    (!p.is_null()).then(|| {
-        // SAFETY: per the contract.
-        truncate_script_param(unsafe { crate::host::ffi::cstr::str_bytes(p.cast()) }).to_vec()
-    })
+    // SAFETY: per the contract.
+    unsafe { opt_str(p) }.map(|s| truncate_script_param(&s).to_vec())
 }
 
 /// `rtpproxy_engage([flags], [ip_address], [set_id], [sock_var], [ret_var])` (spec §5.1).

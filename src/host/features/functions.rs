@@ -1,7 +1,7 @@
 //! Bodies of the script functions: read the message and parameters, decide in `core`, talk to
 //! the relay through `control`, and return the script code.
 
-use std::ffi::{c_int, c_void};
+use std::ffi::c_void;
 
 use crate::core::offer::{
     truncate_script_param, Direction, Flags, NodeInfo, OfferAnswer, OfferAnswerInput,
@@ -10,29 +10,17 @@ use crate::core::offer::{
 use crate::core::proto::command::Command;
 use crate::core::sdp::SdpEdit;
 use crate::core::stats::{Event as StatEvent, Op};
+use crate::error::other as err;
 use crate::Error;
 
 use super::autobridge::{self, Plan};
 use super::request::{OfferRequest, OfferResult, SdpSource};
 use crate::core::control::{Failover, OpKind};
 use crate::host::bind::msg::{self, Bodies, Msg, MsgKind};
-use crate::host::bind::params::Params;
+use crate::host::bind::params::{opt_int, opt_str, Params};
 use crate::host::ffi::sys::sip_msg;
 use crate::host::runtime::control::{self, Target, Verdict};
 use crate::host::runtime::state::{self, ModuleState, NodeView};
-
-/// An optional `CMD_PARAM_INT` parameter.
-///
-/// # Safety
-/// `p` must be NULL or the `int*` the host passed for that parameter.
-pub(crate) unsafe fn opt_int(p: *mut c_void) -> Option<i32> {
-    // SAFETY: per the contract.
-    (!p.is_null()).then(|| unsafe { *p.cast::<c_int>() })
-}
-
-fn err(msg: impl Into<String>) -> Error {
-    Error::Other(msg.into())
-}
 
 /// The set of the call (`set_id` or `default_set`) and its node for `call_id`; `sock_var`
 /// gets the node's URL (spec §2.2, §10).
@@ -85,15 +73,6 @@ pub(crate) unsafe fn unforce(msg: *mut sip_msg, params: &Params) -> Result<i32, 
     tracing::debug!("unforce: the call's node is {}", node.spec.url);
     let _ = control::send_for_call(st, set, &call_id, None, &cmd);
     Ok(1)
-}
-
-/// A `CMD_PARAM_STR` parameter, copied; `None` when omitted.
-///
-/// # Safety
-/// `p` must be NULL or the `str*` the host passed for that parameter.
-unsafe fn opt_str(p: *mut c_void) -> Option<Vec<u8>> {
-    // SAFETY: per the contract.
-    (!p.is_null()).then(|| unsafe { crate::host::ffi::cstr::str_bytes(p.cast()) }.to_vec())
 }
 
 /// The last message whose SDP this process rewrote (pid, message id, buffer address), so that

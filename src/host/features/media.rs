@@ -19,20 +19,17 @@ use crate::core::media::{
 use crate::core::proto::caps::Capabilities;
 use crate::core::proto::command::Command;
 use crate::core::proto::reply::Reply;
+use crate::error::other as err;
 use crate::Error;
 
-use super::functions::{opt_int, pick_node};
+use super::functions::pick_node;
 use crate::host::bind::avp;
 use crate::host::bind::msg::{self, Bodies, Msg, MsgKind};
-use crate::host::bind::params::Params;
+use crate::host::bind::params::{opt_int, opt_str, Params};
 use crate::host::ffi::sys::{host_str, sip_msg};
 use crate::host::ffi::{cstr, guard};
 use crate::host::runtime::control;
 use crate::host::runtime::state::{self, ModuleState, NodeView};
-
-fn err(msg: impl Into<String>) -> Error {
-    Error::Other(msg.into())
-}
 
 fn state() -> Result<&'static ModuleState, Error> {
     state::get().ok_or_else(|| err("module not initialized"))
@@ -375,13 +372,8 @@ pub(crate) unsafe fn start_recording(msg: *mut sip_msg, params: &Params) -> Resu
     let m = message(msg)?;
     let st = state()?;
     // SAFETY: optional `str*` / `int*` parameters of this call (or NULL).
-    let (flags, destination, mediastream) = unsafe {
-        (
-            opt_bytes(flags),
-            opt_bytes(destination),
-            opt_int(mediastream),
-        )
-    };
+    let (flags, destination, mediastream) =
+        unsafe { (opt_str(flags), opt_str(destination), opt_int(mediastream)) };
     let ids = call_ids(m)?;
     let tags = cm::message_tags(
         ids.is_reply,
@@ -436,15 +428,6 @@ pub(crate) unsafe fn stop_recording(msg: *mut sip_msg, params: &Params) -> Resul
         .map(|&s| send_stop_copy(st, node, &ids.call_id, &tags, s))
         .collect();
     some_succeeded(&results)
-}
-
-/// An optional `str*` parameter, copied.
-///
-/// # Safety
-/// `p` must be NULL or the `str*` the host passed for that parameter.
-unsafe fn opt_bytes(p: *mut c_void) -> Option<Vec<u8>> {
-    // SAFETY: per the contract.
-    (!p.is_null()).then(|| unsafe { cstr::str_bytes(p.cast::<host_str>()) }.to_vec())
 }
 
 // ---- statistics -----------------------------------------------------------------------------

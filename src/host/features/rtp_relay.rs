@@ -18,6 +18,8 @@ use crate::core::media::{
 use crate::core::offer::Direction;
 use crate::core::proto::command::Command;
 use crate::core::proto::reply::Reply;
+use crate::error::other as err;
+use crate::host::ffi::cstr::opt_str;
 use crate::Error;
 
 use super::functions::run_offer_answer;
@@ -209,19 +211,6 @@ fn alloc_port(st: &ModuleState) -> u16 {
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, step)
         .unwrap_or(u32::from(min));
     cm::next_generated_port(prev as u16, min, max)
-}
-
-fn err(msg: impl Into<String>) -> Error {
-    Error::Other(msg.into())
-}
-
-/// A `str*` argument, copied; NULL gives `None` (an empty string is kept).
-///
-/// # Safety
-/// `s` must be NULL or a valid `str*` for the call.
-unsafe fn opt_str(s: *const host_str) -> Option<Vec<u8>> {
-    // SAFETY: per the contract.
-    (!s.is_null()).then(|| unsafe { cstr::str_bytes(s) }.to_vec())
 }
 
 /// Call-ID, tags and flags of one callback (the C module's `rtpproxy_fill_call_args`).

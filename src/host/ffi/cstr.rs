@@ -24,6 +24,15 @@ pub(crate) unsafe fn str_bytes<'a>(s: *const host_str) -> &'a [u8] {
     unsafe { ptr_len_bytes(v.s, v.len) }
 }
 
+/// A host `str`, copied; NULL gives `None` (an empty string is kept).
+///
+/// # Safety
+/// As [`str_bytes`].
+pub(crate) unsafe fn opt_str(s: *const host_str) -> Option<Vec<u8>> {
+    // SAFETY: per the contract.
+    (!s.is_null()).then(|| unsafe { str_bytes(s) }.to_vec())
+}
+
 /// Borrows `len` bytes at `p`; NULL or `len <= 0` gives an empty slice.
 ///
 /// # Safety
