@@ -23,9 +23,32 @@ pub enum Error {
     /// A feature that belongs to a later milestone.
     #[error("{0} is not implemented yet")]
     NotImplemented(&'static str),
+    /// A host-side condition (no module state, a message without what the function needs).
+    #[error(transparent)]
+    Host(#[from] HostError),
     /// Anything else, already described.
     #[error("{0}")]
     Other(String),
+}
+
+/// Host-side failures common to several script functions (the text is the log line).
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// A function ran before `mod_init` installed the module state.
+    #[error("module not initialized")]
+    NotInitialized,
+    /// The SIP message has no Call-ID header.
+    #[error("no Call-ID in the message")]
+    NoCallId,
+    /// The SIP message has no From-tag.
+    #[error("no From-tag in the message")]
+    NoFromTag,
+    /// The SIP message has no body at all.
+    #[error("the message has no body")]
+    NoBody,
+    /// The host's per-process allocator refused.
+    #[error("out of pkg memory")]
+    OutOfPkgMemory,
 }
 
 /// An [`Error::Other`] with this description (the one helper for ad-hoc host errors).

@@ -39,6 +39,7 @@ use crate::core::config::SetId;
 use crate::core::offer::Direction;
 use crate::core::proto::caps::Capabilities;
 use crate::error::other as err;
+use crate::error::HostError;
 use crate::Error;
 
 use super::request::OfferRequest;
@@ -112,7 +113,7 @@ pub(crate) fn plan(
     if !body_mode {
         // As in C, a message without SDP selects no node (and leaves `sock_var` alone).
         match m.sdp_parts() {
-            Bodies::NoBody => return Err(err("the message has no body")),
+            Bodies::NoBody => return Err(Error::from(HostError::NoBody)),
             Bodies::NoSdp => return Ok(Plan::NoSdp),
             Bodies::Sdp(_) => {}
         }

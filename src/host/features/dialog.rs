@@ -64,6 +64,7 @@ use crate::core::notify::{DialogId, DtmfEvent, Notification};
 use crate::core::offer::{truncate_script_param, Direction, Flags};
 use crate::core::proto::command::Command;
 use crate::error::other as err;
+use crate::error::HostError;
 use crate::io::listener::{self, ListenAddr, ListenerOptions, ListenerStats, NotifySink, Peer};
 use crate::Error;
 
@@ -165,7 +166,7 @@ unsafe fn opt_str63(p: *mut c_void) -> Option<Vec<u8>> {
 /// `msg` and `params` are those of the script-function call.
 pub(crate) unsafe fn engage(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
     let [flags_p, ip_p, set_p, sock_var, ret_var, ..] = *params;
-    let st = state::get().ok_or_else(|| err("module not initialized"))?;
+    let st = state::get().ok_or_else(|| Error::from(HostError::NotInitialized))?;
     let d = dlg_api::binds()
         .ok_or_else(|| err("rtpproxy_engage needs the dialog module, which is not loaded"))?;
     let tm = tm_api::binds().ok_or_else(|| err("rtpproxy_engage needs the tm module"))?;
@@ -432,7 +433,7 @@ fn branch_params(
 /// One message of an engaged dialog (spec §5.2): replies to the INVITE, sequential requests
 /// and their replies.
 fn on_message(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg, m: Msg) -> Result<(), Error> {
-    let st = state::get().ok_or_else(|| err("module not initialized"))?;
+    let st = state::get().ok_or_else(|| Error::from(HostError::NotInitialized))?;
     let late = d.fetch(dlg, VAL_LATE).is_some();
     let has_sdp = matches!(m.sdp_parts(), Bodies::Sdp(_));
     let method = m
@@ -549,7 +550,7 @@ unsafe extern "C" fn engage_close_cb(dlg: *mut DlgCell, _ty: c_int, _p: *mut Dlg
 }
 
 fn teardown(dlg: dlg_api::Dlg) -> Result<(), Error> {
-    let st = state::get().ok_or_else(|| err("module not initialized"))?;
+    let st = state::get().ok_or_else(|| Error::from(HostError::NotInitialized))?;
     let d = dlg_api::binds().ok_or_else(|| err("no dialog module"))?;
     let set_id = dialog_set(d, dlg).unwrap_or(st.config.default_set);
     let set = control::find_set(st, Some(set_id))

@@ -11,6 +11,7 @@ use crate::core::proto::command::Command;
 use crate::core::sdp::SdpEdit;
 use crate::core::stats::{Event as StatEvent, Op};
 use crate::error::other as err;
+use crate::error::HostError;
 use crate::Error;
 
 use super::autobridge::{self, Plan};
@@ -56,11 +57,11 @@ pub(crate) unsafe fn unforce(msg: *mut sip_msg, params: &Params) -> Result<i32, 
     let Some(m) = (unsafe { Msg::from_ptr(msg) }) else {
         return Ok(1); // no message, or a faked reply: nothing to delete (as the C module)
     };
-    let st = state::get().ok_or_else(|| err("module not initialized"))?;
+    let st = state::get().ok_or_else(|| Error::from(HostError::NotInitialized))?;
     let call_id = m
         .call_id()
-        .ok_or_else(|| err("no Call-ID in the message"))?;
-    let from_tag = m.ftag().ok_or_else(|| err("no From-tag in the message"))?;
+        .ok_or_else(|| Error::from(HostError::NoCallId))?;
+    let from_tag = m.ftag().ok_or_else(|| Error::from(HostError::NoFromTag))?;
     let to_tag = m.ttag();
     let cmd = Command::delete(&call_id, &from_tag, to_tag.as_deref())?;
     // SAFETY: `set` and `sock_var` are this call's parameters (or NULL).
@@ -152,7 +153,7 @@ fn run_offer_answer_noting(
     source: SdpSource,
     last_node: &mut Option<String>,
 ) -> Result<OfferResult, Error> {
-    let st = state::get().ok_or_else(|| err("module not initialized"))?;
+    let st = state::get().ok_or_else(|| Error::from(HostError::NotInitialized))?;
     let r = offer_answer_body(st, msg, req, source, last_node);
     if last_node.is_some() || r.is_err() {
         let op = match req.direction {
@@ -194,8 +195,8 @@ fn offer_answer_body(
         (Some(ids), _) => ids.clone(),
         (None, Some(m)) => (
             m.call_id()
-                .ok_or_else(|| err("no Call-ID in the message"))?,
-            m.ftag().ok_or_else(|| err("no From-tag in the message"))?,
+                .ok_or_else(|| Error::from(HostError::NoCallId))?,
+            m.ftag().ok_or_else(|| Error::from(HostError::NoFromTag))?,
             m.ttag().unwrap_or_default(),
         ),
         (None, None) => return Err(err("no SIP message to take the Call-ID and tags from")),
@@ -326,7 +327,7 @@ fn offer_answer_body(
         SdpSource::Message => {
             let m = msg.ok_or_else(|| err("no SIP message to rewrite"))?;
             let parts = match m.sdp_parts() {
-                Bodies::NoBody => return Err(err("the message has no body")),
+                Bodies::NoBody => return Err(Error::from(HostError::NoBody)),
                 Bodies::NoSdp => {
                     return Ok(OfferResult {
                         ret_var: None,

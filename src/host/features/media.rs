@@ -20,6 +20,7 @@ use crate::core::proto::caps::Capabilities;
 use crate::core::proto::command::Command;
 use crate::core::proto::reply::Reply;
 use crate::error::other as err;
+use crate::error::HostError;
 use crate::Error;
 
 use super::functions::pick_node;
@@ -32,7 +33,7 @@ use crate::host::runtime::control;
 use crate::host::runtime::state::{self, ModuleState, NodeView};
 
 fn state() -> Result<&'static ModuleState, Error> {
-    state::get().ok_or_else(|| err("module not initialized"))
+    state::get().ok_or_else(|| Error::from(HostError::NotInitialized))
 }
 
 // ---- message and node helpers ---------------------------------------------------------------

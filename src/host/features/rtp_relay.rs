@@ -19,6 +19,7 @@ use crate::core::offer::Direction;
 use crate::core::proto::command::Command;
 use crate::core::proto::reply::Reply;
 use crate::error::other as err;
+use crate::error::HostError;
 use crate::host::ffi::cstr::opt_str;
 use crate::Error;
 
@@ -278,7 +279,7 @@ unsafe fn call_args(
 }
 
 fn state() -> Result<&'static ModuleState, Error> {
-    state::get().ok_or_else(|| err("module not initialized"))
+    state::get().ok_or_else(|| Error::from(HostError::NotInitialized))
 }
 
 fn set_or_default(st: &ModuleState, id: c_int) -> Result<&'static SetView, Error> {
@@ -429,7 +430,7 @@ unsafe fn offer_answer(
         };
         let out = run_offer_answer(m, &req, SdpSource::Body(body))?;
         let new_body = out.body.as_deref().unwrap_or_default();
-        let p = mem::pkg_copy(new_body).ok_or_else(|| err("out of pkg memory"))?;
+        let p = mem::pkg_copy(new_body).ok_or_else(|| Error::from(HostError::OutOfPkgMemory))?;
         // SAFETY: `body_out` is rtp_relay's writable `str`; it takes ownership of the pkg copy.
         unsafe {
             *body_out = host_str {
@@ -725,7 +726,7 @@ unsafe fn copy_offer(
             };
         }
     }
-    let p = mem::pkg_copy(&body).ok_or_else(|| err("out of pkg memory"))?;
+    let p = mem::pkg_copy(&body).ok_or_else(|| Error::from(HostError::OutOfPkgMemory))?;
     // SAFETY: rtp_relay's writable `str`; it takes ownership of the pkg copy.
     unsafe {
         *ret_body = host_str {
