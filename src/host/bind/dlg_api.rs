@@ -187,13 +187,6 @@ impl Dlg {
         }
     }
 
-    /// `h_entry` and `h_id` (the tests check the offsets through it).
-    #[cfg(test)]
-    pub(crate) fn ids(self) -> (u32, u32) {
-        // SAFETY: both are unsigned ints at 28 and 24.
-        unsafe { (self.field(off::H_ENTRY), self.field(off::H_ID)) }
-    }
-
     /// The Call-ID.
     pub(crate) fn call_id(self) -> Vec<u8> {
         // SAFETY: `callid` is a `str` at 160 pointing into the cell's shm, live for the call.
@@ -407,7 +400,9 @@ mod tests {
         cell[off::LEGS_NO] = 3;
         // SAFETY: the fake cell and its legs outlive the accessors below.
         let d = unsafe { Dlg::from_ptr(cell.as_mut_ptr().cast()) }.unwrap();
-        assert_eq!(d.ids(), (0x1a2, 7));
+        // SAFETY: `h_entry` and `h_id` are unsigned ints of the fake cell.
+        let ids: (u32, u32) = unsafe { (d.field(off::H_ENTRY), d.field(off::H_ID)) };
+        assert_eq!(ids, (0x1a2, 7));
         assert_eq!(d.call_id(), callid);
         assert_eq!(d.caller_tag(), Some(ft));
         assert_eq!(
