@@ -33,7 +33,7 @@
 use std::fmt;
 
 use crate::core::proto::command::{check_word, Command, CommandBuilder, WordKind};
-use crate::core::proto::reply::Reply;
+use crate::core::proto::reply::{self, Reply};
 use crate::core::proto::ProtoError;
 use crate::core::sdp::{self, Media, Protocol, Sdp, SdpError};
 
@@ -537,7 +537,7 @@ fn signed(tok: &str) -> Option<i64> {
 pub fn parse_stats(body: Option<&[u8]>) -> Result<CallStats, MediaError> {
     let op = Operation::Query;
     let text = read_reply(op, body)?;
-    let toks: Vec<&str> = text.split(' ').filter(|t| !t.is_empty()).collect();
+    let toks: Vec<&str> = reply::tokens(&text).collect();
     if toks.len() < 5 {
         return Err(malformed(op, &text, "fewer than 5 values"));
     }
@@ -560,8 +560,7 @@ pub fn parse_stats(body: Option<&[u8]>) -> Result<CallStats, MediaError> {
 pub fn parse_counters(body: Option<&[u8]>, expected: usize) -> Result<Vec<i64>, MediaError> {
     let op = Operation::Query;
     let text = read_reply(op, body)?;
-    let values = text
-        .split_ascii_whitespace()
+    let values = reply::tokens(&text)
         .map(|t| signed(t).ok_or_else(|| malformed(op, &text, "bad counter value")))
         .collect::<Result<Vec<_>, _>>()?;
     if values.len() != expected {

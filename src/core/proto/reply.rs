@@ -104,6 +104,12 @@ fn split_on_ampamp(b: &[u8]) -> Vec<&[u8]> {
     out
 }
 
+/// The tokens of a reply's text: the one tokeniser for every reply (space-separated values;
+/// runs of whitespace count as one separator).
+pub fn tokens(text: &str) -> impl Iterator<Item = &str> {
+    text.split_ascii_whitespace()
+}
+
 impl Reply {
     /// Parses a reply body.
     ///
@@ -152,7 +158,7 @@ impl Reply {
 
     /// The whitespace-separated tokens of a non-error reply (none for an error reply).
     pub fn tokens(&self) -> impl Iterator<Item = &str> {
-        self.text().unwrap_or("").split_ascii_whitespace()
+        tokens(self.text().unwrap_or(""))
     }
 
     /// The first token as a signed decimal number (replies of `D`, `Q`, `VF`…).
@@ -299,6 +305,16 @@ mod tests {
 
     fn p(s: &str) -> Result<Reply, ProtoError> {
         Reply::parse(s.as_bytes())
+    }
+
+    #[test]
+    fn one_tokeniser_for_replies_and_media_parsers() {
+        assert_eq!(tokens(" 5  0 12 ").collect::<Vec<_>>(), ["5", "0", "12"]);
+        assert_eq!(
+            p("5 0 12\n").unwrap().tokens().collect::<Vec<_>>(),
+            ["5", "0", "12"]
+        );
+        assert_eq!(p("E8\n").unwrap().tokens().count(), 0);
     }
 
     #[test]
