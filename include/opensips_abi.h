@@ -1,9 +1,11 @@
 /*
- * Our own declarations of the subset of the OpenSIPS 3.6 module ABI that this module uses.
+ * Our own declarations of the subset of the OpenSIPS 3.6/4.0 module ABI that this module uses.
  *
  * Written from the measured facts in shared/spec/opensips-abi-3.6.md (x86_64, default build
- * flags: DBG_MALLOC, FAST_LOCK-ADAPTIVE_WAIT, SHM_MMAP, STATISTICS). Every size and offset that
- * matters is pinned by tests/abi_layout.rs; bindgen's own layout tests check the rest.
+ * flags: DBG_MALLOC, FAST_LOCK-ADAPTIVE_WAIT, SHM_MMAP, STATISTICS). The few declarations that
+ * differ between releases take their dimensions from the host profile, passed in by build.rs
+ * as PROBED_* macros (from tests/abi_probe/results/); the layout tests in src/host/sys.rs
+ * compare every declared size with the profile's measured one.
  *
  * Each block names the OpenSIPS header whose layout it mirrors. Opaque host types are declared
  * as incomplete structs: we only ever hold pointers to them.
@@ -105,7 +107,7 @@ typedef struct param_export_ {
 } param_export_t;
 
 /* ---- mi/mi.h ----------------------------------------------------------------------------- */
-#define MAX_MI_PARAMS 10
+#define MAX_MI_PARAMS PROBED_MAX_MI_PARAMS /* 10 in 3.6, 20 in 4.0 */
 #define MAX_MI_RECIPES 48
 #define MI_ASYNC_RPL_FLAG (1 << 0)
 #define MI_NAMED_PARAMS_ONLY (1 << 1)
@@ -137,6 +139,9 @@ typedef struct mi_export_ {
 	unsigned int flags;
 	mi_child_init_f *init_f;
 	mi_recipe_t recipes[MAX_MI_RECIPES];
+#if PROBED_MAX_MI_ALIASES > 0 /* 4.0: other names of the command */
+	const char *aliases[PROBED_MAX_MI_ALIASES];
+#endif
 } mi_export_t;
 
 /* ---- sr_module.h: extra processes --------------------------------------------------------- */
@@ -232,7 +237,7 @@ typedef struct pv_spec {
 	int type;
 	void *getf;
 	void *setf;
-	unsigned char pvp[72];
+	unsigned char pvp[PROBED_SIZEOF_PV_SPEC_T - 40]; /* pv_param_t: 64 bytes before 3.6.7, 72 since */
 	void *pvc;
 	void *trans;
 } pv_spec_t;

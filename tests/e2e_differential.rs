@@ -151,6 +151,13 @@ fn cases() -> Vec<Case> {
             ..case(name, uac, uas, offer, answer)
         });
     }
+    if !e2e::HOST_RELEASE.starts_with("3.") {
+        // 4.0's 7th parameter, bind_local (passed in X-Ip as `bind:<value>`, see `routes`).
+        v.push(Case {
+            ip: "bind:127.0.0.1",
+            ..case("bind_local", "uac_basic", "uas_basic", "", "")
+        });
+    }
     v
 }
 
@@ -421,6 +428,15 @@ fn media_route(name: &str, function: &str) -> String {
     let mip = format!(
         "{function}(\"$var(flags)\", \"$var(ip)\", , $var(sock), $var(ret)); $var(rc) = $rc;"
     );
+    // 4.0 only: bind_local, the 7th parameter.
+    let mbl = if e2e::HOST_RELEASE.starts_with("3.") {
+        String::new()
+    } else {
+        format!(
+            "}} else if ($var(bl) != \"\") {{\n        {function}(\"$var(flags)\", , , $var(sock), \
+             $var(ret), , $var(bl)); $var(rc) = $rc;"
+        )
+    };
     format!(
         r#"route[{name}] {{
     $var(sock) = "none"; $var(ret) = "none"; $var(rc) = "none";
@@ -428,6 +444,7 @@ fn media_route(name: &str, function: &str) -> String {
         $var(body) = $rb;
         if ($var(set) == 1) {{ {b1} }} else {{ {b0} }}
         append_hf("X-Body-Var: $(var(body){{s.encode.hexa}})\r\n");
+    {mbl}
     }} else if ($var(ip) != "") {{
         {mip}
     }} else {{
@@ -459,6 +476,11 @@ fn routes() -> String {
     if ($hdr(X-Mode) == "bodyvar") $var(mode) = "bodyvar";
     $var(ip) = "";
     if (is_present_hf("X-Ip") && $hdr(X-Ip) != "-") $var(ip) = $hdr(X-Ip);
+    $var(bl) = "";
+    if ($(var(ip){{s.substr,0,5}}) == "bind:") {{
+        $var(bl) = $(var(ip){{s.substr,5,0}});
+        $var(ip) = "";
+    }}
     $var(flags) = "";
     if (is_present_hf("{flags}") && $hdr({flags}) != "-") $var(flags) = $hdr({flags});"#
         )

@@ -416,6 +416,9 @@ pub struct OfferAnswerInput<'a> {
     pub notify_socket: Option<&'a NotifySocket>,
     /// Autobridge address for `R<addr>` in the re-packetization options (IPv6 in brackets).
     pub bridge_address: Option<&'a str>,
+    /// OpenSIPS 4.0's `bind_local` parameter: `l<value>` after the stream's modifiers (an
+    /// address or an RTPProxy `{label}`); empty counts as absent.
+    pub bind_local: Option<&'a [u8]>,
 }
 
 impl<'a> OfferAnswerInput<'a> {
@@ -442,6 +445,7 @@ impl<'a> OfferAnswerInput<'a> {
             marker: b"a=nortpproxy:yes",
             notify_socket: None,
             bridge_address: None,
+            bind_local: None,
         }
     }
 }
@@ -628,6 +632,7 @@ pub struct OfferAnswer<'a> {
     dtmf: bool,
     dialog_id: Option<Vec<u8>>,
     rep_opts: Vec<u8>,
+    bind_local: Option<&'a [u8]>,
     streams: Vec<PlannedStream>,
     next: usize,
     pending: Option<Pending>,
@@ -747,6 +752,10 @@ impl<'a> OfferAnswer<'a> {
             rep_opts.push(b'R');
             rep_opts.extend_from_slice(r.as_bytes());
         }
+        let bind_local = input.bind_local.filter(|b| !b.is_empty());
+        if let Some(b) = bind_local {
+            check_text("bind_local", b)?;
+        }
 
         // §4.5 streams and announced addresses
         let body = input.body;
@@ -803,6 +812,7 @@ impl<'a> OfferAnswer<'a> {
             dtmf,
             dialog_id: None,
             rep_opts,
+            bind_local,
             streams,
             next: 0,
             pending: None,
@@ -893,6 +903,10 @@ impl<'a> OfferAnswer<'a> {
         head.extend_from_slice(&self.flags.modifiers);
         if stream.family == Family::Ipv6 {
             head.push(b'6');
+        }
+        if let Some(b) = self.bind_local {
+            head.push(b'l');
+            head.extend_from_slice(b);
         }
         if !self.rep_opts.is_empty() {
             if caps.contains(Capabilities::REPACK) {
@@ -1479,6 +1493,31 @@ mod tests {
             b"UIE a84b4c76e66710@pc33 192.0.2.10 49170 1928301774;1"
         );
         assert!(oa.warnings().contains(&Warning::RepackUnsupported));
+    }
+
+    #[test]
+    fn bind_local_follows_the_stream_modifiers() {
+        let flags = Flags::parse(b"ie").unwrap();
+        let mut input = OfferAnswerInput::new(BODY, &flags, CID, FT, b"", req(), Direction::Offer);
+        input.bind_local = Some(b"10.0.0.7");
+        let mut oa = OfferAnswer::new(input).unwrap();
+        let c = oa.build_command(node(all_caps())).unwrap();
+        assert_eq!(
+            c.as_bytes(),
+            b"UIEl10.0.0.7c0,8,101 a84b4c76e66710@pc33 192.0.2.10 49170 1928301774;1"
+        );
+        input.bind_local = Some(b"");
+        let mut oa = OfferAnswer::new(input).unwrap();
+        let c = oa.build_command(node(all_caps())).unwrap();
+        assert_eq!(
+            c.as_bytes(),
+            b"UIEc0,8,101 a84b4c76e66710@pc33 192.0.2.10 49170 1928301774;1"
+        );
+        input.bind_local = Some(b"10.0.0.7 x");
+        assert!(matches!(
+            OfferAnswer::new(input),
+            Err(OfferError::BadAddress { what: "bind_local" })
+        ));
     }
 
     #[test]

@@ -239,13 +239,14 @@ unsafe extern "C" fn on_destroy(
     });
 }
 
-/// `struct proxy_l` (64 bytes, 3.6.8): `addr_idx` u16 at 22, `host` (`struct hostent`) at 24,
-/// so `h_addrtype` int at 40, `h_length` int at 44, `h_addr_list` at 48.
+/// `struct proxy_l`: `addr_idx` u16, then `host` (`struct hostent`) with `h_addrtype` int,
+/// `h_length` int and `h_addr_list` (host profile; 22/40/44/48 in every verified release).
 mod proxy_off {
-    pub(super) const ADDR_IDX: usize = 22;
-    pub(super) const H_ADDRTYPE: usize = 40;
-    pub(super) const H_LENGTH: usize = 44;
-    pub(super) const H_ADDR_LIST: usize = 48;
+    use crate::host::sys::probed as p;
+    pub(super) const ADDR_IDX: usize = p::PROXY_L_ADDR_IDX;
+    pub(super) const H_ADDRTYPE: usize = p::PROXY_L_H_ADDRTYPE;
+    pub(super) const H_LENGTH: usize = p::PROXY_L_H_LENGTH;
+    pub(super) const H_ADDR_LIST: usize = p::PROXY_L_H_ADDR_LIST;
 }
 
 /// The address the core forwards to (`hostent2ip_addr(&p->host, p->addr_idx)`).
@@ -257,7 +258,7 @@ unsafe fn next_hop(p: *mut c_void) -> Option<IpAddr> {
         return None;
     }
     let p = p.cast::<u8>();
-    // SAFETY: per the contract, fields at the 3.6.8 offsets of `struct proxy_l`; the address
+    // SAFETY: per the contract, fields at the profile's offsets of `struct proxy_l`; the address
     // list is NULL-terminated and is walked only up to `addr_idx`.
     unsafe {
         let idx = usize::from(p.add(proxy_off::ADDR_IDX).cast::<u16>().read_unaligned());
@@ -290,8 +291,9 @@ unsafe fn next_hop(p: *mut c_void) -> Option<IpAddr> {
     }
 }
 
-/// `struct cell`: `uas.request` (`struct sip_msg*`, shm clone of the request) at 240.
-const CELL_UAS_REQUEST: usize = 240;
+/// `struct cell`: `uas.request` (`struct sip_msg*`, shm clone of the request); at 240 in
+/// every verified release, although `struct cell` shrank from 6920 to 1096 bytes in 4.0.
+const CELL_UAS_REQUEST: usize = crate::host::sys::probed::CELL_UAS_REQUEST;
 /// `T_UNDEFINED`.
 const T_UNDEFINED: isize = -1;
 
@@ -316,7 +318,7 @@ fn transaction_source() -> Option<IpAddr> {
         return None;
     }
     // SAFETY: a live `struct cell`, referenced by the core while this reply is handled;
-    // `uas.request` is a `struct sip_msg*` at offset 240 (NULL for local transactions).
+    // `uas.request` is a `struct sip_msg*` at the profile's offset (NULL for local transactions).
     let req = unsafe {
         t.cast::<u8>()
             .add(CELL_UAS_REQUEST)

@@ -73,8 +73,8 @@ const VAL_LATE: &[u8] = b"late_negotiation";
 
 /// Branch AVPs holding the parameters of an engage made in a branch route (spec §5.1).
 const BAVP_NAMES: [&[u8]; 3] = [b"$bavp(5589965)", b"$bavp(5589966)", b"$bavp(5589967)"];
-/// `pv_type` of `$bavp` (tm's extra PV: 903 + PVT_EXTRA).
-const PVT_BAVP: c_int = 903 + 117;
+/// `pv_type` of `$bavp` (tm's extra PV: 903 + PVT_EXTRA; PVT_EXTRA is 117 in 3.6, 118 in 4.0).
+const PVT_BAVP: c_int = 903 + sys::probed::PVT_EXTRA as c_int;
 
 /// Reason recorded when a relay reports a media timeout (spec §8.3).
 const TIMEOUT_REASON: &[u8] = b"RTPProxy Timeout";
@@ -629,9 +629,10 @@ fn raise_dtmf(st: &ModuleState, ev: &DtmfEvent) {
     }
 }
 
-/// `sizeof(struct process_table)` and the offset of `ipc_pipe` in it (3.6.8, x86_64).
-const PT_ENTRY_SIZE: usize = 4704;
-const PT_IPC_PIPE: usize = 148;
+/// `sizeof(struct process_table)` and the offsets of `pid` and `ipc_pipe` in it (host profile).
+const PT_ENTRY_SIZE: usize = sys::probed::SIZEOF_PROCESS_TABLE;
+const PT_PID: usize = sys::probed::PROCESS_TABLE_PID;
+const PT_IPC_PIPE: usize = sys::probed::PROCESS_TABLE_IPC_PIPE;
 
 /// This process's IPC read descriptor (`IPC_FD_READ_SELF`), found through the process table
 /// and checked: the entry's pid must be ours and the descriptor a pipe.
@@ -648,7 +649,7 @@ fn ipc_read_fd() -> Result<c_int, String> {
         }
         let entry = table.add(no as usize * PT_ENTRY_SIZE);
         (
-            entry.cast::<c_int>().read_unaligned(),
+            entry.add(PT_PID).cast::<c_int>().read_unaligned(),
             entry.add(PT_IPC_PIPE).cast::<c_int>().read_unaligned(),
         )
     };

@@ -13,7 +13,7 @@ use super::avp::IntStr;
 use super::cstr::{self, borrowed_str};
 use super::sys::{host_str, sip_msg};
 
-/// `struct dlg_cell` (opaque; fields read at the measured 3.6.8 offsets).
+/// `struct dlg_cell` (opaque; fields read at the host profile's offsets).
 #[repr(C)]
 pub(crate) struct DlgCell {
     _opaque: [u8; 0],
@@ -75,17 +75,19 @@ pub(crate) const DLG_VAL_TYPE_NONE: c_int = 0;
 pub(crate) const DLG_VAL_TYPE_STR: c_int = 1;
 pub(crate) const DLG_VAL_TYPE_INT: c_int = 2;
 
-/// Offsets in `struct dlg_cell` and `struct dlg_leg` (3.6.8, x86_64; ABI spec §4.11).
+/// Offsets in `struct dlg_cell` and `struct dlg_leg` (host profile; the same in every verified
+/// release, ABI spec §4.11).
 mod off {
+    use crate::host::sys::probed as p;
     #[cfg(test)]
-    pub(super) const H_ID: usize = 24;
+    pub(super) const H_ID: usize = p::DLG_CELL_H_ID;
     #[cfg(test)]
-    pub(super) const H_ENTRY: usize = 28;
-    pub(super) const CALLID: usize = 160;
-    pub(super) const LEGS: usize = 208;
-    pub(super) const LEGS_NO: usize = 216;
-    pub(super) const LEG_SIZE: usize = 1272;
-    pub(super) const LEG_TAG: usize = 8;
+    pub(super) const H_ENTRY: usize = p::DLG_CELL_H_ENTRY;
+    pub(super) const CALLID: usize = p::DLG_CELL_CALLID;
+    pub(super) const LEGS: usize = p::DLG_CELL_LEGS;
+    pub(super) const LEGS_NO: usize = p::DLG_CELL_LEGS_NO;
+    pub(super) const LEG_SIZE: usize = p::SIZEOF_DLG_LEG;
+    pub(super) const LEG_TAG: usize = p::DLG_LEG_TAG;
 }
 /// `legs_no[]` indexes.
 const DLG_LEGS_USED: usize = 0;
@@ -154,7 +156,7 @@ impl Dlg {
     }
 
     /// # Safety
-    /// `offset` must be the offset of a field of type `T` in the 3.6.8 `dlg_cell`.
+    /// `offset` must be the offset of a field of type `T` in the host's `dlg_cell`.
     unsafe fn field<T: Copy>(self, offset: usize) -> T {
         // SAFETY: per the contract; the cell is live for the call.
         unsafe {
@@ -322,7 +324,18 @@ mod tests {
     use std::mem::{offset_of, size_of};
 
     #[test]
-    fn layouts_match_3_6_8() {
+    fn layouts_match_the_host_profile() {
+        use crate::host::sys::probed;
+        assert_eq!(size_of::<DlgBinds>(), probed::SIZEOF_DLG_BINDS);
+        assert_eq!(
+            offset_of!(DlgBinds, get_dlg_did),
+            probed::DLG_BINDS_GET_DLG_DID
+        );
+        assert_eq!(
+            offset_of!(DlgBinds, terminate_dlg),
+            probed::DLG_BINDS_TERMINATE_DLG
+        );
+        assert_eq!(size_of::<DlgCbParams>(), probed::SIZEOF_DLG_CB_PARAMS);
         assert_eq!(size_of::<DlgBinds>(), 272);
         assert_eq!(offset_of!(DlgBinds, register_dlgcb), 0);
         assert_eq!(offset_of!(DlgBinds, create_dlg), 8);

@@ -458,6 +458,32 @@ pub(crate) unsafe extern "C" fn notify_process(no: c_int) {
     })
 }
 
+/// Whether this process is the notification process. Set in the main process just before that
+/// process is forked and cleared right after, so only the forked process keeps it, from its
+/// first instruction on (before any module's `child_init` runs in it).
+static IS_NOTIFY_PROCESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `pre_fork_function` of the notification process (main process, before the fork).
+pub(crate) unsafe extern "C" fn notify_pre_fork() -> c_int {
+    IS_NOTIFY_PROCESS.store(true, std::sync::atomic::Ordering::Relaxed);
+    0
+}
+
+/// `post_fork_function` of the notification process (main process, after the fork).
+pub(crate) unsafe extern "C" fn notify_post_fork() -> c_int {
+    IS_NOTIFY_PROCESS.store(false, std::sync::atomic::Ordering::Relaxed);
+    0
+}
+
+/// 4.0's `int rtpproxy_is_nproc(enum inp_op op)` API: 1 in the notification process, else 0.
+/// The rtp.io module asks it in every process's `child_init` to decide whether to keep its
+/// notification client socket. `NPROC_SET` (1), which the C module uses on itself, changes
+/// nothing here: the answer is fixed at fork time.
+#[cfg(opensips_4)]
+pub(crate) unsafe extern "C" fn rtpproxy_is_nproc(_op: c_int) -> c_int {
+    c_int::from(IS_NOTIFY_PROCESS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
 /// Body of the prober process (`procs`); OpenSIPS exits the process if it returns.
 pub(crate) unsafe extern "C" fn prober_process(_no: c_int) {
     guard::call("prober", (), control::run_prober)

@@ -1,7 +1,8 @@
 //! The `exports` table OpenSIPS reads with `dlsym`, and the tables it points to.
 //!
-//! Names, parameter kinds and allowed routes mirror the C module 3.6.8 (ABI spec §2.3) so that
-//! every existing script passes `opensips -c` unchanged. Nothing else lives here.
+//! Names, parameter kinds and allowed routes mirror the C module of the OpenSIPS release built
+//! for (3.6.8, ABI spec §2.3; with `opensips_4`, 4.0.1's additions and MI names) so that every
+//! existing script passes `opensips -c` unchanged. Nothing else lives here.
 
 use std::ffi::{c_char, CStr};
 
@@ -63,17 +64,33 @@ const R_ALL5: i32 = R_REQ | R_REPLY | R_FAIL | R_BRANCH | R_LOCAL;
 
 macro_rules! cmd {
     ($name:literal, $f:path, [$($p:expr),*], $routes:expr) => {
+        cmd!($name, $f, params([$($p),*]), $routes)
+    };
+    ($name:literal, $f:path, $params:expr, $routes:expr) => {
         sys::cmd_export_ {
             name: cname($name),
             function: Some($f),
-            params: params([$($p),*]),
+            params: $params,
             flags: $routes,
         }
     };
 }
 
+/// `rtpproxy_offer`/`rtpproxy_answer`: flags, ip, set, sock_var, ret_var, body_var.
+#[cfg(not(opensips_4))]
+const OFFER_ANSWER_PARAMS: [cmd_param; sys::MAX_CMD_PARAMS as usize + 1] =
+    params([STR_OPT, STR_OPT, INT_OPT, VAR_OPT, VAR_OPT, VAR_OPT]);
+/// 4.0 adds a 7th, `bind_local` (a variable, sent as `l<value>` in the U/L command).
+#[cfg(opensips_4)]
+const OFFER_ANSWER_PARAMS: [cmd_param; sys::MAX_CMD_PARAMS as usize + 1] = params([
+    STR_OPT, STR_OPT, INT_OPT, VAR_OPT, VAR_OPT, VAR_OPT, VAR_OPT,
+]);
+
+/// Number of script functions (4.0 adds the `rtpproxy_is_nproc` API export).
+const N_CMDS: usize = if cfg!(opensips_4) { 15 } else { 14 };
+
 /// Script functions, in the C module's order (plus `rtpproxy_stop_recording`, our addition).
-pub(crate) static CMDS: HostTable<[sys::cmd_export_t; 14]> = HostTable([
+pub(crate) static CMDS: HostTable<[sys::cmd_export_t; N_CMDS]> = HostTable([
     cmd!(
         c"rtpproxy_unforce",
         entry::rtpproxy_unforce_f,
@@ -95,13 +112,13 @@ pub(crate) static CMDS: HostTable<[sys::cmd_export_t; 14]> = HostTable([
     cmd!(
         c"rtpproxy_offer",
         entry::rtpproxy_offer_f,
-        [STR_OPT, STR_OPT, INT_OPT, VAR_OPT, VAR_OPT, VAR_OPT],
+        OFFER_ANSWER_PARAMS,
         R_ALL5
     ),
     cmd!(
         c"rtpproxy_answer",
         entry::rtpproxy_answer_f,
-        [STR_OPT, STR_OPT, INT_OPT, VAR_OPT, VAR_OPT, VAR_OPT],
+        OFFER_ANSWER_PARAMS,
         R_ALL5
     ),
     cmd!(
@@ -148,6 +165,18 @@ pub(crate) static CMDS: HostTable<[sys::cmd_export_t; 14]> = HostTable([
         R_REQ | R_REPLY | R_BRANCH | R_FAIL
     ),
     cmd!(c"load_rtpproxy", entry::load_rtpproxy_f, [], 0),
+    // 4.0: `int rtpproxy_is_nproc(enum inp_op)`, looked up by the rtp.io module.
+    #[cfg(opensips_4)]
+    sys::cmd_export_ {
+        name: cname(c"rtpproxy_is_nproc"),
+        // SAFETY: OpenSIPS never calls an API export (flags 0) as a script function; users
+        // (rtp.io) cast it back to `int (*)(enum inp_op)`, its real type.
+        function: Some(unsafe {
+            std::mem::transmute::<unsafe extern "C" fn(i32) -> i32, CmdFn>(entry::rtpproxy_is_nproc)
+        }),
+        params: params([]),
+        flags: 0,
+    },
     sys::cmd_export_ {
         name: std::ptr::null(),
         function: None,
@@ -210,10 +239,29 @@ pub(crate) static PARAMS: HostTable<[sys::param_export_t; 17]> = HostTable([
     },
 ]);
 
+#[cfg(opensips_4)]
+type CmdFn = unsafe extern "C" fn(
+    *mut sys::sip_msg,
+    *mut std::ffi::c_void,
+    *mut std::ffi::c_void,
+    *mut std::ffi::c_void,
+    *mut std::ffi::c_void,
+    *mut std::ffi::c_void,
+    *mut std::ffi::c_void,
+    *mut std::ffi::c_void,
+    *mut std::ffi::c_void,
+) -> i32;
+
+const MI_PARAMS: usize = sys::probed::MAX_MI_PARAMS as usize;
+
 const EMPTY_RECIPE: mi_recipe_t = mi_recipe_t {
     cmd: None,
-    params: [std::ptr::null_mut(); 10],
+    params: [std::ptr::null_mut(); MI_PARAMS],
 };
+
+// SAFETY: an all-zero `mi_export_t` is the host's own terminator (`EMPTY_MI_EXPORT`): NULL
+// pointers, no flags, `None` functions.
+const EMPTY_MI_EXPORT: sys::mi_export_t = unsafe { std::mem::zeroed() };
 
 type MiHandler =
     unsafe extern "C" fn(*const sys::mi_params_t, *mut sys::mi_handler) -> *mut sys::mi_response_t;
@@ -221,7 +269,7 @@ type MiHandler =
 const fn recipe(cmd: MiHandler, names: &[&'static CStr]) -> mi_recipe_t {
     let mut r = mi_recipe_t {
         cmd: Some(cmd),
-        params: [std::ptr::null_mut(); 10],
+        params: [std::ptr::null_mut(); MI_PARAMS],
     };
     let mut i = 0;
     while i < names.len() {
@@ -246,19 +294,31 @@ const fn mi(
     init: Option<unsafe extern "C" fn() -> i32>,
     list: &[mi_recipe_t],
 ) -> sys::mi_export_t {
+    #[allow(clippy::needless_update)] // 4.0 adds `aliases` (none, as in the C module)
     sys::mi_export_ {
         name: name.as_ptr().cast_mut(),
         help: std::ptr::null_mut(),
         flags: 0,
         init_f: init,
         recipes: recipes(list),
+        ..EMPTY_MI_EXPORT
     }
 }
 
-/// MI commands under their 3.6 names.
+/// MI command names: 3.6 `rtpproxy_show`; 4.0 registers them under the module (`show`, called
+/// as `rtpproxy:show`), as its C module does.
+const fn mi_name(v3: &'static CStr, v4: &'static CStr) -> &'static CStr {
+    if cfg!(opensips_4) {
+        v4
+    } else {
+        v3
+    }
+}
+
+/// MI commands under the names of the release built for.
 pub(crate) static MI_CMDS: HostTable<[sys::mi_export_t; 4]> = HostTable([
     mi(
-        c"rtpproxy_enable",
+        mi_name(c"rtpproxy_enable", c"enable"),
         None,
         &[
             recipe(entry::mi_enable_rtp_proxy_1, &[c"url", c"enable"]),
@@ -266,22 +326,16 @@ pub(crate) static MI_CMDS: HostTable<[sys::mi_export_t; 4]> = HostTable([
         ],
     ),
     mi(
-        c"rtpproxy_show",
+        mi_name(c"rtpproxy_show", c"show"),
         None,
         &[recipe(entry::mi_show_rtpproxies, &[])],
     ),
     mi(
-        c"rtpproxy_reload",
+        mi_name(c"rtpproxy_reload", c"reload"),
         Some(entry::mi_child_init),
         &[recipe(entry::mi_reload_rtpproxies, &[])],
     ),
-    sys::mi_export_ {
-        name: std::ptr::null_mut(),
-        help: std::ptr::null_mut(),
-        flags: 0,
-        init_f: None,
-        recipes: [EMPTY_RECIPE; sys::MAX_MI_RECIPES as usize],
-    },
+    EMPTY_MI_EXPORT,
 ]);
 
 const fn dep(
@@ -376,11 +430,15 @@ pub(crate) static PROCS: HostTable<[sys::proc_export_t; 2]> = HostTable([PROBER,
 /// child init, IPC and script access, as the C module declares it).
 pub(crate) static PROCS_WITH_NOTIFY: HostTable<[sys::proc_export_t; 3]> = HostTable([
     PROBER,
-    process(
-        c"RTPP notification receiver",
-        entry::notify_process,
-        sys::PROC_FLAG_INITCHILD | sys::PROC_FLAG_HAS_IPC | sys::PROC_FLAG_NEEDS_SCRIPT,
-    ),
+    sys::proc_export_ {
+        pre_fork_function: Some(entry::notify_pre_fork),
+        post_fork_function: Some(entry::notify_post_fork),
+        ..process(
+            c"RTPP notification receiver",
+            entry::notify_process,
+            sys::PROC_FLAG_INITCHILD | sys::PROC_FLAG_HAS_IPC | sys::PROC_FLAG_NEEDS_SCRIPT,
+        )
+    },
     NO_PROCESS,
 ]);
 
@@ -458,3 +516,65 @@ extern "C" fn copy_core_scm() {
 #[used]
 #[link_section = ".init_array"]
 static COPY_CORE_SCM: extern "C" fn() = copy_core_scm;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(p: *const c_char) -> &'static str {
+        // SAFETY: the tables hold pointers to `'static` C string literals.
+        unsafe { CStr::from_ptr(p) }.to_str().unwrap()
+    }
+
+    fn cmd(n: &str) -> Option<&'static sys::cmd_export_t> {
+        CMDS.0
+            .iter()
+            .take_while(|c| !c.name.is_null())
+            .find(|c| name(c.name) == n)
+    }
+
+    #[test]
+    fn mi_names_are_those_of_the_release_built_for() {
+        let names: Vec<&str> = MI_CMDS
+            .0
+            .iter()
+            .take_while(|m| !m.name.is_null())
+            .map(|m| name(m.name))
+            .collect();
+        if cfg!(opensips_4) {
+            assert_eq!(names, ["enable", "show", "reload"]);
+        } else {
+            assert_eq!(
+                names,
+                ["rtpproxy_enable", "rtpproxy_show", "rtpproxy_reload"]
+            );
+        }
+        assert!(MI_CMDS.0[3].name.is_null() && MI_CMDS.0[3].recipes[0].cmd.is_none());
+    }
+
+    #[test]
+    fn offer_and_answer_take_the_parameters_of_the_release() {
+        let want = if cfg!(opensips_4) { 7 } else { 6 };
+        for f in ["rtpproxy_offer", "rtpproxy_answer"] {
+            let c = cmd(f).unwrap();
+            let n = c.params.iter().take_while(|p| p.flags != 0).count();
+            assert_eq!(n, want, "{f}");
+        }
+        assert_eq!(cmd("rtpproxy_is_nproc").is_some(), cfg!(opensips_4));
+    }
+
+    #[test]
+    fn only_the_forked_notification_process_is_the_notifier() {
+        let p = &PROCS_WITH_NOTIFY.0[1];
+        let (pre, post) = (p.pre_fork_function.unwrap(), p.post_fork_function.unwrap());
+        // SAFETY: the hooks only store a flag.
+        unsafe {
+            assert_eq!(pre(), 0);
+            #[cfg(opensips_4)]
+            assert_eq!(entry::rtpproxy_is_nproc(0), 1);
+            assert_eq!(post(), 0);
+            #[cfg(opensips_4)]
+            assert_eq!(entry::rtpproxy_is_nproc(0), 0);
+        }
+    }
+}

@@ -107,6 +107,8 @@ struct OfferParams {
     sock_var: *mut c_void,
     ret_var: *mut c_void,
     body_var: *mut c_void,
+    /// 4.0's 7th parameter; always NULL for 3.6, which declares six.
+    bind_local: *mut c_void,
 }
 
 impl OfferParams {
@@ -118,6 +120,11 @@ impl OfferParams {
             sock_var: p[3],
             ret_var: p[4],
             body_var: p[5],
+            bind_local: if cfg!(opensips_4) {
+                p[6]
+            } else {
+                std::ptr::null_mut()
+            },
         }
     }
 }
@@ -161,6 +168,8 @@ pub(crate) struct OfferRequest<'a> {
     pub(crate) node: Option<&'a str>,
     /// Cut `flags` and `ip` to 63 bytes, as the C script functions do (not rtp_relay).
     pub(crate) script_limits: bool,
+    /// 4.0's `bind_local` (`l<value>` in each U/L command).
+    pub(crate) bind_local: Option<&'a [u8]>,
 }
 
 impl<'a> OfferRequest<'a> {
@@ -184,6 +193,7 @@ impl<'a> OfferRequest<'a> {
             bridge_address: None,
             node: None,
             script_limits: true,
+            bind_local: None,
         }
     }
 }
@@ -306,6 +316,7 @@ fn run_offer_answer_noting(
         input.marker = marker;
         input.notify_socket = st.config.notify.as_ref();
         input.bridge_address = bridge_address.as_deref();
+        input.bind_local = req.bind_local;
         let mut oa = OfferAnswer::new(input).map_err(|e| err(e.to_string()))?;
         if let Some(did) = &req.dialog_id {
             oa.set_dialog_id(did).map_err(|e| err(e.to_string()))?;
@@ -435,6 +446,14 @@ unsafe fn offer_answer(
     let mut req = OfferRequest::new(&flags, direction);
     req.ip = ip.as_deref();
     req.set = set;
+    let bind_local = if p.bind_local.is_null() {
+        None
+    } else {
+        // SAFETY: `bind_local` is the variable parameter of this call.
+        unsafe { msg::get_var_text(msg, p.bind_local) }
+            .map_err(|()| err("bind_local has no usable value (string or integer)"))?
+    };
+    req.bind_local = bind_local.as_deref();
     if let Some(m) = m {
         req.dialog_id = super::dialog::dialog_id_for_flags(m, &flags, direction)?;
     }

@@ -1,7 +1,7 @@
 //! Reading a SIP message (`struct sip_msg`) and writing script variables.
 //!
-//! Field offsets are the measured 3.6.8 values (ABI spec §4.5); they are kept here, in one
-//! place, so that a second ABI profile (4.0 moves the fields after `rcv`) is an addition.
+//! Field offsets come from the host profile (`sys::probed`, measured per release by
+//! tests/abi_probe; 4.0 moves every field after `rcv` by 64 bytes).
 
 use std::ffi::{c_int, c_void};
 use std::net::IpAddr;
@@ -10,20 +10,21 @@ use super::api::api;
 use super::cstr;
 use super::sys::{self, host_str, pv_spec_t, pv_value_t, sip_msg};
 
-/// Offsets into `struct sip_msg` and the structures it points to (3.6.8, x86_64).
+/// Offsets into `struct sip_msg` and the structures it points to (host profile).
 mod off {
-    pub(super) const FIRST_LINE_TYPE: usize = 8;
-    pub(super) const METHOD_VALUE: usize = 64;
-    pub(super) const CALLID: usize = 120;
-    pub(super) const TO: usize = 128;
-    pub(super) const FROM: usize = 144;
-    pub(super) const RCV_SRC_IP: usize = 504;
-    pub(super) const RCV_DST_IP: usize = 528;
+    use super::sys::probed as p;
+    pub(super) const FIRST_LINE_TYPE: usize = p::SIP_MSG_FIRST_LINE_TYPE;
+    pub(super) const METHOD_VALUE: usize = p::SIP_MSG_METHOD_VALUE;
+    pub(super) const CALLID: usize = p::SIP_MSG_CALLID;
+    pub(super) const TO: usize = p::SIP_MSG_TO;
+    pub(super) const FROM: usize = p::SIP_MSG_FROM;
+    pub(super) const RCV_SRC_IP: usize = p::SIP_MSG_RCV_SRC_IP;
+    pub(super) const RCV_DST_IP: usize = p::SIP_MSG_RCV_DST_IP;
     /// `struct hdr_field`: body `str` and parsed pointer.
-    pub(super) const HDR_BODY: usize = 24;
-    pub(super) const HDR_PARSED: usize = 48;
+    pub(super) const HDR_BODY: usize = p::HDR_FIELD_BODY;
+    pub(super) const HDR_PARSED: usize = p::HDR_FIELD_PARSED;
     /// `struct to_body`: tag_value `str`.
-    pub(super) const TO_TAG: usize = 56;
+    pub(super) const TO_TAG: usize = p::TO_BODY_TAG_VALUE;
 }
 
 const HDR_TO_F: u64 = 1 << 3;
@@ -65,7 +66,7 @@ impl Msg {
     /// Reads a field at `offset`.
     ///
     /// # Safety
-    /// `offset` must be the offset of a field of type `T` in the 3.6.8 `sip_msg`.
+    /// `offset` must be the offset of a field of type `T` in the host's `sip_msg`.
     unsafe fn field<T: Copy>(self, offset: usize) -> T {
         // SAFETY: per the contract and the validity of the message for the call.
         unsafe {
@@ -205,17 +206,18 @@ pub(crate) unsafe fn set_var_str(msg: *mut sip_msg, spec: *mut c_void, value: &[
 
 /// Offsets used for bodies and lumps.
 mod body_off {
-    pub(super) const ID: usize = 0;
-    pub(super) const BODY: usize = 472;
-    pub(super) const BUF: usize = 608;
-    pub(super) const LEN: usize = 616;
-    /// `struct sip_msg_body`: the first `struct body_part` is embedded at 40.
-    pub(super) const FIRST_PART: usize = 40;
+    use super::sys::probed as p;
+    pub(super) const ID: usize = p::SIP_MSG_ID;
+    pub(super) const BODY: usize = p::SIP_MSG_BODY;
+    pub(super) const BUF: usize = p::SIP_MSG_BUF;
+    pub(super) const LEN: usize = p::SIP_MSG_LEN;
+    /// `struct sip_msg_body`: the first `struct body_part` is embedded.
+    pub(super) const FIRST_PART: usize = p::SIP_MSG_BODY_FIRST;
     /// `struct body_part`: mime int, flags u32, body str, next pointer.
-    pub(super) const PART_MIME: usize = 0;
-    pub(super) const PART_FLAGS: usize = 24;
-    pub(super) const PART_BODY: usize = 32;
-    pub(super) const PART_NEXT: usize = 112;
+    pub(super) const PART_MIME: usize = p::BODY_PART_MIME;
+    pub(super) const PART_FLAGS: usize = p::BODY_PART_FLAGS;
+    pub(super) const PART_BODY: usize = p::BODY_PART_BODY;
+    pub(super) const PART_NEXT: usize = p::BODY_PART_NEXT;
 }
 
 const HDR_EOH_F: u64 = u64::MAX;
@@ -243,7 +245,7 @@ pub(crate) enum Bodies {
 impl Msg {
     /// The per-process message id (with the buffer address, identifies one message).
     pub(crate) fn identity(self) -> (u32, usize) {
-        // SAFETY: `id` is an unsigned int at 0 and `buf` a pointer at 608.
+        // SAFETY: `id` is an unsigned int and `buf` a pointer, at the profile's offsets.
         unsafe {
             (
                 self.field::<u32>(body_off::ID),
@@ -254,7 +256,7 @@ impl Msg {
 
     /// Length of the received message buffer.
     pub(crate) fn len(self) -> usize {
-        // SAFETY: `len` is an unsigned int at 616.
+        // SAFETY: `len` is an unsigned int at the profile's offset.
         unsafe { self.field::<u32>(body_off::LEN) as usize }
     }
 
@@ -382,6 +384,40 @@ pub(crate) unsafe fn get_var_str(msg: *mut sip_msg, spec: *mut c_void) -> Option
     }
 }
 
+/// Reads a variable as text, as the C module reads `bind_local`: `Ok(None)` when it is NULL
+/// or empty, its string, or its integer in decimal; `Err(())` for any other value (or a
+/// failed read).
+///
+/// # Safety
+/// `spec` must be a `pv_spec_t*` the host passed for a variable parameter of this call.
+pub(crate) unsafe fn get_var_text(
+    msg: *mut sip_msg,
+    spec: *mut c_void,
+) -> Result<Option<Vec<u8>>, ()> {
+    let mut v = pv_value_t {
+        rs: cstr::borrowed_str(b""),
+        ri: 0,
+        flags: 0,
+    };
+    // SAFETY: per the contract; the value may live in a static buffer, so it is copied at once.
+    let text = unsafe {
+        if (api().pv_get_spec_value)(msg, spec.cast::<pv_spec_t>(), &mut v) < 0 {
+            return Err(());
+        }
+        if v.flags & sys::PV_VAL_NULL as c_int != 0 {
+            return Ok(None);
+        }
+        if v.flags & sys::PV_VAL_STR as c_int != 0 {
+            cstr::str_bytes(&v.rs).to_vec()
+        } else if v.flags & sys::PV_VAL_INT as c_int != 0 {
+            v.ri.to_string().into_bytes()
+        } else {
+            return Err(());
+        }
+    };
+    Ok(Some(text).filter(|t| !t.is_empty()))
+}
+
 /// An address in OpenSIPS' own text form (`ip_addr2a`): IPv4 dotted; IPv6 as 8 upper-case
 /// groups without leading zeros and without `::` compression.
 pub(crate) fn opensips_ip_text(ip: IpAddr) -> String {
@@ -427,14 +463,15 @@ pub(crate) const FL_USE_RTPPROXY: u32 = 1 << 12;
 pub(crate) const METHOD_INVITE: u32 = 1;
 pub(crate) const METHOD_ACK: u32 = 4;
 
-/// Offsets used by the dialog integration (3.6.8, x86_64).
+/// Offsets used by the dialog integration (host profile).
 mod dlg_off {
     /// `struct sip_msg`: `cseq` header pointer, reply status code, `msg_flags`.
-    pub(super) const CSEQ: usize = 136;
-    pub(super) const STATUS_CODE: usize = 64;
-    pub(super) const MSG_FLAGS: usize = 2432;
+    use super::sys::probed as p;
+    pub(super) const CSEQ: usize = p::SIP_MSG_CSEQ;
+    pub(super) const STATUS_CODE: usize = p::SIP_MSG_STATUS_CODE;
+    pub(super) const MSG_FLAGS: usize = p::SIP_MSG_MSG_FLAGS;
     /// `struct cseq_body`: `method_id` (int), after `error`, `number` and `method`.
-    pub(super) const CSEQ_METHOD_ID: usize = 40;
+    pub(super) const CSEQ_METHOD_ID: usize = p::CSEQ_BODY_METHOD_ID;
 }
 
 const HDR_CSEQ_F: u64 = 1 << 5;
@@ -476,14 +513,14 @@ impl Msg {
 
     /// `msg_flags`.
     pub(crate) fn msg_flags(self) -> u32 {
-        // SAFETY: `msg_flags` is an unsigned int at 2432.
+        // SAFETY: `msg_flags` is an unsigned int at the profile's offset.
         unsafe { self.field::<u32>(dlg_off::MSG_FLAGS) }
     }
 
     /// Sets bits in `msg_flags`.
     pub(crate) fn add_msg_flags(self, bits: u32) {
         let v = self.msg_flags() | bits;
-        // SAFETY: `msg_flags` is an unsigned int at 2432 of the live message, which the
+        // SAFETY: `msg_flags` is an unsigned int (profile offset) of the live message, which the
         // current process owns while it handles it.
         unsafe {
             self.ptr
@@ -502,7 +539,7 @@ const HDR_VIA2_F: u64 = 1 << 2;
 /// `PARSE_OK` of `struct via_body.error`.
 const PARSE_OK: c_int = 1;
 /// `struct sip_msg`: `via2` (`struct via_body*`) at 80; `struct via_body`: `error` int at 0.
-const VIA2: usize = 80;
+const VIA2: usize = sys::probed::SIP_MSG_VIA2;
 
 impl Msg {
     /// Where the second Via of a reply says to send it (its `received`/`rport`, `maddr` or

@@ -1,4 +1,5 @@
-//! Generated bindings of `include/opensips_abi.h`, plus the host signature fixed by `build.rs`.
+//! Generated bindings of `include/opensips_abi.h`, plus the host signature and the host
+//! profile's measured layouts (`probed`) fixed by `build.rs`.
 //!
 //! Everything here is a plain declaration; the safe wrappers live in the sibling modules.
 #![allow(
@@ -11,9 +12,12 @@
 
 include!(concat!(env!("OUT_DIR"), "/opensips_abi.rs"));
 include!(concat!(env!("OUT_DIR"), "/host_version.rs"));
+include!(concat!(env!("OUT_DIR"), "/host_profile.rs"));
 
-/// Pins the layouts OpenSIPS 3.6.8 reads from us to the values measured on the real headers
-/// (ABI spec §2, Appendix A). A wrong edit of `include/opensips_abi.h` fails here.
+/// Pins the layouts OpenSIPS reads from us to the values measured on the real headers: the
+/// fixed ones (the same in every verified release, ABI spec §2, Appendix A) as numbers, the
+/// ones that differ between releases against the host profile's probe result (`probed`).
+/// A wrong edit of `include/opensips_abi.h` fails here.
 #[cfg(test)]
 mod layout {
     use super::*;
@@ -22,6 +26,7 @@ mod layout {
     #[test]
     fn module_exports_matches_3_6_8() {
         assert_eq!(size_of::<module_exports>(), 184);
+        assert_eq!(size_of::<module_exports>(), probed::SIZEOF_MODULE_EXPORTS);
         let offsets = [
             (offset_of!(module_exports, name), 0),
             (offset_of!(module_exports, type_), 8),
@@ -64,11 +69,25 @@ mod layout {
         assert_eq!(size_of::<param_export_t>(), 24);
         assert_eq!(offset_of!(param_export_t, type_), 8);
         assert_eq!(offset_of!(param_export_t, param_pointer), 16);
-        assert_eq!(size_of::<mi_recipe_t>(), 88);
-        assert_eq!(size_of::<mi_export_t>(), 4256);
+        assert_eq!(size_of::<mi_recipe_t>(), probed::SIZEOF_MI_RECIPE_T);
+        assert_eq!(size_of::<mi_export_t>(), probed::SIZEOF_MI_EXPORT_T);
+        assert_eq!(
+            offset_of!(mi_export_t, recipes),
+            probed::MI_EXPORT_T_RECIPES
+        );
+        assert_eq!(i64::from(MAX_MI_RECIPES), probed::MAX_MI_RECIPES);
+        assert_eq!(i64::from(MAX_CMD_PARAMS), probed::MAX_CMD_PARAMS);
+        assert_eq!(size_of::<cmd_export_t>(), probed::SIZEOF_CMD_EXPORT_T);
+        assert_eq!(size_of::<proc_export_t>(), probed::SIZEOF_PROC_EXPORT_T);
+        assert_eq!(size_of::<param_export_t>(), probed::SIZEOF_PARAM_EXPORT_T);
         assert_eq!(offset_of!(mi_export_t, flags), 16);
         assert_eq!(offset_of!(mi_export_t, init_f), 24);
         assert_eq!(offset_of!(mi_export_t, recipes), 32);
+        #[cfg(opensips_4)]
+        assert_eq!(
+            offset_of!(mi_export_t, aliases),
+            probed::MI_EXPORT_T_ALIASES
+        );
         assert_eq!(size_of::<mi_params_t>(), 16);
         assert_eq!(size_of::<proc_export_t>(), 40);
         assert_eq!(offset_of!(proc_export_t, function), 24);
@@ -85,15 +104,17 @@ mod layout {
         assert_eq!(size_of::<pv_value_t>(), 24);
         assert_eq!(offset_of!(pv_value_t, ri), 16);
         assert_eq!(offset_of!(pv_value_t, flags), 20);
-        assert_eq!(size_of::<pv_spec_t>(), 112);
-        assert_eq!(offset_of!(pv_spec_t, pvp), 24);
-        assert_eq!(offset_of!(pv_spec_t, pvc), 96);
+        assert_eq!(size_of::<pv_spec_t>(), probed::SIZEOF_PV_SPEC_T);
+        assert_eq!(offset_of!(pv_spec_t, pvp), probed::PV_SPEC_T_PVP);
+        assert_eq!(offset_of!(pv_spec_t, pvc), probed::SIZEOF_PV_SPEC_T - 16);
         assert_eq!(size_of::<scm_version>(), 16);
     }
 
     #[test]
     fn db_types_match_3_6_8() {
         assert_eq!(size_of::<db_func_t>(), 144);
+        assert_eq!(size_of::<db_func_t>(), probed::SIZEOF_DB_FUNC_T);
+        assert_eq!(size_of::<db_res_t>(), probed::SIZEOF_DB_RES_T);
         assert_eq!(offset_of!(db_func_t, use_table), 8);
         assert_eq!(offset_of!(db_func_t, init), 16);
         assert_eq!(offset_of!(db_func_t, close), 24);

@@ -39,15 +39,20 @@ type RegisterTmcb = unsafe extern "C" fn(
     Option<unsafe extern "C" fn(*mut c_void)>,
 ) -> c_int;
 
-/// `struct tm_binds` (368 bytes, 46 function pointers); only `register_tmcb` is typed.
+/// `struct tm_binds` (function pointers; 360 bytes before 3.6.7, 368 since: the host
+/// profile's size); only `register_tmcb` and `t_gett` are typed.
 #[repr(C)]
 pub(crate) struct TmBinds {
     register_tmcb: Option<RegisterTmcb>,
-    _before_t_gett: [*mut c_void; 20],
-    /// `struct cell *t_gett(void)` at offset 168 (index 21).
+    _before_t_gett: [*mut c_void; T_GETT_INDEX - 1],
+    /// `struct cell *t_gett(void)` (offset 168, index 21, in every verified release).
     t_gett: Option<unsafe extern "C" fn() -> *mut c_void>,
-    _after_t_gett: [*mut c_void; 24],
+    _after_t_gett: [*mut c_void; TM_BINDS_SLOTS - T_GETT_INDEX - 1],
 }
+
+const PTR: usize = std::mem::size_of::<*mut c_void>();
+const T_GETT_INDEX: usize = crate::host::sys::probed::TM_BINDS_T_GETT / PTR;
+const TM_BINDS_SLOTS: usize = crate::host::sys::probed::SIZEOF_TM_BINDS / PTR;
 
 impl TmBinds {
     /// tm's `t_gett`: the current transaction (NULL, `T_UNDEFINED` = -1, or a `struct cell*`).
@@ -124,8 +129,11 @@ mod tests {
     use std::mem::{offset_of, size_of};
 
     #[test]
-    fn layouts_match_3_6_8() {
-        assert_eq!(size_of::<TmBinds>(), 368);
+    fn layouts_match_the_host_profile() {
+        use crate::host::sys::probed;
+        assert_eq!(size_of::<TmBinds>(), probed::SIZEOF_TM_BINDS);
+        assert_eq!(offset_of!(TmBinds, t_gett), probed::TM_BINDS_T_GETT);
+        assert_eq!(size_of::<TmcbParams>(), probed::SIZEOF_TMCB_PARAMS);
         assert_eq!(size_of::<TmcbParams>(), 48);
         assert_eq!(offset_of!(TmcbParams, rpl), 8);
         assert_eq!(offset_of!(TmcbParams, code), 16);

@@ -11,6 +11,31 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+/// The OpenSIPS release the module was built for (from `opensips -V` by build.rs).
+pub const HOST_RELEASE: &str = env!("RTPPROXY_HOST_RELEASE");
+
+/// An MI command name as the release built for registers it. 4.0 registers every MI command
+/// under its module (`core:ps`, `dialog:list`, `rtpproxy:show`, ...) and opensips-cli only
+/// accepts those names; tests use the 3.6 names.
+pub fn mi_name(cmd: &str) -> String {
+    if HOST_RELEASE.starts_with("3.") || cmd.contains(':') {
+        return cmd.to_string();
+    }
+    let renamed = [
+        ("rtpproxy_show", "rtpproxy:show"),
+        ("rtpproxy_enable", "rtpproxy:enable"),
+        ("rtpproxy_reload", "rtpproxy:reload"),
+        ("dlg_list", "dialog:list"),
+        ("dlg_list_ctx", "dialog:list_ctx"),
+        ("dbt_reload", "db_text:reload"),
+        ("event_subscribe", "evi:subscribe"),
+    ];
+    match renamed.iter().find(|(old, _)| *old == cmd) {
+        Some((_, new)) => new.to_string(),
+        None => format!("core:{cmd}"),
+    }
+}
+
 /// What the environment provides.
 pub struct Env {
     pub opensips: PathBuf,
@@ -34,7 +59,7 @@ impl Env {
     pub fn get(test: &str) -> Option<Self> {
         let Some(bin) = std::env::var_os("OPENSIPS_BIN").filter(|v| !v.is_empty()) else {
             println!(
-                "SKIPPED {test}: OPENSIPS_BIN is not set (point it at an OpenSIPS 3.6.8 binary)"
+                "SKIPPED {test}: OPENSIPS_BIN is not set (point it at the opensips binary of a supported release)"
             );
             return None;
         };
@@ -258,6 +283,7 @@ impl OpenSips {
 
     /// Runs `opensips-cli -x mi <cmd> <args>` against this instance.
     pub fn mi(&self, cmd: &str, args: &[&str]) -> Result<String, String> {
+        let cmd = mi_name(cmd);
         let out = Command::new("opensips-cli")
             .arg("-o")
             .arg(format!("fifo_file={}", self.fifo.display()))
