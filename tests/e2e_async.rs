@@ -142,7 +142,15 @@ impl Sip {
             .unwrap();
     }
 
-    fn request(&self, method: &str, call: &str, ftag: &str, ttag: Option<&str>, sdp: bool, wait: Duration) -> Option<String> {
+    fn request(
+        &self,
+        method: &str,
+        call: &str,
+        ftag: &str,
+        ttag: Option<&str>,
+        sdp: bool,
+        wait: Duration,
+    ) -> Option<String> {
         let me = self.sock.local_addr().unwrap().port();
         let body = if sdp {
             "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n"
@@ -206,12 +214,22 @@ struct Setup {
     relays: Vec<(u16, Relay)>,
 }
 
-fn start(env: &Env, name: &str, n_relays: usize, timeout: &str, retr: u32, script_timeout: Option<u32>) -> Setup {
+fn start(
+    env: &Env,
+    name: &str,
+    n_relays: usize,
+    timeout: &str,
+    retr: u32,
+    script_timeout: Option<u32>,
+) -> Setup {
     let dir = scratch(name);
     let relays: Vec<(u16, Relay)> = (0..n_relays)
         .map(|_| {
             let p = port();
-            (p, Relay::start_daemon(&[format!("udp:127.0.0.1:{p}")], &[]).expect("rtpproxy"))
+            (
+                p,
+                Relay::start_daemon(&[format!("udp:127.0.0.1:{p}")], &[]).expect("rtpproxy"),
+            )
         })
         .collect();
     let mut sip = Sip::new();
@@ -270,49 +288,88 @@ fn async_offer_answer_unforce_and_launch() {
     let wait = Duration::from_secs(5);
 
     // offer: $rc 1, SDP rewritten to a relay port, sock_var and ret_var set
-    let fwd = s.sip.request("INVITE", "c1", "ft1", None, true, wait).expect("offer resumed");
+    let fwd = s
+        .sip
+        .request("INVITE", "c1", "ft1", None, true, wait)
+        .expect("offer resumed");
     assert_eq!(header(&fwd, "X-RC"), Some("1"), "{fwd}");
-    assert_eq!(header(&fwd, "X-Sock"), Some(format!("udp:127.0.0.1:{relay}").as_str()));
+    assert_eq!(
+        header(&fwd, "X-Sock"),
+        Some(format!("udp:127.0.0.1:{relay}").as_str())
+    );
     let port = media_port(&fwd).expect("SDP in the forwarded INVITE");
     assert_ne!(port, 40000, "SDP not rewritten: {fwd}");
-    assert!(header(&fwd, "X-Ret").is_some_and(|r| r.ends_with(&format!(":{port}"))), "{fwd}");
+    assert!(
+        header(&fwd, "X-Ret").is_some_and(|r| r.ends_with(&format!(":{port}"))),
+        "{fwd}"
+    );
     assert_eq!(sessions(relay), 1);
 
     // answer (the callee's request direction): $rc 1, rewritten
-    let fwd = s.sip.request("UPDATE", "c1", "ft1", Some("tt1"), true, wait).expect("answer resumed");
+    let fwd = s
+        .sip
+        .request("UPDATE", "c1", "ft1", Some("tt1"), true, wait)
+        .expect("answer resumed");
     assert_eq!(header(&fwd, "X-RC"), Some("1"), "{fwd}");
     assert_ne!(media_port(&fwd), Some(40000), "{fwd}");
 
     // relay error: an answer for a call the relay does not know fails as the blocking one
-    let fwd = s.sip.request("UPDATE", "nosuch", "fx", Some("tx"), true, wait).expect("answer resumed");
-    assert!(header(&fwd, "X-RC").is_some_and(|r| r.starts_with('-')), "{fwd}");
+    let fwd = s
+        .sip
+        .request("UPDATE", "nosuch", "fx", Some("tx"), true, wait)
+        .expect("answer resumed");
+    assert!(
+        header(&fwd, "X-RC").is_some_and(|r| r.starts_with('-')),
+        "{fwd}"
+    );
 
     // unforce: $rc 1, the session is gone
-    let fwd = s.sip.request("BYE", "c1", "ft1", Some("tt1"), false, wait).expect("unforce resumed");
+    let fwd = s
+        .sip
+        .request("BYE", "c1", "ft1", Some("tt1"), false, wait)
+        .expect("unforce resumed");
     assert_eq!(header(&fwd, "X-RC"), Some("1"), "{fwd}");
     wait_until("the session deleted", wait, || sessions(relay) == 0);
 
     // unforce of an unknown call: the relay answers E50, still $rc 1 (as the blocking one)
-    let fwd = s.sip.request("BYE", "nosuch2", "fy", Some("ty"), false, wait).expect("unforce resumed");
+    let fwd = s
+        .sip
+        .request("BYE", "nosuch2", "fy", Some("ty"), false, wait)
+        .expect("unforce resumed");
     assert_eq!(header(&fwd, "X-RC"), Some("1"), "{fwd}");
 
     // ACK cannot suspend: runs synchronously, the resume route still runs
-    let fwd = s.sip.request("INVITE", "c3", "ft3", None, true, wait).expect("offer resumed");
+    let fwd = s
+        .sip
+        .request("INVITE", "c3", "ft3", None, true, wait)
+        .expect("offer resumed");
     assert_eq!(header(&fwd, "X-RC"), Some("1"), "{fwd}");
-    let fwd = s.sip.request("ACK", "c3", "ft3", Some("tt3"), false, wait).expect("sync unforce");
+    let fwd = s
+        .sip
+        .request("ACK", "c3", "ft3", Some("tt3"), false, wait)
+        .expect("sync unforce");
     assert_eq!(header(&fwd, "X-RC"), Some("1"), "{fwd}");
     wait_until("the ACK's delete", wait, || sessions(relay) == 0);
 
     // launch(rtpproxy_unforce()): the request goes on at once, the delete happens
-    let fwd = s.sip.request("INVITE", "c2", "ft2", None, true, wait).expect("offer resumed");
+    let fwd = s
+        .sip
+        .request("INVITE", "c2", "ft2", None, true, wait)
+        .expect("offer resumed");
     assert_eq!(header(&fwd, "X-RC"), Some("1"), "{fwd}");
     assert_eq!(sessions(relay), 1);
-    let fwd = s.sip.request("MESSAGE", "c2", "ft2", Some("tt2"), false, wait).expect("launched");
+    let fwd = s
+        .sip
+        .request("MESSAGE", "c2", "ft2", Some("tt2"), false, wait)
+        .expect("launched");
     assert_eq!(header(&fwd, "X-RC"), Some("launched"), "{fwd}");
     wait_until("the launched delete", wait, || sessions(relay) == 0);
 
     let (_, log) = s.os.stop();
-    assert!(!log.contains("CRITICAL") && !log.contains("internal error"), "{log}");
+    assert!(
+        !log.contains("CRITICAL") && !log.contains("internal error"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -327,7 +384,10 @@ fn async_offer_fails_over_from_a_hung_relay() {
     // enough calls that the hash sends some to the hung relay first
     for i in 0..8 {
         let call = format!("f{i}");
-        let fwd = s.sip.request("INVITE", &call, "ft", None, true, wait).expect("offer resumed");
+        let fwd = s
+            .sip
+            .request("INVITE", &call, "ft", None, true, wait)
+            .expect("offer resumed");
         assert_eq!(header(&fwd, "X-RC"), Some("1"), "{fwd}");
         assert_eq!(
             header(&fwd, "X-Sock"),
@@ -338,13 +398,19 @@ fn async_offer_fails_over_from_a_hung_relay() {
     assert_eq!(sessions(ok.0), 8);
     for i in 0..8 {
         let call = format!("f{i}");
-        let fwd = s.sip.request("BYE", &call, "ft", Some("tt"), false, wait).expect("unforce resumed");
+        let fwd = s
+            .sip
+            .request("BYE", &call, "ft", Some("tt"), false, wait)
+            .expect("unforce resumed");
         assert_eq!(header(&fwd, "X-RC"), Some("1"), "{fwd}");
     }
     wait_until("every session deleted", wait, || sessions(ok.0) == 0);
     signal(hung.1.pid(), "-CONT");
     let (_, log) = s.os.stop();
-    assert!(log.contains("disabled"), "the hung relay was never taken out:\n{log}");
+    assert!(
+        log.contains("disabled"),
+        "the hung relay was never taken out:\n{log}"
+    );
 }
 
 #[test]
@@ -375,10 +441,16 @@ fn async_script_timeout_resumes_with_an_error() {
             break r;
         }
     };
-    assert!(first.starts_with("SIP/2.0 200 Alive"), "first reply: {first}");
+    assert!(
+        first.starts_with("SIP/2.0 200 Alive"),
+        "first reply: {first}"
+    );
     // and no offer had ended yet
     s.sip.uas.set_nonblocking(true).unwrap();
-    assert!(s.sip.uas.recv(&mut buf).is_err(), "an offer ended before the OPTIONS");
+    assert!(
+        s.sip.uas.recv(&mut buf).is_err(),
+        "an offer ended before the OPTIONS"
+    );
     s.sip.uas.set_nonblocking(false).unwrap();
     let mut resumed = 0;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -387,7 +459,11 @@ fn async_script_timeout_resumes_with_an_error() {
             let fwd = String::from_utf8_lossy(&buf[..n]).into_owned();
             if fwd.starts_with("INVITE") {
                 assert_eq!(header(&fwd, "X-RC"), Some("-1"), "{fwd}");
-                assert_eq!(media_port(&fwd), Some(40000), "SDP must be untouched: {fwd}");
+                assert_eq!(
+                    media_port(&fwd),
+                    Some(40000),
+                    "SDP must be untouched: {fwd}"
+                );
                 resumed += 1;
             }
         }

@@ -89,7 +89,8 @@ impl Waiter {
             u64: fd as u64,
         };
         // SAFETY: both descriptors are open; `ev` is valid for the call.
-        let r = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        let r =
+            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
         let e = std::io::Error::last_os_error();
         if r < 0 && e.raw_os_error() != Some(libc::EEXIST) {
             return Err(e);
@@ -289,7 +290,8 @@ impl OfferJob {
         if !AsyncRun::can_park(&set.nodes) {
             return Ok(None);
         }
-        let flags = Flags::parse_script_param(&flags_s).map_err(|e| err(format!("bad flags: {e}")))?;
+        let flags =
+            Flags::parse_script_param(&flags_s).map_err(|e| err(format!("bad flags: {e}")))?;
         for w in flags.warnings() {
             tracing::warn!("{w}");
         }
@@ -316,7 +318,9 @@ impl OfferJob {
         let inputs = Box::new(OfferInputs {
             body,
             flags,
-            call_id: m.call_id().ok_or_else(|| err("no Call-ID in the message"))?,
+            call_id: m
+                .call_id()
+                .ok_or_else(|| err("no Call-ID in the message"))?,
             from_tag: m.ftag().ok_or_else(|| err("no From-tag in the message"))?,
             to_tag: m.ttag().unwrap_or_default(),
             ip: ip.map(|v| String::from_utf8_lossy(truncate_script_param(&v)).into_owned()),
@@ -477,12 +481,12 @@ fn can_suspend(m: Option<Msg>) -> bool {
 ///
 /// # Safety
 /// `ctx` is the async context tm passed to the function.
-unsafe fn park(ctx: *mut async_ctx, cmd: AsyncCmd) -> Result<i32, (AsyncCmd, Error)> {
+unsafe fn park(ctx: *mut async_ctx, cmd: Box<AsyncCmd>) -> Result<i32, (Box<AsyncCmd>, Error)> {
     if let Err(e) = cmd.waiter.arm(cmd.run.wait_fd(), cmd.run.deadline()) {
         return Err((cmd, err(format!("cannot wait for the relay: {e}"))));
     }
     let fd = cmd.waiter.epoll.as_raw_fd();
-    let boxed = Box::into_raw(Box::new(cmd));
+    let boxed = Box::into_raw(cmd);
     // SAFETY: `ctx` is tm's context for this call; the fields are ours to set.
     unsafe {
         (*ctx).resume_f = resume as *mut c_void;
@@ -521,7 +525,7 @@ unsafe fn start(
         return code;
     }
     // SAFETY: per the contract.
-    match unsafe { park(ctx, cmd) } {
+    match unsafe { park(ctx, Box::new(cmd)) } {
         Ok(code) => code,
         Err((mut cmd, e)) => {
             // cannot park: finish here, waiting in place (bounded by the deadlines)
@@ -600,7 +604,11 @@ unsafe extern "C" fn timeout(_fd: c_int, _msg: *mut sip_msg, param: *mut c_void)
 ///
 /// # Safety
 /// The arguments are those of the call.
-pub(crate) unsafe fn unforce(msg: *mut sip_msg, ctx: *mut async_ctx, params: &Params) -> Result<i32, Error> {
+pub(crate) unsafe fn unforce(
+    msg: *mut sip_msg,
+    ctx: *mut async_ctx,
+    params: &Params,
+) -> Result<i32, Error> {
     set_status(sys::ASYNC_SYNC);
     // SAFETY: per the contract.
     let m = unsafe { Msg::from_ptr(msg) };
@@ -612,12 +620,21 @@ pub(crate) unsafe fn unforce(msg: *mut sip_msg, ctx: *mut async_ctx, params: &Pa
         // SAFETY: per the contract.
         return unsafe { functions::unforce(msg, params) };
     };
-    let call_id = m.call_id().ok_or_else(|| err("no Call-ID in the message"))?;
+    let call_id = m
+        .call_id()
+        .ok_or_else(|| err("no Call-ID in the message"))?;
     let from_tag = m.ftag().ok_or_else(|| err("no From-tag in the message"))?;
     let cmd = Command::delete(&call_id, &from_tag, m.ttag().as_deref())?;
     // SAFETY: `set` and `sock_var` are this call's parameters (or NULL).
     unsafe { functions::pick_node(st, msg, set, sock_var, &call_id) }?;
-    let run = AsyncRun::new(st, &set_view.nodes, &call_id, None, Failover::Never, OpKind::Delete);
+    let run = AsyncRun::new(
+        st,
+        &set_view.nodes,
+        &call_id,
+        None,
+        Failover::Never,
+        OpKind::Delete,
+    );
     // SAFETY: per the contract.
     Ok(unsafe { start(st, msg, ctx, run, Job::Unforce(Unforce(cmd))) })
 }
@@ -648,8 +665,10 @@ unsafe fn offer_answer(
     // SAFETY: per the contract.
     match unsafe { OfferJob::new(st, msg, m, OfferParams::new(params), direction) }? {
         None => sync(),
-        // SAFETY: per the contract.
-        Some((job, run)) => Ok(unsafe { start(st, msg, ctx, run, Job::OfferAnswer(Box::new(job))) }),
+        Some((job, run)) => {
+            // SAFETY: per the contract.
+            Ok(unsafe { start(st, msg, ctx, run, Job::OfferAnswer(Box::new(job))) })
+        }
     }
 }
 
@@ -657,7 +676,11 @@ unsafe fn offer_answer(
 ///
 /// # Safety
 /// The arguments are those of the call.
-pub(crate) unsafe fn offer(msg: *mut sip_msg, ctx: *mut async_ctx, params: &Params) -> Result<i32, Error> {
+pub(crate) unsafe fn offer(
+    msg: *mut sip_msg,
+    ctx: *mut async_ctx,
+    params: &Params,
+) -> Result<i32, Error> {
     // SAFETY: per the contract.
     unsafe { offer_answer(msg, ctx, params, Direction::Offer) }
 }
@@ -666,7 +689,11 @@ pub(crate) unsafe fn offer(msg: *mut sip_msg, ctx: *mut async_ctx, params: &Para
 ///
 /// # Safety
 /// The arguments are those of the call.
-pub(crate) unsafe fn answer(msg: *mut sip_msg, ctx: *mut async_ctx, params: &Params) -> Result<i32, Error> {
+pub(crate) unsafe fn answer(
+    msg: *mut sip_msg,
+    ctx: *mut async_ctx,
+    params: &Params,
+) -> Result<i32, Error> {
     // SAFETY: per the contract.
     unsafe { offer_answer(msg, ctx, params, Direction::Answer) }
 }

@@ -1146,6 +1146,13 @@ impl AsyncRun {
             failover: self.failover,
             op: self.op,
         };
-        conclude(st, self.nodes, &plan, &self.run, r, self.caller_error.take())
+        conclude(
+            st,
+            self.nodes,
+            &plan,
+            &self.run,
+            r,
+            self.caller_error.take(),
+        )
     }
 }

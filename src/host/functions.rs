@@ -97,7 +97,8 @@ pub(crate) unsafe fn opt_str(p: *mut c_void) -> Option<Vec<u8>> {
 
 /// The last message whose SDP this process rewrote (pid, message id, buffer address), so that
 /// a second call on the same message does not splice the same bytes twice.
-pub(crate) static LAST_REWRITTEN: std::sync::Mutex<Option<(u32, u32, usize)>> = std::sync::Mutex::new(None);
+pub(crate) static LAST_REWRITTEN: std::sync::Mutex<Option<(u32, u32, usize)>> =
+    std::sync::Mutex::new(None);
 
 /// Parameters of `rtpproxy_offer` / `rtpproxy_answer`, as the host passed them.
 pub(crate) struct OfferParams {
