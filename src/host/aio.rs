@@ -722,3 +722,45 @@ async_fn! {
     rtpproxy_offer_af => "rtpproxy_offer" => offer,
     rtpproxy_answer_af => "rtpproxy_answer" => answer,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    fn readable(fd: RawFd) -> bool {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the call; no wait.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
+
+    #[test]
+    fn the_descriptor_wakes_at_the_deadline_and_on_a_reply() {
+        let w = Waiter::new().unwrap();
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let deadline = Instant::now() + Duration::from_millis(30);
+        w.arm(Some(sock.as_raw_fd()), Some(deadline)).unwrap();
+        assert!(!readable(w.epoll.as_raw_fd()), "nothing happened yet");
+        // the lost attempt: readable once the deadline passed, and the wait consumes it
+        w.wait(Some(deadline + Duration::from_secs(5)));
+        assert!(Instant::now() >= deadline);
+        assert!(!readable(w.epoll.as_raw_fd()), "timer expiry consumed");
+        // a reply
+        w.arm(
+            Some(sock.as_raw_fd()),
+            Some(Instant::now() + Duration::from_secs(60)),
+        )
+        .unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.send_to(b"x", sock.local_addr().unwrap()).unwrap();
+        w.wait(Some(Instant::now() + Duration::from_secs(5)));
+        assert!(
+            readable(w.epoll.as_raw_fd()),
+            "the reply is still to be read"
+        );
+    }
+}
