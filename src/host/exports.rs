@@ -185,6 +185,40 @@ pub(crate) static CMDS: HostTable<[sys::cmd_export_t; N_CMDS]> = HostTable([
     },
 ]);
 
+macro_rules! acmd {
+    ($name:literal, $f:path, $params:expr) => {
+        sys::acmd_export_ {
+            name: cname($name),
+            function: $f as *mut std::ffi::c_void,
+            params: $params,
+        }
+    };
+}
+
+/// Async script functions (`async()`/`launch()`), with the blocking functions' parameters.
+pub(crate) static ACMDS: HostTable<[sys::acmd_export_t; 4]> = HostTable([
+    acmd!(
+        c"rtpproxy_unforce",
+        super::aio::rtpproxy_unforce_af,
+        params([INT_OPT, VAR_OPT])
+    ),
+    acmd!(
+        c"rtpproxy_offer",
+        super::aio::rtpproxy_offer_af,
+        OFFER_ANSWER_PARAMS
+    ),
+    acmd!(
+        c"rtpproxy_answer",
+        super::aio::rtpproxy_answer_af,
+        OFFER_ANSWER_PARAMS
+    ),
+    sys::acmd_export_ {
+        name: std::ptr::null(),
+        function: std::ptr::null_mut(),
+        params: params([]),
+    },
+]);
+
 macro_rules! modparam {
     ($name:literal, $ty:expr, $f:path) => {
         sys::param_export_ {
@@ -493,7 +527,7 @@ pub static mut exports: sys::module_exports = sys::module_exports {
     load_f: None,
     deps: &DEPS.0,
     cmds: &CMDS.0 as *const _ as *const sys::cmd_export_t,
-    acmds: std::ptr::null(),
+    acmds: &ACMDS.0 as *const _ as *const sys::acmd_export_t,
     params: &PARAMS.0 as *const _ as *const sys::param_export_t,
     stats: std::ptr::null(),
     mi_cmds: &MI_CMDS.0 as *const _ as *const sys::mi_export_t,

@@ -5,6 +5,7 @@
 //! between processes lives in `shared` (shm atomics, allocated before fork).
 #![allow(unsafe_code)]
 
+pub(crate) mod aio;
 pub(crate) mod api;
 pub(crate) mod autobridge;
 pub(crate) mod avp;
