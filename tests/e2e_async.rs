@@ -20,7 +20,7 @@ use e2e::{cfg, port, scratch, Env, Impl, OpenSips, Relay};
 fn setup(name: &str) -> Option<Env> {
     let env = Env::get(name)?;
     if std::env::var_os("RTPPROXY_BIN").is_none_or(|v| v.is_empty()) {
-        println!("SKIPPED {name}: RTPPROXY_BIN is not set");
+        e2e::skip(name, "RTPPROXY_BIN is not set");
         return None;
     }
     Some(env)
