@@ -105,7 +105,7 @@ CFG
 pids+=($!)
 for _ in $(seq 100); do [ -p "$work/fifo" ] && break; sleep 0.1; done
 if [ ! -p "$work/fifo" ]; then echo "OpenSIPS did not start:"; tail -20 "$work/opensips.log"; exit 1; fi
-mi() { opensips-cli -o "fifo_file=$work/fifo" -x mi "$@" 2>&1; }
+mi() { opensips-cli -o "fifo_file=$work/fifo" -x mi "$@" 2>&1 | sed "s/\x1b\[[0-9;]*m//g" || true; }
 if [ -n "$metrics" ] && [ -n "${DEMO_METRICS_DIR:-}" ]; then # a Prometheus scrape every 0.5 s
     mkdir -p "$DEMO_METRICS_DIR"
     while sleep 0.5; do
@@ -187,6 +187,6 @@ mi get_statistics rtpproxy: | python3 $here/show.py stats
 
 step "5. What the module logged (the lines an operator alerts on; see doc/operator-guide.md):"
 grep -E ':rtpproxy:' "$work/opensips.log" | grep -vE 'DBG|NOTICE' | sed -E 's/^[A-Z][a-z]{2} [ 0-9:]+ \[[0-9]+\] //' \
-    | sed 's/^/  /' | head -24
+    | sed 's/^/  /' | tail -n 22
 echo
 echo "demo done in $((SECONDS - t_built)) s after the build ($((SECONDS - t0)) s in all)"

@@ -722,29 +722,45 @@ fn node_recovered(st: &ModuleState, node: &NodeView) {
     let Some(slot) = st.slot(node) else { return };
     let (before, after) = slot.update(NodeHealth::on_probe_success);
     if before.disabled && !after.disabled {
-        tracing::warn!(
-            "RTPProxy {} answered a retransmission: back in service",
+        // The C module's words for a node back in selection (operators' rules match them).
+        tracing::info!(
+            "rtp proxy <{}> found, support for it re-enabled: it answered a retransmission",
             node.spec.url
         );
         events::raise_status(&st.events, &node.spec.url, true);
     }
 }
 
-/// Marks `node` failed for every process.
+/// Marks `node` failed for every process. The lines start with the C module's words for the
+/// same condition (`timeout waiting reply from a RTP proxy`, `proxy <URL> does not respond,
+/// disable it`), at its levels, so that log rules written for it still match; what we know
+/// more follows.
 pub(crate) fn node_failed(st: &ModuleState, node: &NodeView, why: &str) {
     let Some(slot) = st.slot(node) else { return };
     let now = now();
     let (before, after) = slot.update(|h| h.on_transport_failure(now, st.config.disable_tout));
+    let url = &node.spec.url;
+    // The engine words a command that got no reply after its last attempt `<op> failed: no
+    // reply` (core::control, NodeFault::Timeout).
+    let timed_out = why.ends_with(" failed: no reply");
+    if timed_out {
+        tracing::error!("timeout waiting reply from a RTP proxy <{url}>: {why}");
+    }
     if before.disabled != after.disabled {
         stats::disabled(st, node, why);
+        // An E7–E10 reply also takes the node out (as in C, which logs nothing then).
+        let lead = if why.starts_with("answered E") {
+            "is out of service"
+        } else {
+            "does not respond"
+        };
         tracing::error!(
-            "RTPProxy {} disabled: {why}; re-probed after {}s by the prober",
-            node.spec.url,
+            "proxy <{url}> {lead}, disable it: {why}; re-probed after {}s by the prober",
             st.config.disable_tout
         );
-        events::raise_status(&st.events, &node.spec.url, false);
-    } else {
-        tracing::warn!("RTPProxy {}: {why}", node.spec.url);
+        events::raise_status(&st.events, url, false);
+    } else if !timed_out {
+        tracing::warn!("RTPProxy {url}: {why}");
     }
 }
 
@@ -810,11 +826,19 @@ fn record_probe(st: &ModuleState, node: &NodeView, outcome: ProbeOutcome) {
             let first = slot.mark_probed(caps);
             let (before, after) = slot.update(NodeHealth::on_probe_success);
             if first || before.disabled != after.disabled {
-                if !after.disabled {
+                let caps = caps.names().collect::<Vec<_>>().join(",");
+                if after.disabled {
+                    // MI disabled it meanwhile: nothing came back.
+                } else if first {
                     tracing::info!(
-                        "RTPProxy {} is active (capabilities: {})",
-                        node.spec.url,
-                        caps.names().collect::<Vec<_>>().join(",")
+                        "RTPProxy {} is active (capabilities: {caps})",
+                        node.spec.url
+                    );
+                } else {
+                    // The C module's words for a node back after a failure.
+                    tracing::info!(
+                        "rtp proxy <{}> found, support for it re-enabled (capabilities: {caps})",
+                        node.spec.url
                     );
                 }
                 events::raise_status(&st.events, &node.spec.url, !after.disabled);
@@ -827,9 +851,15 @@ fn record_probe(st: &ModuleState, node: &NodeView, outcome: ProbeOutcome) {
                 stats::disabled(st, node, &format!("probe failed: {why}"));
             }
             if first || before.disabled != after.disabled {
-                tracing::error!(
-                    "RTPProxy {} is unavailable ({why}); re-probed every {}s",
+                // The C module's words (and level) for a failed probe.
+                tracing::warn!(
+                    "support for RTP proxy <{}> has been disabled{}: {why}; re-probed every {}s",
                     node.spec.url,
+                    if st.config.disable_tout < 0 {
+                        ""
+                    } else {
+                        " temporarily"
+                    },
                     st.config.disable_tout
                 );
                 events::raise_status(&st.events, &node.spec.url, false);
