@@ -170,6 +170,7 @@ echo "  our module's detailed view, rtpproxy_show detail=1:"
 mi rtpproxy_show detail=1 | python3 $here/show.py nodes
 echo "  statistics, get_statistics rtpproxy: (timeouts/failovers = what B cost):"
 mi get_statistics rtpproxy: | python3 $here/show.py stats
+echo "  B's first unanswered command (0.2 s) took it out for every worker; the calls it would have had went to A."
 
 step "3. Relay B resumes (SIGCONT); after rtpproxy_disable_tout (2 s) it is probed and back in selection:"
 kill -CONT "$pid_b"
@@ -179,9 +180,11 @@ mi rtpproxy_show detail=1 | python3 $here/show.py nodes
 
 step "4. Both relays stop: a new call is refused (the script answers 503), and comes through again once they resume:"
 kill -STOP "$pid_a" "$pid_b"
+echo "  both stopped:"
 calls 1
 kill -CONT "$pid_a" "$pid_b"
 sleep 2.5
+echo "  both resumed:"
 calls 1
 mi get_statistics rtpproxy: | python3 $here/show.py stats
 
