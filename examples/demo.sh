@@ -33,7 +33,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-base=$((20000 + RANDOM % 20000))
+base=$((20000 + RANDOM % 19000)) # below the relays' media ports (41000-49000)
 ctl_a=$base ctl_b=$((base + 1)) sip=$((base + 2)) uas=$((base + 3)) uac=$((base + 4)) http=$((base + 5))
 relay() { # control port, media address
     python3 $here/relay.py "udp:127.0.0.1:$1" "$2" >"$work/relay-$1.out" 2>&1 &

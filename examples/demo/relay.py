@@ -15,7 +15,7 @@ except Exception as exc:  # noqa: BLE001 - any import problem means "no engine"
     print(f"NO-RTPIO {type(exc).__name__}: {exc}", flush=True)
     sys.exit(2)
 
-engine = rtpproxy(extra_args=["-F", "-s", sys.argv[1], "-l", sys.argv[2], "-m", "30000", "-M", "40000"])
+engine = rtpproxy(extra_args=["-F", "-s", sys.argv[1], "-l", sys.argv[2], "-m", "41000", "-M", "49000"])
 print("READY", flush=True)
 while True:
     time.sleep(3600)
