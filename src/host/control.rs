@@ -324,6 +324,17 @@ pub(crate) enum ControlError {
     /// The named node is not in the set or is disabled.
     #[error("RTPProxy {0} is not available")]
     NodeUnavailable(String),
+    /// A new call's offer failed on every node it tried: worded as the C module words it
+    /// (`no available proxies`), so that log rules written for it still match.
+    #[error("no available proxies left in set {set}: RTPProxy {url} {fault}")]
+    NoneLeft {
+        /// The set.
+        set: SetId,
+        /// The last node tried.
+        url: String,
+        /// What went wrong there.
+        fault: NodeFault,
+    },
     /// Every node tried failed.
     #[error("RTPProxy {url} {fault}")]
     Failed {
@@ -500,15 +511,22 @@ fn conclude<'a>(
             Target::Call(_) => ControlError::NoNode(set_of(st, nodes)),
         }
         .into()),
-        Err(CommandError::Failed(fault)) => Err(ControlError::Failed {
-            url: run
+        Err(CommandError::Failed(fault)) => {
+            let url = run
                 .node()
                 .and_then(|i| nodes.get(i))
                 .map(|n| n.spec.url.clone())
-                .unwrap_or_default(),
-            fault,
+                .unwrap_or_default();
+            Err(match plan.target {
+                Target::Call(_) if plan.op == OpKind::Offer => ControlError::NoneLeft {
+                    set: set_of(st, nodes),
+                    url,
+                    fault,
+                },
+                _ => ControlError::Failed { url, fault },
+            }
+            .into())
         }
-        .into()),
     }
 }
 
