@@ -475,7 +475,9 @@ fn a_hung_relay_times_out_and_fails_over() {
     let url = &r.urls[1];
     for c_words in [
         format!("ERROR:rtpproxy:control: proxy <{url}> does not respond, disable it: no reply"),
-        format!("ERROR:rtpproxy:control: timeout waiting reply from a RTP proxy <{url}>: Offer failed"),
+        format!(
+            "ERROR:rtpproxy:control: timeout waiting reply from a RTP proxy <{url}>: Offer failed"
+        ),
     ] {
         assert!(log.contains(&c_words), "no {c_words:?} in the log:\n{log}");
     }
