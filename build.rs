@@ -145,6 +145,7 @@ fn main() {
     };
     let bindings = bindgen::Builder::default()
         .header("include/opensips_abi.h")
+        .clang_arg(format!("-DOPENSIPS_MAJOR={major}"))
         .clang_arg(format!("-DPROBED_MAX_MI_PARAMS={}", value("MAX_MI_PARAMS")))
         .clang_arg(format!(
             "-DPROBED_MAX_MI_ALIASES={}",

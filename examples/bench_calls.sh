@@ -26,6 +26,10 @@
 #   --workers N        OpenSIPS udp_workers (default 4)
 #   --flags F          flags for rtpproxy_offer/rtpproxy_answer (default "co")
 #   --keep             keep the work directory (logs, configs, traces)
+#   --delay MS         put each relay MS ms away, each way (examples/udp_delay.py in front of its
+#                      control socket)
+#   --async            also run our module with the async script (async offer and unforce; the
+#                      answer blocks: OpenSIPS runs async() only in request routes), as "async"
 # Environment: OPENSIPS_BIN (default /opt/opensips/sbin/opensips), OPENSIPS_MODULES (default
 # <prefix>/lib64/opensips/modules), RTPPROXY_BIN (default /opt/rtpproxy/bin/rtpproxy).
 # Needs: sipp, python3.
@@ -42,6 +46,8 @@ FLAGS="co"
 OURS=""
 CMOD=""
 KEEP=0
+DELAY=0
+ASYNC=0
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -52,6 +58,8 @@ while [ $# -gt 0 ]; do
         --workers) WORKERS=$2; shift 2 ;;
         --flags) FLAGS=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
+        --delay) DELAY=$2; shift 2 ;;
+        --async) ASYNC=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -214,9 +222,10 @@ cat >"$WORK/uas.xml" <<'EOF'
 </scenario>
 EOF
 
-# Starts a relay and an OpenSIPS with module $2 under the name $1; sets SIP_$1, CTL_$1, PID_$1.
+# Starts a relay and an OpenSIPS with module $2 under the name $1 (script: "sync" or "async"
+# in $4); sets SIP_$1, CTL_$1, PID_$1.
 start_stack() {
-    local name=$1 module=$2 min=$3 sip ctl uas cfg
+    local name=$1 module=$2 min=$3 kind=${4:-sync} sip ctl uas cfg sock
     sip=$(free_port); ctl=$(free_port); uas=$(free_port)
     # in the work directory: some rtpproxy builds write an accounting file into the cwd
     (cd "$WORK" && exec "$RTPPROXY_BIN" -f -F -l 127.0.0.1 -s "udp:127.0.0.1:$ctl" -m "$min" \
@@ -224,6 +233,14 @@ start_stack() {
     PIDS+=($!)
     disown
     wait_udp "$ctl" || die "$name: rtpproxy did not start"
+    sock=$ctl
+    if [ "$DELAY" != 0 ]; then
+        sock=$(free_port)
+        python3 examples/udp_delay.py "$sock" "$ctl" "$DELAY" >"$WORK/$name-delay.log" 2>&1 &
+        PIDS+=($!)
+        disown
+        wait_udp "$sock" || die "$name: delay proxy did not start"
+    fi
     sipp -sf "$WORK/uas.xml" -i 127.0.0.1 -p "$uas" -nostdin >"$WORK/$name-uas.log" 2>&1 &
     PIDS+=($!)
     disown
@@ -241,7 +258,38 @@ loadmodule "tm.so"
 loadmodule "sl.so"
 loadmodule "sipmsgops.so"
 loadmodule "$module"
-modparam("rtpproxy", "rtpproxy_sock", "udp:127.0.0.1:$ctl")
+modparam("rtpproxy", "rtpproxy_sock", "udp:127.0.0.1:$sock")
+EOF
+    if [ "$kind" = async ]; then
+        cat >>"$cfg" <<EOF
+route {
+    if (is_method("INVITE") && has_body("application/sdp")) {
+        async(rtpproxy_offer("$FLAGS"), offered);
+        exit;
+    }
+    if (is_method("BYE|CANCEL")) {
+        async(rtpproxy_unforce(), forward);
+        exit;
+    }
+    route(forward);
+}
+route[offered] {
+    if (\$rc < 0) { t_reply(500, "rtpproxy_offer failed"); exit; }
+    route(forward);
+}
+route[forward] {
+    \$du = "sip:127.0.0.1:$uas";
+    t_on_reply("r");
+    if (!t_relay()) sl_reply_error();
+}
+onreply_route[r] {
+    if (has_body("application/sdp")) {
+        if (!rtpproxy_answer("$FLAGS")) drop;
+    }
+}
+EOF
+    else
+        cat >>"$cfg" <<EOF
 route {
     if (is_method("INVITE") && has_body("application/sdp")) {
         if (!rtpproxy_offer("$FLAGS")) { sl_send_reply(500, "rtpproxy_offer failed"); exit; }
@@ -257,6 +305,7 @@ onreply_route[r] {
     }
 }
 EOF
+    fi
     "$OPENSIPS_BIN" -F -f "$cfg" -m 512 -M 32 >"$WORK/$name-opensips.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")
@@ -305,6 +354,10 @@ print('%.3f %.3f' % (g / max(1, $ok) * 1000, max(0.0, n) / max(1, $ok) * 1000))"
 declare -A TOTAL RESULT BEST IDLE_RATE
 MODS=(ours)
 start_stack ours "$OURS" 20000
+if [ "$ASYNC" = 1 ]; then
+    MODS+=(async)
+    start_stack async "$OURS" 40000 async
+fi
 if [ -n "$CMOD" ]; then
     MODS+=(c)
     start_stack c "$CMOD" 30000
@@ -319,7 +372,7 @@ for m in "${MODS[@]}"; do
     IDLE_RATE[$m]=$(python3 -c "print(($(cpu_ticks "${!p}") - ${I0[$m]}) / 5.0)")
 done
 
-echo "OpenSIPS: $("$OPENSIPS_BIN" -V | head -1); workers: $WORKERS; flags: \"$FLAGS\"; $DURATION s per step"
+echo "OpenSIPS: $("$OPENSIPS_BIN" -V | head -1); workers: $WORKERS; flags: \"$FLAGS\"; $DURATION s per step; relay delay: $DELAY ms each way"
 echo "ours: $OURS"
 [ -n "$CMOD" ] && echo "C:    $CMOD"
 for m in "${MODS[@]}"; do

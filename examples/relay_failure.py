@@ -15,6 +15,7 @@ For each module it prints failed calls, worst and p99 call-setup time (INVITE ->
 sipp measures it) and the number of calls slower than 1 s, plus when each node came back.
 
 Usage: examples/relay_failure.py [--rate 100] [--disable-tout 10] [--scenario hang|kill|boot|both|all]
+                                 [--async]   (also our module with async offer/unforce)
 Needs OPENSIPS_BIN (OpenSIPS 3.6.8), RTPPROXY_BIN (rtpproxy daemon), sipp, opensips-cli.
 Loopback only; every process it starts is stopped at the end.
 """
@@ -92,8 +93,9 @@ def relay_info(port):
     return out
 
 
-def opensips_cfg(work, module, sip_port, uas_port, relays, disable_tout):
+def opensips_cfg(work, module, sip_port, uas_port, relays, disable_tout, async_script=False):
     socks = " ".join(f"udp:127.0.0.1:{p}" for p in relays)
+    routes = (ASYNC_ROUTES if async_script else SYNC_ROUTES).replace("UAS_PORT", str(uas_port))
     return f"""log_level=2
 stderror_enabled=yes
 syslog_enabled=no
@@ -109,18 +111,44 @@ modparam("mi_fifo", "fifo_name", "{work}/fifo")
 loadmodule "{module}"
 modparam("rtpproxy", "rtpproxy_sock", "{socks}")
 modparam("rtpproxy", "rtpproxy_disable_tout", {disable_tout})
-route {{
-    if (is_method("INVITE") && has_body("application/sdp")) {{
-        if (!rtpproxy_offer("co")) {{ sl_send_reply(500, "rtpproxy_offer failed"); exit; }}
-    }}
-    if (is_method("BYE")) rtpproxy_unforce();
-    $du = "sip:127.0.0.1:{uas_port}";
-    t_on_reply("r");
-    t_relay();
-}}
-onreply_route[r] {{
+{routes}onreply_route[r] {{
     if (has_body("application/sdp")) rtpproxy_answer("co");
 }}
+"""
+
+
+SYNC_ROUTES = """route {
+    if (is_method("INVITE") && has_body("application/sdp")) {
+        if (!rtpproxy_offer("co")) { sl_send_reply(500, "rtpproxy_offer failed"); exit; }
+    }
+    if (is_method("BYE")) rtpproxy_unforce();
+    $du = "sip:127.0.0.1:UAS_PORT";
+    t_on_reply("r");
+    t_relay();
+}
+"""
+
+# async offer and unforce (the answer runs in a reply route, where OpenSIPS cannot suspend)
+ASYNC_ROUTES = """route {
+    if (is_method("INVITE") && has_body("application/sdp")) {
+        async(rtpproxy_offer("co"), offered);
+        exit;
+    }
+    if (is_method("BYE")) {
+        async(rtpproxy_unforce(), forward);
+        exit;
+    }
+    route(forward);
+}
+route[offered] {
+    if ($rc < 0) { t_reply(500, "rtpproxy_offer failed"); exit; }
+    route(forward);
+}
+route[forward] {
+    $du = "sip:127.0.0.1:UAS_PORT";
+    t_on_reply("r");
+    t_relay();
+}
 """
 
 
@@ -141,7 +169,7 @@ def percentile(values, p):
     return v[k]
 
 
-def run(label, module, scenario, rate, disable_tout, base_port):
+def run(label, module, scenario, rate, disable_tout, base_port, async_script=False):
     work = tempfile.mkdtemp(prefix=f"relayfail-{label}-")
     a_port, b_port = base_port, base_port + 1
     sip_port, uas_port, uac_port = base_port + 2, base_port + 3, base_port + 4
@@ -149,7 +177,8 @@ def run(label, module, scenario, rate, disable_tout, base_port):
     if scenario == "boot":
         relays["B"].signal(signal.SIGSTOP)
     with open(os.path.join(work, "opensips.cfg"), "w") as f:
-        f.write(opensips_cfg(work, module, sip_port, uas_port, [a_port, b_port], disable_tout))
+        f.write(opensips_cfg(work, module, sip_port, uas_port, [a_port, b_port], disable_tout,
+                             async_script))
     os_log = open(os.path.join(work, "opensips.log"), "w")
     osp = subprocess.Popen([OPENSIPS, "-F", "-f", os.path.join(work, "opensips.cfg")],
                            stdout=os_log, stderr=os_log)
@@ -258,16 +287,21 @@ def main():
                     default="both")
     ap.add_argument("--ours", default=os.path.join(ROOT, "target/release/librtpproxy.so"))
     ap.add_argument("--c-module", default=os.path.join(MODULES, "rtpproxy.so"))
+    ap.add_argument("--async", dest="async_script", action="store_true",
+                    help="also run our module with the async script (as 'async')")
     args = ap.parse_args()
     scenarios = {"both": ["hang", "kill"], "all": ["hang", "kill", "boot"]}.get(
         args.scenario, [args.scenario])
     base = 41000
     for sc in scenarios:
-        for label, module in (("ours", args.ours), ("C", args.c_module)):
+        runs = [("ours", args.ours, False), ("C", args.c_module, False)]
+        if args.async_script:
+            runs.insert(1, ("async", args.ours, True))
+        for label, module, async_script in runs:
             if not os.path.exists(module):
                 print(f"SKIPPED {label}: {module} missing")
                 continue
-            r = run(label, module, sc, args.rate, args.disable_tout, base)
+            r = run(label, module, sc, args.rate, args.disable_tout, base, async_script)
             base += 10
             print(f"[{sc}] {label:4}: {r['calls']} calls, {r['successful']} ok, "
                   f"{r['failed']} failed; setup p50 {r['p50_ms']:.1f} ms, "

@@ -92,6 +92,27 @@ typedef struct acmd_export_ {
 	struct cmd_param params[MAX_CMD_PARAMS + 1];
 } acmd_export_t;
 
+/* ---- async.h: the context an async command fills in -------------------------------------- */
+/* async_status values (enum async_ret_code) */
+#define ASYNC_NO_IO (-8)
+#define ASYNC_SYNC (-7)
+#define ASYNC_NO_FD (-6)
+#define ASYNC_CONTINUE (-5)
+#define ASYNC_CHANGE_FD (-4)
+#define ASYNC_DONE_CLOSE_FD (-3)
+#define ASYNC_DONE_NO_IO (-2)
+#define ASYNC_DONE (-1)
+
+typedef struct async_ctx {
+	void *resume_f;
+#if OPENSIPS_MAJOR >= 4 /* 4.0: the resume function's name (must not be NULL) */
+	char *resume_f_name;
+#endif
+	void *resume_param;
+	void *timeout_f;
+	unsigned int timeout_s;
+} async_ctx;
+
 /* modparam types */
 #define STR_PARAM (1U << 0)
 #define INT_PARAM (1U << 1)

@@ -470,6 +470,17 @@ fn a_hung_relay_times_out_and_fails_over() {
     assert_eq!(r.node_stat("enabled", 1), 0);
     assert_eq!(r.stat("enabled_nodes"), 1);
     assert!(r.node_stat("commands", 0) + r.node_stat("commands", 1) > before);
+    // Log rules written for the C module's messages still match (doc/operator-guide.md).
+    let log = r.os.log_text();
+    let url = &r.urls[1];
+    for c_words in [
+        format!("ERROR:rtpproxy:control: proxy <{url}> does not respond, disable it: no reply"),
+        format!(
+            "ERROR:rtpproxy:control: timeout waiting reply from a RTP proxy <{url}>: Offer failed"
+        ),
+    ] {
+        assert!(log.contains(&c_words), "no {c_words:?} in the log:\n{log}");
+    }
     r.finish();
 }
 

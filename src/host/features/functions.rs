@@ -78,22 +78,23 @@ pub(crate) unsafe fn unforce(msg: *mut sip_msg, params: &Params) -> Result<i32, 
 
 /// The last message whose SDP this process rewrote (pid, message id, buffer address), so that
 /// a second call on the same message does not splice the same bytes twice.
-static LAST_REWRITTEN: std::sync::Mutex<Option<(u32, u32, usize)>> = std::sync::Mutex::new(None);
+pub(crate) static LAST_REWRITTEN: std::sync::Mutex<Option<(u32, u32, usize)>> =
+    std::sync::Mutex::new(None);
 
 /// Parameters of `rtpproxy_offer` / `rtpproxy_answer`, as the host passed them.
-struct OfferParams {
-    flags: *mut c_void,
-    ip: *mut c_void,
-    set: *mut c_void,
-    sock_var: *mut c_void,
-    ret_var: *mut c_void,
-    body_var: *mut c_void,
+pub(crate) struct OfferParams {
+    pub(crate) flags: *mut c_void,
+    pub(crate) ip: *mut c_void,
+    pub(crate) set: *mut c_void,
+    pub(crate) sock_var: *mut c_void,
+    pub(crate) ret_var: *mut c_void,
+    pub(crate) body_var: *mut c_void,
     /// 4.0's 7th parameter; always NULL for 3.6, which declares six.
-    bind_local: *mut c_void,
+    pub(crate) bind_local: *mut c_void,
 }
 
 impl OfferParams {
-    fn new(p: &Params) -> Self {
+    pub(crate) fn new(p: &Params) -> Self {
         Self {
             flags: p[0],
             ip: p[1],
@@ -438,7 +439,7 @@ unsafe fn offer_answer(
 /// insertion anchored at the very end of the message buffer, so an insertion there (the
 /// marker after the last CRLF) is folded into the edit that ends there, or becomes a
 /// replacement of the message's last byte (`last_byte`) by itself plus the insertion.
-fn lump_plan(
+pub(crate) fn lump_plan(
     edits: &[SdpEdit],
     base: usize,
     msg_len: usize,

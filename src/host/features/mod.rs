@@ -1,6 +1,7 @@
 //! What the script and MI see: offer/answer/unforce, engage, autobridge, media functions,
 //! the rtp_relay engine, HA node storage and MI commands. Built on `runtime`, `bind`, `ffi`.
 
+pub(crate) mod aio;
 pub(crate) mod autobridge;
 pub(crate) mod dialog;
 pub(crate) mod dlg_node;

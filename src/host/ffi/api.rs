@@ -137,6 +137,7 @@ core_api! {
         event_shm_pending: *mut c_int,
         process_no: c_int,
         route_type: c_int,
+        async_status: c_int,
         pt: *mut u8,
     }
 }

@@ -77,6 +77,15 @@ mod layout {
         assert_eq!(offset_of!(cmd_export_t, params), 16);
         assert_eq!(offset_of!(cmd_export_t, flags), 232);
         assert_eq!(size_of::<acmd_export_t>(), 232);
+        assert_eq!(offset_of!(acmd_export_t, function), 8);
+        assert_eq!(offset_of!(acmd_export_t, params), 16);
+        // async.h: 4.0 inserts `resume_f_name` after `resume_f`
+        let named = if cfg!(opensips_4) { 8 } else { 0 };
+        assert_eq!(size_of::<async_ctx>(), 32 + named);
+        assert_eq!(offset_of!(async_ctx, resume_f), 0);
+        assert_eq!(offset_of!(async_ctx, resume_param), 8 + named);
+        assert_eq!(offset_of!(async_ctx, timeout_f), 16 + named);
+        assert_eq!(offset_of!(async_ctx, timeout_s), 24 + named);
         assert_eq!(size_of::<param_export_t>(), 24);
         assert_eq!(offset_of!(param_export_t, type_), 8);
         assert_eq!(offset_of!(param_export_t, param_pointer), 16);

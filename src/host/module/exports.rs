@@ -75,6 +75,16 @@ const PARAM_END: sys::param_export_t = sys::param_export_ {
     param_pointer: std::ptr::null_mut(),
 };
 
+const ACMD_END: sys::acmd_export_t = sys::acmd_export_ {
+    name: std::ptr::null(),
+    function: std::ptr::null_mut(),
+    params: [script::END; sys::MAX_CMD_PARAMS as usize + 1],
+};
+
+/// Async script functions (`async()`/`launch()`, declared in [`script`]), the terminator.
+pub(crate) static ACMDS: HostTable<[sys::acmd_export_t; script::ACMD_ROWS.len() + 1]> =
+    HostTable(rows(script::ACMD_ROWS, [], ACMD_END));
+
 /// The modparams (declared in [`script`]), then the terminator.
 pub(crate) static PARAMS: HostTable<[sys::param_export_t; script::PARAM_ROWS.len() + 1]> =
     HostTable(rows(script::PARAM_ROWS, [], PARAM_END));
@@ -338,7 +348,7 @@ pub static mut exports: sys::module_exports = sys::module_exports {
     load_f: None,
     deps: &DEPS.0,
     cmds: &CMDS.0 as *const _ as *const sys::cmd_export_t,
-    acmds: std::ptr::null(),
+    acmds: &ACMDS.0 as *const _ as *const sys::acmd_export_t,
     params: &PARAMS.0 as *const _ as *const sys::param_export_t,
     stats: std::ptr::null(),
     mi_cmds: &MI_CMDS.0 as *const _ as *const sys::mi_export_t,

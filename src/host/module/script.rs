@@ -5,7 +5,7 @@
 use std::ffi::{c_char, c_int, c_void};
 
 use crate::host::bind::params::Params;
-use crate::host::features::{dialog, functions, media};
+use crate::host::features::{aio, dialog, functions, media};
 use crate::host::ffi::guard;
 use crate::host::ffi::sys::{self, cmd_param};
 
@@ -51,6 +51,9 @@ const R_REPLY: i32 = sys::ONREPLY_ROUTE as i32;
 const R_BRANCH: i32 = sys::BRANCH_ROUTE as i32;
 const R_LOCAL: i32 = sys::LOCAL_ROUTE as i32;
 const R_ALL5: i32 = R_REQ | R_REPLY | R_FAIL | R_BRANCH | R_LOCAL;
+
+/// `rtpproxy_unforce`: set, sock_var.
+const UNFORCE: [cmd_param; 2] = [INT_OPT, VAR_OPT];
 
 /// `rtpproxy_offer`/`rtpproxy_answer`: flags, ip, set, sock_var, ret_var, body_var.
 #[cfg(not(opensips_4))]
@@ -101,7 +104,7 @@ macro_rules! script_functions {
 
 // In the C module's order (plus `rtpproxy_stop_recording`, our addition, after its functions).
 script_functions! {
-    "rtpproxy_unforce" => rtpproxy_unforce_f(functions::unforce), [INT_OPT, VAR_OPT], R_ALL5;
+    "rtpproxy_unforce" => rtpproxy_unforce_f(functions::unforce), UNFORCE, R_ALL5;
     "rtpproxy_engage" => rtpproxy_engage_f(dialog::engage),
         [STR_OPT, STR_OPT, INT_OPT, VAR_OPT, VAR_OPT], R_ALL5;
     "rtpproxy_start_recording" => rtpproxy_start_recording_f(media::start_recording),
@@ -170,3 +173,24 @@ modparams! {
     "generated_sdp_media_ip": STR_PARAM => mp_generated_sdp_media_ip;
     "call_map_size": INT_PARAM => mp_call_map_size;
 }
+
+/// An async script function's row: the same name and parameters as the blocking function; the
+/// body is one of `features::aio`'s (they run the command without holding the worker).
+const fn acmd<const N: usize>(
+    name: &'static std::ffi::CStr,
+    f: aio::AsyncFn,
+    list: [cmd_param; N],
+) -> sys::acmd_export_t {
+    sys::acmd_export_ {
+        name: name.as_ptr(),
+        function: f as *mut c_void,
+        params: params(list),
+    }
+}
+
+/// The async script functions' rows (`async()`/`launch()`), no terminator.
+pub(crate) const ACMD_ROWS: [sys::acmd_export_t; 3] = [
+    acmd(c"rtpproxy_unforce", aio::rtpproxy_unforce_af, UNFORCE),
+    acmd(c"rtpproxy_offer", aio::rtpproxy_offer_af, OFFER_ANSWER),
+    acmd(c"rtpproxy_answer", aio::rtpproxy_answer_af, OFFER_ANSWER),
+];

@@ -325,6 +325,17 @@ pub(crate) enum ControlError {
     /// The named node is not in the set or is disabled.
     #[error("RTPProxy {0} is not available")]
     NodeUnavailable(String),
+    /// A new call's offer failed on every node it tried: worded as the C module words it
+    /// (`no available proxies`), so that log rules written for it still match.
+    #[error("no available proxies left in set {set}: RTPProxy {url} {fault}")]
+    NoneLeft {
+        /// The set.
+        set: SetId,
+        /// The last node tried.
+        url: String,
+        /// What went wrong there.
+        fault: NodeFault,
+    },
     /// Every node tried failed.
     #[error("RTPProxy {url} {fault}")]
     Failed {
@@ -360,6 +371,42 @@ fn own_index(st: &ModuleState, nodes: &[NodeView], call_id: &[u8], target: Targe
                 .and_then(|key| nodes.iter().position(|n| n.key == key));
             Route::Call { own }
         }
+    }
+}
+
+/// Feeds a node's reply and the caller's verdict on it to the engine (both drivers): an
+/// accepted reply is kept, an `E` reply that is no node failure ends the command on that node.
+fn on_body<T>(
+    run: &mut CommandRun,
+    i: usize,
+    body: &[u8],
+    rtt_us: u64,
+    verdict: Verdict<T>,
+    accepted: &mut Option<T>,
+    caller_error: &mut Option<Error>,
+) {
+    let code = match Reply::parse(body) {
+        Ok(Reply::Error(c)) => Some(c),
+        _ => None,
+    };
+    match verdict {
+        Verdict::Accept(t) => {
+            *accepted = Some(t);
+            let answer = match code {
+                Some(code) => Answer::Refused {
+                    rtt_us,
+                    code: Some(code),
+                },
+                None => Answer::Reply { rtt_us },
+            };
+            run.on_reply(i, answer);
+        }
+        Verdict::NodeFailure(code) => run.on_reply(i, Answer::Fault(NodeFault::RelayError(code))),
+        Verdict::Fail(e) => {
+            *caller_error = Some(e);
+            run.on_reply(i, Answer::Refused { rtt_us, code });
+        }
+        Verdict::NotHere => run.on_reply(i, Answer::NotHere),
     }
 }
 
@@ -402,31 +449,16 @@ pub(crate) fn execute<'a, T>(
                 let rtt_us = started.elapsed().as_micros() as u64;
                 match exchanged {
                     Ok(body) => {
-                        let code = match Reply::parse(&body) {
-                            Ok(Reply::Error(c)) => Some(c),
-                            _ => None,
-                        };
-                        let answer = match code {
-                            Some(code) => Answer::Refused {
-                                rtt_us,
-                                code: Some(code),
-                            },
-                            None => Answer::Reply { rtt_us },
-                        };
-                        match judge(node, Some(&body)) {
-                            Verdict::Accept(t) => {
-                                accepted = Some(t);
-                                run.on_reply(i, answer);
-                            }
-                            Verdict::NodeFailure(code) => {
-                                run.on_reply(i, Answer::Fault(NodeFault::RelayError(code)));
-                            }
-                            Verdict::Fail(e) => {
-                                caller_error = Some(e);
-                                run.on_reply(i, Answer::Refused { rtt_us, code });
-                            }
-                            Verdict::NotHere => run.on_reply(i, Answer::NotHere),
-                        }
+                        let verdict = judge(node, Some(&body));
+                        on_body(
+                            &mut run,
+                            i,
+                            &body,
+                            rtt_us,
+                            verdict,
+                            &mut accepted,
+                            &mut caller_error,
+                        );
                     }
                     Err(fault) => {
                         run.on_reply(i, Answer::Fault(fault));
@@ -445,6 +477,22 @@ pub(crate) fn execute<'a, T>(
         }
     };
     observe(st, nodes, run.take_events());
+    let node = conclude(st, nodes, &plan, &run, result, caller_error)?;
+    accepted
+        .map(|t| (t, node))
+        .ok_or_else(|| Error::Other("internal: reply not kept".into()))
+}
+
+/// The end of a command, for both drivers: the call map learns (offer) or forgets (delete)
+/// the call, and the engine's result becomes the node that answered or the host's error.
+fn conclude<'a>(
+    st: &ModuleState,
+    nodes: &'a [NodeView],
+    plan: &Plan<'_, '_>,
+    run: &CommandRun,
+    result: Result<usize, CommandError>,
+    caller_error: Option<Error>,
+) -> Result<&'a NodeView, Error> {
     if plan.op == OpKind::Delete && !plan.call_id.is_empty() {
         forget_call(st, plan.call_id);
     }
@@ -457,24 +505,29 @@ pub(crate) fn execute<'a, T>(
             if plan.op == OpKind::Offer && !plan.call_id.is_empty() {
                 remember_call(st, plan.call_id, node);
             }
-            accepted
-                .map(|t| (t, node))
-                .ok_or_else(|| Error::Other("internal: reply not kept".into()))
+            Ok(node)
         }
         Err(CommandError::NoNode | CommandError::Aborted) => Err(match plan.target {
             Target::Node(n) => ControlError::NodeUnavailable(n.spec.url.clone()),
             Target::Call(_) => ControlError::NoNode(set_of(st, nodes)),
         }
         .into()),
-        Err(CommandError::Failed(fault)) => Err(ControlError::Failed {
-            url: run
+        Err(CommandError::Failed(fault)) => {
+            let url = run
                 .node()
                 .and_then(|i| nodes.get(i))
                 .map(|n| n.spec.url.clone())
-                .unwrap_or_default(),
-            fault,
+                .unwrap_or_default();
+            Err(match plan.target {
+                Target::Call(_) if plan.op == OpKind::Offer => ControlError::NoneLeft {
+                    set: set_of(st, nodes),
+                    url,
+                    fault,
+                },
+                _ => ControlError::Failed { url, fault },
+            }
+            .into())
         }
-        .into()),
     }
 }
 
@@ -674,7 +727,7 @@ pub(crate) fn send_for_call<'a>(
 }
 
 /// `E50`: the relay has no such session.
-fn is_session_unknown(body: &[u8]) -> bool {
+pub(crate) fn is_session_unknown(body: &[u8]) -> bool {
     body.strip_prefix(b"E")
         .is_some_and(|code| code.trim_ascii() == SESSION_UNKNOWN)
 }
@@ -688,29 +741,45 @@ fn node_recovered(st: &ModuleState, node: &NodeView) {
     let Some(slot) = st.slot(node) else { return };
     let (before, after) = slot.update(NodeHealth::on_probe_success);
     if before.disabled && !after.disabled {
-        tracing::warn!(
-            "RTPProxy {} answered a retransmission: back in service",
+        // The C module's words for a node back in selection (operators' rules match them).
+        tracing::info!(
+            "rtp proxy <{}> found, support for it re-enabled: it answered a retransmission",
             node.spec.url
         );
         events::raise_status(&st.events, &node.spec.url, true);
     }
 }
 
-/// Marks `node` failed for every process.
+/// Marks `node` failed for every process. The lines start with the C module's words for the
+/// same condition (`timeout waiting reply from a RTP proxy`, `proxy <URL> does not respond,
+/// disable it`), at its levels, so that log rules written for it still match; what we know
+/// more follows.
 pub(crate) fn node_failed(st: &ModuleState, node: &NodeView, why: &str) {
     let Some(slot) = st.slot(node) else { return };
     let now = now();
     let (before, after) = slot.update(|h| h.on_transport_failure(now, st.config.disable_tout));
+    let url = &node.spec.url;
+    // The engine words a command that got no reply after its last attempt `<op> failed: no
+    // reply` (core::control, NodeFault::Timeout).
+    let timed_out = why.ends_with(" failed: no reply");
+    if timed_out {
+        tracing::error!("timeout waiting reply from a RTP proxy <{url}>: {why}");
+    }
     if before.disabled != after.disabled {
         stats::disabled(st, node, why);
+        // An E7–E10 reply also takes the node out (as in C, which logs nothing then).
+        let lead = if why.starts_with("answered E") {
+            "is out of service"
+        } else {
+            "does not respond"
+        };
         tracing::error!(
-            "RTPProxy {} disabled: {why}; re-probed after {}s by the prober",
-            node.spec.url,
+            "proxy <{url}> {lead}, disable it: {why}; re-probed after {}s by the prober",
             st.config.disable_tout
         );
-        events::raise_status(&st.events, &node.spec.url, false);
-    } else {
-        tracing::warn!("RTPProxy {}: {why}", node.spec.url);
+        events::raise_status(&st.events, url, false);
+    } else if !timed_out {
+        tracing::warn!("RTPProxy {url}: {why}");
     }
 }
 
@@ -776,11 +845,19 @@ fn record_probe(st: &ModuleState, node: &NodeView, outcome: ProbeOutcome) {
             let first = slot.mark_probed(caps);
             let (before, after) = slot.update(NodeHealth::on_probe_success);
             if first || before.disabled != after.disabled {
-                if !after.disabled {
+                let caps = caps.names().collect::<Vec<_>>().join(",");
+                if after.disabled {
+                    // MI disabled it meanwhile: nothing came back.
+                } else if first {
                     tracing::info!(
-                        "RTPProxy {} is active (capabilities: {})",
-                        node.spec.url,
-                        caps.names().collect::<Vec<_>>().join(",")
+                        "RTPProxy {} is active (capabilities: {caps})",
+                        node.spec.url
+                    );
+                } else {
+                    // The C module's words for a node back after a failure.
+                    tracing::info!(
+                        "rtp proxy <{}> found, support for it re-enabled (capabilities: {caps})",
+                        node.spec.url
                     );
                 }
                 events::raise_status(&st.events, &node.spec.url, !after.disabled);
@@ -793,9 +870,15 @@ fn record_probe(st: &ModuleState, node: &NodeView, outcome: ProbeOutcome) {
                 stats::disabled(st, node, &format!("probe failed: {why}"));
             }
             if first || before.disabled != after.disabled {
-                tracing::error!(
-                    "RTPProxy {} is unavailable ({why}); re-probed every {}s",
+                // The C module's words (and level) for a failed probe.
+                tracing::warn!(
+                    "support for RTP proxy <{}> has been disabled{}: {why}; re-probed every {}s",
                     node.spec.url,
+                    if st.config.disable_tout < 0 {
+                        ""
+                    } else {
+                        " temporarily"
+                    },
                     st.config.disable_tout
                 );
                 events::raise_status(&st.events, &node.spec.url, false);
@@ -1004,4 +1087,223 @@ pub(crate) fn remember_call(st: &ModuleState, call_id: &[u8], node: &NodeView) {
 /// Forgets where `call_id` was (its sessions are deleted; moves the call gauges).
 fn forget_call(st: &ModuleState, call_id: &[u8]) {
     stats::call_forgotten(st.calls.forget(call_id));
+}
+
+/// What a non-blocking command's caller does with the node's answers (see [`AsyncRun`]).
+pub(crate) trait Steps {
+    /// The command for `node` (asked again after each failover).
+    fn build(&mut self, node: &NodeView) -> Result<Command, Error>;
+    /// Reads `node`'s reply (`None`: it gave none), as `judge` does for [`execute`].
+    fn judge(&mut self, node: &NodeView, body: Option<&[u8]>) -> Verdict<()>;
+}
+
+/// How far a non-blocking command got.
+pub(crate) enum Progress {
+    /// Waiting for [`AsyncRun::wait_fd`] or [`AsyncRun::deadline`].
+    Waiting,
+    /// Over: the node that answered, or why not.
+    Done(Result<&'static NodeView, Error>),
+}
+
+/// One command run by the non-blocking driver: the same engine as [`execute`], but instead
+/// of waiting in place it returns [`Progress::Waiting`]; the caller parks the command on
+/// [`AsyncRun::wait_fd`] until readable or until [`AsyncRun::deadline`], then calls
+/// [`AsyncRun::advance`] again. Retransmissions, the lost-attempt rule and failover are the
+/// engine's, exactly as for the blocking driver. The command has its own client (its own
+/// socket), so the worker's blocking commands are never `Busy` because of a parked one.
+pub(crate) struct AsyncRun {
+    nodes: &'static [NodeView],
+    call_id: Vec<u8>,
+    /// The node URL the caller named as the call's own node.
+    own_url: Option<String>,
+    failover: Failover,
+    op: OpKind,
+    run: CommandRun,
+    client: Option<(usize, ControlClient)>,
+    /// When the exchange in `client` started (its round trip for the statistics).
+    started: Instant,
+    caller_error: Option<Error>,
+}
+
+impl AsyncRun {
+    /// A command of `op` for call `call_id` on `nodes` (its own node: `own_url`, else the
+    /// call map, else the hash). Nothing is sent before the first [`AsyncRun::advance`].
+    pub(crate) fn new(
+        st: &ModuleState,
+        nodes: &'static [NodeView],
+        call_id: &[u8],
+        own_url: Option<&str>,
+        failover: Failover,
+        op: OpKind,
+    ) -> Self {
+        let route = own_index(st, nodes, call_id, Target::Call(own_url));
+        Self {
+            nodes,
+            call_id: call_id.to_vec(),
+            own_url: own_url.map(str::to_owned),
+            failover,
+            op,
+            run: CommandRun::new(op, route, failover),
+            client: None,
+            started: Instant::now(),
+            caller_error: None,
+        }
+    }
+
+    /// Whether every node of `nodes` can be waited on without blocking (UDP): the others
+    /// (stream connects, UNIX one-shots, rtp.io) run through the blocking driver.
+    pub(crate) fn can_park(nodes: &[NodeView]) -> bool {
+        nodes
+            .iter()
+            .all(|n| matches!(n.spec.transport, Transport::Udp | Transport::Udp6))
+    }
+
+    /// The socket of the attempt in flight.
+    pub(crate) fn wait_fd(&self) -> Option<RawFd> {
+        self.client.as_ref().and_then(|(_, c)| c.wait_fd())
+    }
+
+    /// When the attempt in flight is lost.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.client.as_ref().and_then(|(_, c)| c.poll_timeout())
+    }
+
+    /// Moves the command on as far as it goes without waiting: reads a reply that arrived,
+    /// handles a passed deadline (retransmission, lost-attempt rule, failover), starts the
+    /// next node. Never blocks.
+    pub(crate) fn advance(&mut self, st: &ModuleState, steps: &mut dyn Steps) -> Progress {
+        let nodes = self.nodes;
+        loop {
+            if let Some((i, client)) = self.client.as_mut() {
+                let i = *i;
+                let node = &nodes[i];
+                let mut out = client.on_readable();
+                if out.is_none() {
+                    let now = Instant::now();
+                    match client.poll_timeout() {
+                        None => out = Some(Err(TransportError::Busy)),
+                        Some(d) if now >= d => {
+                            out = client.on_timeout(now);
+                            if out.is_none() {
+                                // the request went out again: an attempt was lost
+                                let down = st.slot(node).is_some_and(|s| s.health().disabled);
+                                let go_on = self.run.on_attempt_lost(i, down);
+                                while let Some((_, change)) = self.run.take_health() {
+                                    apply(st, node, change);
+                                }
+                                if !go_on {
+                                    client.cancel();
+                                    out = Some(Err(TransportError::Timeout { attempts: 0 }));
+                                }
+                            }
+                        }
+                        Some(_) => {}
+                    }
+                }
+                observe(st, nodes, self.run.take_events());
+                let Some(out) = out else {
+                    return Progress::Waiting;
+                };
+                self.client = None;
+                match out {
+                    Ok(body) => {
+                        let rtt_us = self.started.elapsed().as_micros() as u64;
+                        let verdict = steps.judge(node, Some(&body));
+                        on_body(
+                            &mut self.run,
+                            i,
+                            &body,
+                            rtt_us,
+                            verdict,
+                            &mut None,
+                            &mut self.caller_error,
+                        );
+                    }
+                    Err(e) => {
+                        self.run.on_reply(i, Answer::Fault(fault_of(&e)));
+                        if let Verdict::Fail(e) = steps.judge(node, None) {
+                            self.caller_error = Some(e);
+                            self.run.abort();
+                        }
+                    }
+                }
+            }
+            let table: Vec<NodeInput> = nodes.iter().map(|n| node_input(st, n)).collect();
+            let step = self.run.poll(&table, &self.call_id);
+            observe(st, nodes, self.run.take_events());
+            match step {
+                Step::Health { node, change } => apply(st, &nodes[node], change),
+                Step::Start { node: i } => {
+                    let node = &nodes[i];
+                    let cmd = match steps.build(node) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            self.caller_error = Some(e);
+                            self.run.abort();
+                            continue;
+                        }
+                    };
+                    let mut client = worker_client(node, options(st));
+                    client.set_address(st.slot(node).and_then(|s| s.address()));
+                    match with_control(|c| client.start(&mut c.cookies, &cmd)) {
+                        Ok(()) => {
+                            self.run.on_started(i);
+                            self.client = Some((i, client));
+                            self.started = Instant::now();
+                        }
+                        Err(e) => {
+                            self.run.on_reply(i, Answer::Fault(fault_of(&e)));
+                            if let Verdict::Fail(e) = steps.judge(node, None) {
+                                self.caller_error = Some(e);
+                                self.run.abort();
+                            }
+                        }
+                    }
+                }
+                Step::Wait { .. } => {
+                    // every started exchange is kept in `client`: nothing to wait on
+                    self.run.abort();
+                }
+                Step::Done(r) => {
+                    observe(st, nodes, self.run.take_events());
+                    return Progress::Done(self.conclude(st, r));
+                }
+            }
+        }
+    }
+
+    /// Stops the command where it is (the script's `async()` timeout): the attempt in
+    /// flight is abandoned and the engine records the end, so every command the observer
+    /// saw start is also seen to finish.
+    pub(crate) fn abandon(&mut self, st: &ModuleState) {
+        if let Some((_, mut c)) = self.client.take() {
+            c.cancel();
+        }
+        self.run.abort();
+        let table: Vec<NodeInput> = Vec::new();
+        while !matches!(self.run.poll(&table, &self.call_id), Step::Done(_)) {}
+        observe(st, self.nodes, self.run.take_events());
+    }
+
+    fn conclude(
+        &mut self,
+        st: &ModuleState,
+        r: Result<usize, CommandError>,
+    ) -> Result<&'static NodeView, Error> {
+        let plan = Plan {
+            nodes: self.nodes,
+            call_id: &self.call_id,
+            target: Target::Call(self.own_url.as_deref()),
+            failover: self.failover,
+            op: self.op,
+        };
+        conclude(
+            st,
+            self.nodes,
+            &plan,
+            &self.run,
+            r,
+            self.caller_error.take(),
+        )
+    }
 }

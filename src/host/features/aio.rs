@@ -1,0 +1,798 @@
+//! Async script functions (`acmds`): `async(rtpproxy_offer(...), route)`,
+//! `async(rtpproxy_answer(...), route)`, `async(rtpproxy_unforce(...), route)` and the same
+//! under `launch()`.
+//!
+//! The command runs on the engine through [`AsyncRun`] (the non-blocking driver), so node
+//! choice, retransmissions, the lost-attempt rule and failover are those of the blocking
+//! functions. The worker is handed one descriptor for the whole command: an epoll set that
+//! holds the socket of the attempt in flight and a timerfd armed at the attempt's deadline.
+//! It becomes readable when a reply arrives or when the attempt is lost, so tm's reactor
+//! wakes us for both; we then retransmit or fail over and answer `ASYNC_CONTINUE` (the same
+//! descriptor stays in the reactor, with the script's `async()` timeout still counting). A
+//! command therefore never waits longer than `rtpproxy_timeout` × attempts per node tried,
+//! whatever the relay does, also under `launch()`, which has no timeout of its own.
+//!
+//! Where the route cannot suspend (anything but a request route, or an ACK), or the set has a
+//! node that cannot be waited on without blocking (not UDP), the blocking function runs and
+//! the status is `ASYNC_SYNC`. The resume function waits on the descriptor itself until the
+//! next deadline, so tm's blocking fallback loop (it calls the resume function again and
+//! again) waits instead of spinning.
+
+use std::ffi::{c_int, c_void};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use crate::core::control::{Failover, OpKind};
+use crate::core::offer::{
+    truncate_script_param, Direction, Flags, NodeInfo, OfferAnswer, OfferAnswerInput,
+    OfferAnswerOutcome, PacketInfo, ReplyOutcome, RetryReason, SipMessage,
+};
+use crate::core::proto::command::Command;
+use crate::Error;
+
+use crate::core::stats::{Event as StatEvent, Op};
+
+use super::functions::{self, OfferParams};
+use crate::error::other as err;
+use crate::host::bind::msg::{self, Bodies, Msg, MsgKind};
+use crate::host::bind::params::{opt_int, opt_str, Params};
+use crate::host::ffi::api::api;
+use crate::host::ffi::guard;
+use crate::host::ffi::sys::{self, async_ctx, sip_msg};
+use crate::host::runtime::control::{self, AsyncRun, Progress, Steps, Verdict};
+use crate::host::runtime::state::{self, ModuleState, NodeView, SetView};
+
+/// Sets the core's `async_status`.
+fn set_status(v: i32) {
+    // SAFETY: `async_status` is the core's global int, read by tm after our call returns;
+    // SIP workers are single-threaded.
+    unsafe { *api().async_status = v };
+}
+
+/// The epoll descriptor handed to the reactor: the attempt's socket and a timer.
+struct Waiter {
+    epoll: OwnedFd,
+    timer: OwnedFd,
+}
+
+impl Waiter {
+    fn new() -> std::io::Result<Self> {
+        // SAFETY: plain syscalls creating fresh descriptors that we own from here on.
+        let (ep, tfd) = unsafe {
+            (
+                libc::epoll_create1(libc::EPOLL_CLOEXEC),
+                libc::timerfd_create(
+                    libc::CLOCK_MONOTONIC,
+                    libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+                ),
+            )
+        };
+        if ep < 0 || tfd < 0 {
+            let e = std::io::Error::last_os_error();
+            for fd in [ep, tfd].into_iter().filter(|fd| *fd >= 0) {
+                // SAFETY: a descriptor we just created and nobody else knows.
+                unsafe { libc::close(fd) };
+            }
+            return Err(e);
+        }
+        // SAFETY: both are fresh descriptors owned by nothing else.
+        let (epoll, timer) = unsafe { (OwnedFd::from_raw_fd(ep), OwnedFd::from_raw_fd(tfd)) };
+        let w = Self { epoll, timer };
+        w.add(w.timer.as_raw_fd())?;
+        Ok(w)
+    }
+
+    fn add(&self, fd: RawFd) -> std::io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: fd as u64,
+        };
+        // SAFETY: both descriptors are open; `ev` is valid for the call.
+        let r =
+            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        let e = std::io::Error::last_os_error();
+        if r < 0 && e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Watches `fd` (the socket of the attempt in flight; a closed socket leaves the set by
+    /// itself) and arms the timer at `deadline`.
+    fn arm(&self, fd: Option<RawFd>, deadline: Option<Instant>) -> std::io::Result<()> {
+        if let Some(fd) = fd {
+            self.add(fd)?;
+        }
+        let wait = deadline.map_or(Duration::from_millis(1), |d| {
+            d.saturating_duration_since(Instant::now())
+                .max(Duration::from_micros(50))
+        });
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: wait.as_secs() as libc::time_t,
+                tv_nsec: wait.subsec_nanos() as libc::c_long,
+            },
+        };
+        // SAFETY: `timer` is our timerfd; `spec` is valid for the call.
+        let r = unsafe {
+            libc::timerfd_settime(self.timer.as_raw_fd(), 0, &spec, std::ptr::null_mut())
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits until something in the set is ready, at most until `deadline` (no wait when the
+    /// reactor woke us: it is ready), then consumes the timer's expiry.
+    fn wait(&self, deadline: Option<Instant>) {
+        let ms = deadline.map_or(0, |d| {
+            d.saturating_duration_since(Instant::now())
+                .as_millis()
+                .clamp(0, 60_000) as c_int
+        });
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: one valid event slot for the call.
+        unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), &mut ev, 1, ms) };
+        let mut buf = [0u8; 8];
+        // SAFETY: a non-blocking read of the timer's 8-byte counter into our buffer.
+        unsafe { libc::read(self.timer.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
+    }
+}
+
+/// What the command does with its replies and, at the end, with the message.
+enum Job {
+    Unforce(Unforce),
+    OfferAnswer(Box<OfferJob>),
+}
+
+/// One async command between its start and its end (the tm context's `resume_param`).
+struct AsyncCmd {
+    waiter: Waiter,
+    run: AsyncRun,
+    job: Job,
+}
+
+impl AsyncCmd {
+    /// Advances as far as it goes; `Some(code)` when the whole function is over.
+    fn advance(&mut self, st: &ModuleState, msg: *mut sip_msg) -> Option<i32> {
+        loop {
+            let progress = match &mut self.job {
+                Job::Unforce(u) => self.run.advance(st, u),
+                Job::OfferAnswer(j) => self.run.advance(st, j.as_mut()),
+            };
+            match (progress, &mut self.job) {
+                (Progress::Waiting, _) => return None,
+                // the reply does not matter (as in the blocking function)
+                (Progress::Done(_), Job::Unforce(_)) => return Some(1),
+                (Progress::Done(Err(e)), Job::OfferAnswer(j)) => {
+                    // SAFETY: `msg` is the message tm resumes with (or the one we started on).
+                    let r = unsafe { j.fail(msg, e) };
+                    j.count(st, false);
+                    return Some(guard::script_code(j.name, r));
+                }
+                (Progress::Done(Ok(_)), Job::OfferAnswer(j)) => match j.next_command(st) {
+                    Some(run) => self.run = run,
+                    None => {
+                        // SAFETY: as above.
+                        let r = unsafe { j.finish(st, msg) };
+                        j.count(st, r.is_ok());
+                        return Some(guard::script_code(j.name, r));
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Unforce: its `D` command does not depend on the node.
+struct Unforce(Command);
+
+impl Steps for Unforce {
+    fn build(&mut self, _node: &NodeView) -> Result<Command, Error> {
+        Ok(self.0.clone())
+    }
+    fn judge(&mut self, _node: &NodeView, body: Option<&[u8]>) -> Verdict<()> {
+        match body {
+            Some(b) if control::is_session_unknown(b) => Verdict::NotHere,
+            Some(_) => Verdict::Accept(()),
+            None => Verdict::NodeFailure(0),
+        }
+    }
+}
+
+/// The data an offer/answer borrows from, kept at a fixed address for the command's life.
+struct OfferInputs {
+    body: Vec<u8>,
+    flags: Flags,
+    call_id: Vec<u8>,
+    from_tag: Vec<u8>,
+    to_tag: Vec<u8>,
+    ip: Option<String>,
+    src: String,
+    local: String,
+    reply: bool,
+    bind_local: Option<Vec<u8>>,
+}
+
+/// An offer or answer in flight: the planner (which borrows from `inputs`) and what to do
+/// with the result.
+struct OfferJob {
+    /// Borrows from `*inputs`; dropped first (see `Drop`).
+    oa: Option<OfferAnswer<'static>>,
+    inputs: *mut OfferInputs,
+    name: &'static str,
+    set: &'static SetView,
+    params: OfferParams,
+    /// The SDP is a body variable (else the message's one SDP part).
+    body_mode: bool,
+    last_node: Option<String>,
+}
+
+impl Drop for OfferJob {
+    fn drop(&mut self) {
+        self.oa = None;
+        // SAFETY: `inputs` came from `Box::into_raw` in `OfferJob::new` and nothing borrows
+        // it any more (the planner was dropped above).
+        drop(unsafe { Box::from_raw(self.inputs) });
+    }
+}
+
+impl Steps for OfferJob {
+    fn build(&mut self, node: &NodeView) -> Result<Command, Error> {
+        self.last_node = Some(node.spec.url.clone());
+        let st = state::get().ok_or_else(|| err("module not initialized"))?;
+        let info = NodeInfo {
+            caps: control::capabilities(st, node),
+            advertised: node.spec.adv_address.as_deref(),
+        };
+        self.oa
+            .as_mut()
+            .ok_or_else(|| err("internal: no planner"))?
+            .build_command(info)
+            .map_err(|e| err(e.to_string()))
+    }
+
+    fn judge(&mut self, _node: &NodeView, reply: Option<&[u8]>) -> Verdict<()> {
+        let Some(oa) = self.oa.as_mut() else {
+            return Verdict::Fail(err("internal: no planner"));
+        };
+        match oa.handle_reply(reply) {
+            Ok(ReplyOutcome::Done(_)) => Verdict::Accept(()),
+            Ok(ReplyOutcome::Retry(RetryReason::RelayError(code))) => Verdict::NodeFailure(code),
+            Ok(ReplyOutcome::Retry(RetryReason::NoReply)) => Verdict::NodeFailure(0),
+            Err(e) => Verdict::Fail(err(e.to_string())),
+        }
+    }
+}
+
+impl OfferJob {
+    /// Counts the script-level offer/answer in the statistics, as the blocking function does.
+    fn count(&self, st: &ModuleState, ok: bool) {
+        let op = if self.name == "rtpproxy_offer" {
+            Op::Offer
+        } else {
+            Op::Answer
+        };
+        crate::host::runtime::stats::note(st, None, StatEvent::Finished { op, ok });
+    }
+
+    /// Prepares an offer/answer on `m` whose SDP is `body` (`None`: not suited for the
+    /// async path, run the blocking function).
+    ///
+    /// # Safety
+    /// `msg`/`p` are those of the script-function call.
+    unsafe fn new(
+        st: &'static ModuleState,
+        msg: *mut sip_msg,
+        m: Msg,
+        p: OfferParams,
+        direction: Direction,
+    ) -> Result<Option<(Self, AsyncRun)>, Error> {
+        if st.config.autobridge {
+            return Ok(None);
+        }
+        // SAFETY: per the contract, for each parameter.
+        let (flags_s, ip, set) = unsafe { (opt_str(p.flags), opt_str(p.ip), opt_int(p.set)) };
+        let flags_s = flags_s.unwrap_or_default();
+        let set = control::set_or_error(st, set)?;
+        if !AsyncRun::can_park(&set.nodes) {
+            return Ok(None);
+        }
+        let flags =
+            Flags::parse_script_param(&flags_s).map_err(|e| err(format!("bad flags: {e}")))?;
+        for w in flags.warnings() {
+            tracing::warn!("{w}");
+        }
+        let body_mode = !p.body_var.is_null();
+        let body = if body_mode {
+            // SAFETY: `body_var` is the variable parameter of this call.
+            unsafe { msg::get_var_str(msg, p.body_var) }
+                .ok_or_else(|| err("body_var does not hold a string"))?
+        } else {
+            match m.sdp_parts() {
+                Bodies::Sdp(mut parts) if parts.len() == 1 => parts.remove(0).bytes,
+                // no body, no SDP, several SDP parts: the blocking function handles these
+                _ => return Ok(None),
+            }
+        };
+        let bind_local = if p.bind_local.is_null() {
+            None
+        } else {
+            // SAFETY: `bind_local` is the variable parameter of this call.
+            unsafe { msg::get_var_text(msg, p.bind_local) }
+                .map_err(|()| err("bind_local has no usable value (string or integer)"))?
+        };
+        let dialog_id = super::dialog::dialog_id_for_flags(m, &flags_s, direction)?;
+        let inputs = Box::new(OfferInputs {
+            body,
+            flags,
+            call_id: m
+                .call_id()
+                .ok_or_else(|| err("no Call-ID in the message"))?,
+            from_tag: m.ftag().ok_or_else(|| err("no From-tag in the message"))?,
+            to_tag: m.ttag().unwrap_or_default(),
+            ip: ip.map(|v| String::from_utf8_lossy(truncate_script_param(&v)).into_owned()),
+            src: m.source_ip().map(msg::opensips_ip_text).unwrap_or_default(),
+            local: m.local_ip().map(msg::opensips_ip_text).unwrap_or_default(),
+            reply: m.kind() == Some(MsgKind::Reply),
+            bind_local,
+        });
+        let inputs = Box::into_raw(inputs);
+        // SAFETY: `inputs` stays at this address until `OfferJob::drop`, which drops the
+        // planner (the only borrower) before freeing it; nothing mutates it meanwhile.
+        let i: &'static OfferInputs = unsafe { &*inputs };
+        let mut job = Self {
+            oa: None,
+            inputs,
+            name: match direction {
+                Direction::Offer => "rtpproxy_offer",
+                Direction::Answer => "rtpproxy_answer",
+            },
+            set,
+            params: p,
+            body_mode,
+            last_node: None,
+        };
+        let packet = PacketInfo {
+            source_ip: &i.src,
+            local_ip: &i.local,
+        };
+        let mut input = OfferAnswerInput::new(
+            &i.body,
+            &i.flags,
+            &i.call_id,
+            &i.from_tag,
+            &i.to_tag,
+            if i.reply {
+                SipMessage::Reply(packet)
+            } else {
+                SipMessage::Request(packet)
+            },
+            direction,
+        );
+        input.ip_address = i.ip.as_deref().filter(|s| !s.is_empty());
+        input.marker = st.config.marker.as_deref().unwrap_or("").as_bytes();
+        input.notify_socket = st.config.notify.as_ref();
+        input.bind_local = i.bind_local.as_deref();
+        let mut oa = OfferAnswer::new(input).map_err(|e| err(e.to_string()))?;
+        if let Some(did) = &dialog_id {
+            oa.set_dialog_id(did).map_err(|e| err(e.to_string()))?;
+        } else if oa.needs_dialog_for_notify() {
+            tracing::warn!("flag n without a dialog: no timeout notification is requested");
+        }
+        job.oa = Some(oa);
+        match job.next_command(st) {
+            Some(run) => Ok(Some((job, run))),
+            // nothing to send (the marker says another proxy did it): the blocking
+            // function gives the same answer without a relay
+            None => Ok(None),
+        }
+    }
+
+    /// The engine command for the planner's next stream, if any.
+    fn next_command(&mut self, st: &ModuleState) -> Option<AsyncRun> {
+        let oa = self.oa.as_ref()?;
+        oa.current_stream()?;
+        // U may fail over to the next node; L stays on the call's node (as in C)
+        let failover = if oa.letter() == b'U' {
+            Failover::NextNode
+        } else {
+            Failover::Never
+        };
+        // SAFETY: see `OfferJob::new`.
+        let call_id = unsafe { &(*self.inputs).call_id };
+        Some(AsyncRun::new(
+            st,
+            &self.set.nodes,
+            call_id,
+            None,
+            failover,
+            OpKind::of_letter(oa.letter()),
+        ))
+    }
+
+    /// The command failed: `sock_var` names the node tried, as in the blocking function.
+    ///
+    /// # Safety
+    /// `msg` is the message the function runs on (or resumes with).
+    unsafe fn fail(&mut self, msg: *mut sip_msg, e: Error) -> Result<i32, Error> {
+        if let Some(url) = &self.last_node {
+            // SAFETY: `sock_var` is NULL or the variable parameter of this call.
+            unsafe { msg::set_var_str(msg, self.params.sock_var, url.as_bytes()) };
+        }
+        Err(e)
+    }
+
+    /// Every stream is done: rewrite the SDP and set the variables, as the blocking function.
+    ///
+    /// # Safety
+    /// `msg` is the message tm resumes with (the request the function started on).
+    unsafe fn finish(&mut self, _st: &ModuleState, msg: *mut sip_msg) -> Result<i32, Error> {
+        let oa = self.oa.take().ok_or_else(|| err("internal: no planner"))?;
+        let out: OfferAnswerOutcome = oa.finish().map_err(|e| err(e.to_string()))?;
+        // SAFETY: see `OfferJob::new`.
+        let i = unsafe { &*self.inputs };
+        if let Some(url) = &self.last_node {
+            // SAFETY: `sock_var` is NULL or the variable parameter of this call.
+            unsafe { msg::set_var_str(msg, self.params.sock_var, url.as_bytes()) };
+        }
+        if self.body_mode {
+            let new_body = out.apply(&i.body).map_err(|e| err(e.to_string()))?;
+            // SAFETY: `body_var` is the variable parameter of this call.
+            if !unsafe { msg::set_var_str(msg, self.params.body_var, &new_body) } {
+                return Err(err("cannot write body_var"));
+            }
+        } else if !i.flags.keep_body {
+            // SAFETY: tm resumes with a message whose buffer outlives the call.
+            let m = unsafe { Msg::from_ptr(msg) }.ok_or_else(|| err("no SIP message"))?;
+            let part = match m.sdp_parts() {
+                Bodies::Sdp(mut parts) if parts.len() == 1 && parts[0].bytes == i.body => {
+                    parts.remove(0)
+                }
+                _ => return Err(err("the message's SDP changed while the relay answered")),
+            };
+            let me = (std::process::id(), m.identity().0, m.identity().1);
+            let mut last = functions::LAST_REWRITTEN
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if *last == Some(me) {
+                tracing::warn!(
+                    "the SDP of this message was already rewritten by an earlier rtpproxy \
+                     call; not rewriting it twice"
+                );
+                return Ok(1);
+            }
+            for (offset, len, bytes) in
+                functions::lump_plan(&out.edits, part.offset, m.len(), m.last_byte())
+            {
+                m.splice(offset, len, &bytes).map_err(err)?;
+            }
+            *last = Some(me);
+        }
+        if let Some(v) = out.ret_var() {
+            // SAFETY: `ret_var` is NULL or the variable parameter of this call.
+            unsafe { msg::set_var_str(msg, self.params.ret_var, v) };
+        }
+        Ok(1)
+    }
+}
+
+/// Whether tm can suspend the route running now: a request route, not an ACK.
+fn can_suspend(m: Option<Msg>) -> bool {
+    // SAFETY: `route_type` is the core's current route type variable.
+    let route = unsafe { *api().route_type };
+    route == sys::REQUEST_ROUTE as c_int
+        && m.is_some_and(|m| m.kind() == Some(MsgKind::Request) && m.method() != msg::METHOD_ACK)
+}
+
+/// Hands the command to tm: the epoll descriptor, the resume and timeout functions.
+///
+/// # Safety
+/// `ctx` is the async context tm passed to the function.
+unsafe fn park(ctx: *mut async_ctx, cmd: Box<AsyncCmd>) -> Result<i32, (Box<AsyncCmd>, Error)> {
+    if let Err(e) = cmd.waiter.arm(cmd.run.wait_fd(), cmd.run.deadline()) {
+        return Err((cmd, err(format!("cannot wait for the relay: {e}"))));
+    }
+    let fd = cmd.waiter.epoll.as_raw_fd();
+    let boxed = Box::into_raw(cmd);
+    // SAFETY: `ctx` is tm's context for this call; the fields are ours to set.
+    unsafe {
+        (*ctx).resume_f = resume as *mut c_void;
+        (*ctx).resume_param = boxed.cast();
+        (*ctx).timeout_f = timeout as *mut c_void;
+        #[cfg(opensips_4)]
+        {
+            (*ctx).resume_f_name = c"rtpproxy_async_resume".as_ptr().cast_mut();
+        }
+    }
+    set_status(fd);
+    Ok(1)
+}
+
+/// Starts a command: done at once (`ASYNC_SYNC` with its code) or parked.
+///
+/// # Safety
+/// `msg` and `ctx` are those of the call.
+unsafe fn start(
+    st: &'static ModuleState,
+    msg: *mut sip_msg,
+    ctx: *mut async_ctx,
+    run: AsyncRun,
+    job: Job,
+) -> i32 {
+    set_status(sys::ASYNC_SYNC);
+    let waiter = match Waiter::new() {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!("rtpproxy async: {e}");
+            return -1;
+        }
+    };
+    let mut cmd = AsyncCmd { waiter, run, job };
+    if let Some(code) = cmd.advance(st, msg) {
+        return code;
+    }
+    // SAFETY: per the contract.
+    match unsafe { park(ctx, Box::new(cmd)) } {
+        Ok(code) => code,
+        Err((mut cmd, e)) => {
+            // cannot park: finish here, waiting in place (bounded by the deadlines)
+            tracing::warn!("rtpproxy async: {e}; completing synchronously");
+            set_status(sys::ASYNC_SYNC);
+            loop {
+                cmd.waiter.wait(cmd.run.deadline());
+                if let Some(code) = cmd.advance(st, msg) {
+                    return code;
+                }
+            }
+        }
+    }
+}
+
+/// tm's resume function: the descriptor is readable (a reply, or the attempt's timer).
+unsafe extern "C" fn resume(_fd: c_int, msg: *mut sip_msg, param: *mut c_void) -> c_int {
+    guard::call("rtpproxy async resume", -1, || {
+        let Some(st) = state::get() else {
+            return -1;
+        };
+        let cmd = param.cast::<AsyncCmd>();
+        // SAFETY: `param` is the box `park` handed to tm; tm calls us until we say done, and
+        // only then do we free it.
+        let c = unsafe { &mut *cmd };
+        c.waiter.wait(c.run.deadline());
+        match c.advance(st, msg) {
+            None => {
+                if let Err(e) = c.waiter.arm(c.run.wait_fd(), c.run.deadline()) {
+                    // cannot re-arm: finish in place, bounded by the deadlines
+                    tracing::warn!("rtpproxy async: {e}; completing synchronously");
+                    loop {
+                        c.waiter.wait(c.run.deadline());
+                        if let Some(code) = c.advance(st, msg) {
+                            // SAFETY: as above.
+                            return unsafe { done(cmd, code) };
+                        }
+                    }
+                }
+                set_status(sys::ASYNC_CONTINUE);
+                0
+            }
+            // SAFETY: as above.
+            Some(code) => unsafe { done(cmd, code) },
+        }
+    })
+}
+
+/// The command is over: tm closes the epoll descriptor, we free the rest.
+///
+/// # Safety
+/// `cmd` is the box `park` made; it is not used again.
+unsafe fn done(cmd: *mut AsyncCmd, code: i32) -> i32 {
+    // SAFETY: per the contract.
+    let c = unsafe { Box::from_raw(cmd) };
+    let AsyncCmd { waiter, .. } = *c;
+    let _ = waiter.epoll.into_raw_fd();
+    set_status(sys::ASYNC_DONE_CLOSE_FD);
+    code
+}
+
+/// tm's timeout function: the script's `async()` timeout passed first.
+unsafe extern "C" fn timeout(_fd: c_int, _msg: *mut sip_msg, param: *mut c_void) -> c_int {
+    guard::call("rtpproxy async timeout", -1, || {
+        let cmd = param.cast::<AsyncCmd>();
+        // SAFETY: `param` is the box `park` handed to tm; this is its last use.
+        unsafe {
+            if let Some(st) = state::get() {
+                (*cmd).run.abandon(st);
+                if let Job::OfferAnswer(j) = &(*cmd).job {
+                    j.count(st, false);
+                }
+            }
+            tracing::warn!("rtpproxy async: the script's timeout passed before the relay answered");
+            done(cmd, -1)
+        }
+    })
+}
+
+/// `async(rtpproxy_unforce([set_id], [sock_var]), route)`.
+///
+/// # Safety
+/// The arguments are those of the call.
+pub(crate) unsafe fn unforce(
+    msg: *mut sip_msg,
+    ctx: *mut async_ctx,
+    params: &Params,
+) -> Result<i32, Error> {
+    set_status(sys::ASYNC_SYNC);
+    // SAFETY: per the contract.
+    let m = unsafe { Msg::from_ptr(msg) };
+    let st = state::get().ok_or_else(|| err("module not initialized"))?;
+    let [set, sock_var, ..] = *params;
+    // SAFETY: `set` is this call's `int*` parameter or NULL.
+    let set_view = control::set_or_error(st, unsafe { opt_int(set) })?;
+    let Some(m) = m.filter(|m| can_suspend(Some(*m)) && AsyncRun::can_park(&set_view.nodes)) else {
+        // SAFETY: per the contract.
+        return unsafe { functions::unforce(msg, params) };
+    };
+    let call_id = m
+        .call_id()
+        .ok_or_else(|| err("no Call-ID in the message"))?;
+    let from_tag = m.ftag().ok_or_else(|| err("no From-tag in the message"))?;
+    let cmd = Command::delete(&call_id, &from_tag, m.ttag().as_deref())?;
+    // SAFETY: `set` and `sock_var` are this call's parameters (or NULL).
+    unsafe { functions::pick_node(st, msg, set, sock_var, &call_id) }?;
+    let run = AsyncRun::new(
+        st,
+        &set_view.nodes,
+        &call_id,
+        None,
+        Failover::Never,
+        OpKind::Delete,
+    );
+    // SAFETY: per the contract.
+    Ok(unsafe { start(st, msg, ctx, run, Job::Unforce(Unforce(cmd))) })
+}
+
+/// `async(rtpproxy_offer(...), route)` / `async(rtpproxy_answer(...), route)`.
+///
+/// # Safety
+/// The arguments are those of the call.
+unsafe fn offer_answer(
+    msg: *mut sip_msg,
+    ctx: *mut async_ctx,
+    params: &Params,
+    direction: Direction,
+) -> Result<i32, Error> {
+    set_status(sys::ASYNC_SYNC);
+    let sync = || match direction {
+        // SAFETY: per the contract.
+        Direction::Offer => unsafe { functions::offer(msg, params) },
+        // SAFETY: per the contract.
+        Direction::Answer => unsafe { functions::answer(msg, params) },
+    };
+    // SAFETY: per the contract.
+    let m = unsafe { Msg::from_ptr(msg) };
+    let st = state::get().ok_or_else(|| err("module not initialized"))?;
+    let Some(m) = m.filter(|m| can_suspend(Some(*m))) else {
+        return sync();
+    };
+    // SAFETY: per the contract.
+    match unsafe { OfferJob::new(st, msg, m, OfferParams::new(params), direction) }? {
+        None => sync(),
+        Some((job, run)) => {
+            // SAFETY: per the contract.
+            Ok(unsafe { start(st, msg, ctx, run, Job::OfferAnswer(Box::new(job))) })
+        }
+    }
+}
+
+/// `async(rtpproxy_offer(...), route)`.
+///
+/// # Safety
+/// The arguments are those of the call.
+pub(crate) unsafe fn offer(
+    msg: *mut sip_msg,
+    ctx: *mut async_ctx,
+    params: &Params,
+) -> Result<i32, Error> {
+    // SAFETY: per the contract.
+    unsafe { offer_answer(msg, ctx, params, Direction::Offer) }
+}
+
+/// `async(rtpproxy_answer(...), route)`.
+///
+/// # Safety
+/// The arguments are those of the call.
+pub(crate) unsafe fn answer(
+    msg: *mut sip_msg,
+    ctx: *mut async_ctx,
+    params: &Params,
+) -> Result<i32, Error> {
+    // SAFETY: per the contract.
+    unsafe { offer_answer(msg, ctx, params, Direction::Answer) }
+}
+
+/// Writes the `acmd` entry points: the guarded shell around a body returning
+/// `Result<i32, Error>`, mapped to the script code as the blocking functions are.
+/// The C type of an async script function (`acmd_function`).
+pub(crate) type AsyncFn = unsafe extern "C" fn(
+    *mut sip_msg,
+    *mut async_ctx,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+) -> c_int;
+
+macro_rules! async_fn {
+    ($($f:ident => $name:literal => $body:path),* $(,)?) => {$(
+        /// Async script function of the same name.
+        pub(crate) unsafe extern "C" fn $f(
+            msg: *mut sip_msg, ctx: *mut async_ctx,
+            p1: *mut c_void, p2: *mut c_void, p3: *mut c_void, p4: *mut c_void,
+            p5: *mut c_void, p6: *mut c_void, p7: *mut c_void, p8: *mut c_void,
+        ) -> c_int {
+            guard::call($name, -1, || {
+                let params: Params = [p1, p2, p3, p4, p5, p6, p7, p8];
+                // SAFETY: `msg`, `ctx` and `params` are exactly what OpenSIPS passed.
+                guard::script_code($name, unsafe { $body(msg, ctx, &params) })
+            })
+        }
+    )*};
+}
+
+async_fn! {
+    rtpproxy_unforce_af => "rtpproxy_unforce" => unforce,
+    rtpproxy_offer_af => "rtpproxy_offer" => offer,
+    rtpproxy_answer_af => "rtpproxy_answer" => answer,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    fn readable(fd: RawFd) -> bool {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the call; no wait.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
+
+    #[test]
+    fn the_descriptor_wakes_at_the_deadline_and_on_a_reply() {
+        let w = Waiter::new().unwrap();
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let deadline = Instant::now() + Duration::from_millis(30);
+        w.arm(Some(sock.as_raw_fd()), Some(deadline)).unwrap();
+        assert!(!readable(w.epoll.as_raw_fd()), "nothing happened yet");
+        // the lost attempt: readable once the deadline passed, and the wait consumes it
+        w.wait(Some(deadline + Duration::from_secs(5)));
+        assert!(Instant::now() >= deadline);
+        assert!(!readable(w.epoll.as_raw_fd()), "timer expiry consumed");
+        // a reply
+        w.arm(
+            Some(sock.as_raw_fd()),
+            Some(Instant::now() + Duration::from_secs(60)),
+        )
+        .unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.send_to(b"x", sock.local_addr().unwrap()).unwrap();
+        w.wait(Some(Instant::now() + Duration::from_secs(5)));
+        assert!(
+            readable(w.epoll.as_raw_fd()),
+            "the reply is still to be read"
+        );
+    }
+}
