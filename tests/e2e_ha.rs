@@ -719,6 +719,23 @@ fn run(env: &Env, which: Impl, event: Event, engage: Engage, late: bool, n: usiz
             OpenSips::start(env, &primary).unwrap()
         }
         Event::Takeover => {
+            // As an operator would: the backup starts once the primary's dialog replication is
+            // ready (a seed is "Ok" after its own sync attempt falls back). A backup started
+            // before that may wait for the primary forever (seen under load: the primary never
+            // answered its sync request).
+            let ready = e2e::wait_for(Duration::from_secs(30), || {
+                os.mi("clusterer_list_cap", &[]).is_ok_and(|t| {
+                    let v = e2e::json(&t);
+                    v["Clusters"].as_array().into_iter().flatten().any(|c| {
+                        c["Capabilities"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|cap| cap["name"] == "dialog-dlg-repl" && cap["state"] == "Ok")
+                    })
+                })
+            });
+            assert!(ready, "the primary's dialog replication is ready");
             let b = OpenSips::start(env, backup.as_ref().unwrap()).unwrap();
             let synced = wait_calls(&b, n, up, Duration::from_secs(30));
             assert_eq!(synced.len(), n, "the backup synced the dialogs");
