@@ -45,7 +45,7 @@ echo "== fuzz targets compile"
 cargo check --quiet --manifest-path fuzz/Cargo.toml
 echo "== cargo test"
 set +e
-cargo test -- --nocapture > target/test-output.txt 2>&1
+cargo test --no-fail-fast -- --nocapture > target/test-output.txt 2>&1
 rc=$?
 if [ "$rc" -eq 0 ]; then
     # The fault-injection hooks exist only in a build with the feature: a step of its own.
