@@ -363,7 +363,9 @@ modparam("mi_datagram", "children_count", 2)"#,
             std::thread::spawn(move || {
                 let mut ok = 0u32;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    if mi_datagram(mi, "rtpproxy_reload").is_some_and(|r| r.contains("OK")) {
+                    if mi_datagram(mi, &e2e::mi_name("rtpproxy_reload"))
+                        .is_some_and(|r| r.contains("OK"))
+                    {
                         ok += 1;
                     }
                     std::thread::sleep(Duration::from_millis(200));

@@ -29,6 +29,7 @@ pub fn mi_name(cmd: &str) -> String {
         ("rtpproxy_drain", "rtpproxy:drain"),
         ("dlg_list", "dialog:list"),
         ("clusterer_list_cap", "clusterer:list_cap"),
+        ("get_statistics", "statistics:get"),
         ("dlg_list_ctx", "dialog:list_ctx"),
         ("dbt_reload", "db_text:reload"),
         ("event_subscribe", "evi:subscribe"),
