@@ -147,19 +147,28 @@ pub(crate) unsafe extern "C" fn mi_show_detail(
     params: Params,
     _async: *mut sys::mi_handler,
 ) -> *mut mi_response_t {
+    serve("rtpproxy_show", |st| {
+        // SAFETY: `params` is the live parameter set of this MI call.
+        match unsafe { mi::int_param(params, c"detail") } {
+            None => mi::param_error(),
+            Some(0) => mi::reply(&show_json(st)),
+            Some(_) => mi::reply(&detail_json(st)),
+        }
+    })
+}
+
+/// Serves one MI call: the one panic guard (its fallback reply is built only on a panic, so
+/// nothing is allocated per call) and the module state, or an MI error when there is none.
+pub(crate) fn serve(
+    name: &str,
+    body: impl FnOnce(&'static ModuleState) -> *mut mi_response_t,
+) -> *mut mi_response_t {
     guard::call_lazy(
-        "rtpproxy_show",
+        name,
         || mi::error(500, "Internal error"),
-        || {
-            let Some(st) = state::get() else {
-                return mi::error(500, "module not initialized");
-            };
-            // SAFETY: `params` is the live parameter set of this MI call.
-            match unsafe { mi::int_param(params, c"detail") } {
-                None => mi::param_error(),
-                Some(0) => mi::reply(&show_json(st)),
-                Some(_) => mi::reply(&detail_json(st)),
-            }
+        || match state::get() {
+            Some(st) => body(st),
+            None => mi::error(500, "module not initialized"),
         },
     )
 }
@@ -168,10 +177,7 @@ pub(crate) unsafe extern "C" fn mi_show_detail(
 ///
 /// # Safety
 /// `params` must be the live parameter set of the MI call being served.
-unsafe fn ping(params: Params, with_set: bool) -> *mut mi_response_t {
-    let Some(st) = state::get() else {
-        return mi::error(500, "module not initialized");
-    };
+unsafe fn ping(st: &ModuleState, params: Params, with_set: bool) -> *mut mi_response_t {
     // SAFETY: per the contract.
     let (url, set) = match unsafe { url_and_set(params, with_set) } {
         Ok(v) => v,
@@ -194,10 +200,7 @@ unsafe fn ping(params: Params, with_set: bool) -> *mut mi_response_t {
 ///
 /// # Safety
 /// `params` must be the live parameter set of the MI call being served.
-unsafe fn drain(params: Params, with_set: bool) -> *mut mi_response_t {
-    let Some(st) = state::get() else {
-        return mi::error(500, "module not initialized");
-    };
+unsafe fn drain(st: &ModuleState, params: Params, with_set: bool) -> *mut mi_response_t {
     // SAFETY: per the contract.
     let (url, set) = match unsafe { url_and_set(params, with_set) } {
         Ok(v) => v,
@@ -239,9 +242,7 @@ macro_rules! mi_entry {
             _async: *mut sys::mi_handler,
         ) -> *mut mi_response_t {
             // SAFETY: `params` is the live parameter set of this MI call.
-            guard::call_lazy($name, || mi::error(500, "Internal error"), || unsafe {
-                $body(params, $with_set)
-            })
+            serve($name, |st| unsafe { $body(st, params, $with_set) })
         }
     )*};
 }

@@ -8,6 +8,7 @@ use crate::core::config::{ConfigError, ModuleConfig, Transport};
 use crate::core::select::MiEnable;
 use crate::host::bind::events;
 use crate::host::bind::mi::{self, Json};
+use crate::host::features::mi_ops;
 use crate::host::ffi::sys::{self, mi_response_t};
 use crate::host::ffi::{cstr, guard, log};
 use crate::host::runtime::state::{self, ModuleState};
@@ -199,16 +200,7 @@ pub(crate) unsafe extern "C" fn mi_show_rtpproxies(
     _params: *const sys::mi_params_t,
     _async: *mut sys::mi_handler,
 ) -> *mut mi_response_t {
-    guard::call_lazy(
-        "rtpproxy_show",
-        || mi::error(500, "Internal error"),
-        || {
-            let Some(st) = state::get() else {
-                return mi::error(500, "module not initialized");
-            };
-            mi::reply(&crate::host::features::mi_ops::show_json(st))
-        },
-    )
+    mi_ops::serve("rtpproxy_show", |st| mi::reply(&mi_ops::show_json(st)))
 }
 
 /// `rtpproxy_enable url enable`.
@@ -217,11 +209,9 @@ pub(crate) unsafe extern "C" fn mi_enable_rtp_proxy_1(
     _async: *mut sys::mi_handler,
 ) -> *mut mi_response_t {
     // SAFETY: `params` is the live parameter set of this MI call.
-    guard::call_lazy(
-        "rtpproxy_enable",
-        || mi::error(500, "Internal error"),
-        || unsafe { mi_enable(params, false) },
-    )
+    mi_ops::serve("rtpproxy_enable", |st| unsafe {
+        mi_enable(st, params, false)
+    })
 }
 
 /// `rtpproxy_enable url enable setid`.
@@ -230,22 +220,21 @@ pub(crate) unsafe extern "C" fn mi_enable_rtp_proxy_2(
     _async: *mut sys::mi_handler,
 ) -> *mut mi_response_t {
     // SAFETY: `params` is the live parameter set of this MI call.
-    guard::call_lazy(
-        "rtpproxy_enable",
-        || mi::error(500, "Internal error"),
-        || unsafe { mi_enable(params, true) },
-    )
+    mi_ops::serve("rtpproxy_enable", |st| unsafe {
+        mi_enable(st, params, true)
+    })
 }
 
 /// Shared body of both `rtpproxy_enable` recipes.
 ///
 /// # Safety
 /// `params` must be the live parameter set of the MI call being served.
-unsafe fn mi_enable(params: *const sys::mi_params_t, with_set: bool) -> *mut mi_response_t {
+unsafe fn mi_enable(
+    st: &ModuleState,
+    params: *const sys::mi_params_t,
+    with_set: bool,
+) -> *mut mi_response_t {
     {
-        let Some(st) = state::get() else {
-            return mi::error(500, "module not initialized");
-        };
         if st.sets().is_empty() {
             return mi::error(404, "RTP proxy not found");
         }
@@ -309,28 +298,21 @@ pub(crate) unsafe extern "C" fn mi_reload_rtpproxies(
     _params: *const sys::mi_params_t,
     _async: *mut sys::mi_handler,
 ) -> *mut mi_response_t {
-    guard::call_lazy(
-        "rtpproxy_reload",
-        || mi::error(500, "Internal error"),
-        || {
-            let Some(st) = state::get() else {
-                return mi::error(500, "module not initialized");
-            };
-            let Some(db) = &st.config.db else {
-                return mi::error(400, "Dynamic loading not enabled");
-            };
-            match reload(st, db) {
-                Ok(n) => {
-                    tracing::info!("rtpproxy_reload: {n} node(s) loaded from {}", db.table);
-                    mi::reply(&Json::Str("OK".into()))
-                }
-                Err(e) => {
-                    tracing::error!("rtpproxy_reload failed, the current node list is kept: {e}");
-                    mi::error(500, &format!("Reload failed, node list unchanged: {e}"))
-                }
+    mi_ops::serve("rtpproxy_reload", |st| {
+        let Some(db) = &st.config.db else {
+            return mi::error(400, "Dynamic loading not enabled");
+        };
+        match reload(st, db) {
+            Ok(n) => {
+                tracing::info!("rtpproxy_reload: {n} node(s) loaded from {}", db.table);
+                mi::reply(&Json::Str("OK".into()))
             }
-        },
-    )
+            Err(e) => {
+                tracing::error!("rtpproxy_reload failed, the current node list is kept: {e}");
+                mi::error(500, &format!("Reload failed, node list unchanged: {e}"))
+            }
+        }
+    })
 }
 
 /// Loads the node list from the database and publishes it to every process. Nothing changes
