@@ -158,7 +158,12 @@ impl ProbeRound {
     pub fn in_flight(&self) -> impl Iterator<Item = usize> + '_ {
         self.jobs
             .iter()
-            .filter(|j| matches!(j.state, JobState::InFlight { .. } | JobState::Sending { .. }))
+            .filter(|j| {
+                matches!(
+                    j.state,
+                    JobState::InFlight { .. } | JobState::Sending { .. }
+                )
+            })
             .map(|j| j.node)
     }
 

@@ -587,24 +587,26 @@ mod probe_round {
         let mut arriving: Vec<(Instant, usize, Vec<u8>)> = Vec::new();
         let mut recorded = Vec::new();
         let mut trace = Vec::new();
-        let mut send = |node: usize,
-                        cmd: &[u8],
-                        t: Instant,
-                        arriving: &mut Vec<(Instant, usize, Vec<u8>)>| {
-            if let Relay::LosesFirst(n) = relays[node] {
-                if lost[node] < n {
-                    lost[node] += 1;
-                    return;
+        let mut send =
+            |node: usize, cmd: &[u8], t: Instant, arriving: &mut Vec<(Instant, usize, Vec<u8>)>| {
+                if let Relay::LosesFirst(n) = relays[node] {
+                    if lost[node] < n {
+                        lost[node] += 1;
+                        return;
+                    }
                 }
-            }
-            if let Some(body) = reply(relays[node], cmd) {
-                arriving.push((t + RTT, node, body));
-            }
-        };
+                if let Some(body) = reply(relays[node], cmd) {
+                    arriving.push((t + RTT, node, body));
+                }
+            };
         for _ in 0..10_000 {
             match round.poll(t) {
                 ProbeStep::Send { node, cmd } => {
-                    trace.push(format!("{} send@{node} {}", ms(t), String::from_utf8_lossy(cmd.as_bytes())));
+                    trace.push(format!(
+                        "{} send@{node} {}",
+                        ms(t),
+                        String::from_utf8_lossy(cmd.as_bytes())
+                    ));
                     last_cmd[node] = cmd.as_bytes().to_vec();
                     if matches!(relays[node], Relay::Refuses) {
                         round.on_reply(node, None);
@@ -656,10 +658,10 @@ mod probe_round {
             datagram: true,
         };
         let cases = [
-            (fresh(true), true),                             // never answered
-            (probed(NodeHealth::ENABLED), false),            // up: nothing to do
-            (probed(disabled_until(101)), false),            // recheck time not reached
-            (probed(disabled_until(100)), true),             // recheck time reached
+            (fresh(true), true),                              // never answered
+            (probed(NodeHealth::ENABLED), false),             // up: nothing to do
+            (probed(disabled_until(101)), false),             // recheck time not reached
+            (probed(disabled_until(100)), true),              // recheck time reached
             (probed(disabled_until(RECHECK_FOREVER)), false), // MI: disabled forever
             (
                 ProbeInput {
@@ -803,7 +805,10 @@ mod probe_round {
             [
                 (0, ProbeOutcome::Enabled(some)),
                 (1, ProbeOutcome::Enabled(Capabilities::NONE)),
-                (2, ProbeOutcome::Failed(ProbeFailure::UnsupportedVersion(20040106))),
+                (
+                    2,
+                    ProbeOutcome::Failed(ProbeFailure::UnsupportedVersion(20040106))
+                ),
             ]
         );
         assert_eq!(capabilities_of(&by_node[0].1), some);
