@@ -35,6 +35,8 @@ use crate::core::proto::cookie::CookieGen;
 use crate::core::proto::reply::Reply;
 use crate::core::select::NodeHealth;
 use crate::core::stats::{Event as StatEvent, Op};
+pub(crate) use crate::error::ControlError;
+use crate::error::HostError;
 use crate::io::transport::{self, ClientOptions, ControlClient, TransportError};
 use crate::Error;
 
@@ -316,45 +318,6 @@ pub(crate) enum Verdict<T> {
     NotHere,
 }
 
-/// Why a control-plane command failed, as the host reports it.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ControlError {
-    /// The set does not exist.
-    #[error("cannot find RTPProxy set {0}")]
-    NoSet(SetId),
-    /// No usable node in the set (all disabled, or the named node is disabled).
-    #[error("no available proxies in set {0}")]
-    NoNode(SetId),
-    /// The named node is not in the set or is disabled.
-    #[error("RTPProxy {0} is not available")]
-    NodeUnavailable(String),
-    /// A new call's offer failed on every node it tried: worded as the C module words it
-    /// (`no available proxies`), so that log rules written for it still match.
-    #[error("no available proxies left in set {set}: RTPProxy {url} {fault}")]
-    NoneLeft {
-        /// The set.
-        set: SetId,
-        /// The last node tried.
-        url: String,
-        /// What went wrong there.
-        fault: NodeFault,
-    },
-    /// Every node tried failed.
-    #[error("RTPProxy {url} {fault}")]
-    Failed {
-        /// The last node tried.
-        url: String,
-        /// What went wrong there.
-        fault: NodeFault,
-    },
-}
-
-impl From<ControlError> for Error {
-    fn from(e: ControlError) -> Self {
-        Error::Other(e.to_string())
-    }
-}
-
 /// The index in `nodes` of the call's own node for `target`.
 fn own_index(st: &ModuleState, nodes: &[NodeView], call_id: &[u8], target: Target<'_>) -> Route {
     match target {
@@ -483,7 +446,7 @@ pub(crate) fn execute<'a, T>(
     let node = conclude(st, nodes, &plan, &run, result, caller_error)?;
     accepted
         .map(|t| (t, node))
-        .ok_or_else(|| Error::Other("internal: reply not kept".into()))
+        .ok_or_else(|| HostError::Internal("reply not kept").into())
 }
 
 /// The end of a command, for both drivers: the call map learns (offer) or forgets (delete)
