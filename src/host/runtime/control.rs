@@ -1,7 +1,8 @@
 //! The driver of the control plane: every relay command of every caller goes through
 //! [`execute`], which runs the sans-IO engine of [`crate::core::control`] and only moves bytes
 //! and reads the clock. Plus the per-process clients, the shared health updates the engine
-//! asks for, and the background prober process.
+//! asks for, and the background prober process (the driver of
+//! [`crate::core::control::probe::ProbeRound`]).
 //!
 //! Rules kept here (doc/architecture.md, "Control plane"):
 //! - a SIP worker never probes, never resolves a host name and never waits on a node known to
