@@ -1,6 +1,11 @@
-//! Crate-wide error type joining the per-layer errors.
+//! Crate-wide error type joining the per-layer errors, the host's typed errors, and the one
+//! place where an error becomes an OpenSIPS return code ([`Error::return_code`],
+//! [`LifecycleError::return_code`]).
 
-use crate::core::config::ConfigError;
+use std::ffi::c_int;
+
+use crate::core::config::{ConfigError, SetId};
+use crate::core::control::NodeFault;
 use crate::core::media::MediaError;
 use crate::core::proto::ProtoError;
 use crate::io::transport::TransportError;
@@ -26,9 +31,33 @@ pub enum Error {
     /// A host-side condition (no module state, a message without what the function needs).
     #[error(transparent)]
     Host(#[from] HostError),
-    /// Anything else, already described.
+    /// A relay command found no node, or every node it tried failed.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// Start-up, reload or per-process set-up failed.
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    /// Anything else, already described (feature code not yet moved to a typed variant).
     #[error("{0}")]
     Other(String),
+}
+
+impl Error {
+    /// The code a script function returns for this error. Every failure is -1, as in the C
+    /// module (0 would stop the script); the match makes each new kind of error a decision.
+    pub(crate) fn return_code(&self) -> c_int {
+        match self {
+            Self::Config(_)
+            | Self::Proto(_)
+            | Self::Transport(_)
+            | Self::Media(_)
+            | Self::NotImplemented(_)
+            | Self::Host(_)
+            | Self::Control(_)
+            | Self::Lifecycle(_)
+            | Self::Other(_) => -1,
+        }
+    }
 }
 
 /// Host-side failures common to several script functions (the text is the log line).
@@ -49,9 +78,200 @@ pub enum HostError {
     /// The host's per-process allocator refused.
     #[error("out of pkg memory")]
     OutOfPkgMemory,
+    /// The host's shared-memory allocator refused.
+    #[error("out of shared memory for the {0}")]
+    OutOfShm(&'static str),
+    /// A symbol of the OpenSIPS core is missing (not running inside OpenSIPS, or another
+    /// version).
+    #[error("OpenSIPS core symbol {0} not found")]
+    MissingSymbol(&'static str),
+    /// A host string is not UTF-8.
+    #[error(transparent)]
+    NotUtf8(#[from] NotUtf8),
+    /// The core refused to register a statistic.
+    #[error("cannot register statistic rtpproxy:{0}")]
+    Statistic(String),
+    /// The core refused to create the statistics group.
+    #[error("cannot create the statistics group rtpproxy")]
+    StatisticsGroup,
+    /// A state the code relies on does not hold (a bug, logged instead of a panic).
+    #[error("internal: {0}")]
+    Internal(&'static str),
 }
 
-/// An [`Error::Other`] with this description (the one helper for ad-hoc host errors).
+/// A host string that is not UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not UTF-8: {lossy:?}")]
+pub struct NotUtf8 {
+    /// The string with every invalid sequence replaced (for the log).
+    pub lossy: String,
+}
+
+/// Why a control-plane command failed, as the host reports it.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The set does not exist.
+    #[error("cannot find RTPProxy set {0}")]
+    NoSet(SetId),
+    /// No usable node in the set (all disabled, or the named node is disabled).
+    #[error("no available proxies in set {0}")]
+    NoNode(SetId),
+    /// The named node is not in the set or is disabled.
+    #[error("RTPProxy {0} is not available")]
+    NodeUnavailable(String),
+    /// A new call's offer failed on every node it tried: worded as the C module words it
+    /// (`no available proxies`), so that log rules written for it still match.
+    #[error("no available proxies left in set {set}: RTPProxy {url} {fault}")]
+    NoneLeft {
+        /// The set.
+        set: SetId,
+        /// The last node tried.
+        url: String,
+        /// What went wrong there.
+        fault: NodeFault,
+    },
+    /// Every node tried failed.
+    #[error("RTPProxy {url} {fault}")]
+    Failed {
+        /// The last node tried.
+        url: String,
+        /// What went wrong there.
+        fault: NodeFault,
+    },
+}
+
+/// Why start-up (`mod_init`, `child_init`, `preinit`) or `rtpproxy_reload` failed. The text is
+/// the log line (and the MI error of a reload).
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// The modparams do not make a valid configuration.
+    #[error("bad configuration: {0}")]
+    Config(#[source] ConfigError),
+    /// A node's control socket cannot be completed (e.g. `rtp.io:auto` without rtp.io).
+    #[error(transparent)]
+    Sockets(ConfigError),
+    /// The database could not be bound or read.
+    #[error("cannot load RTPProxy nodes from the database: {0}")]
+    Database(String),
+    /// A row of the database is not a valid `rtpproxy_sock` value.
+    #[error("bad RTPProxy node in the database: {0}")]
+    DatabaseNode(#[source] ConfigError),
+    /// `rtpp_notify_socket` needs the dialog module.
+    #[error("rtpp_notify_socket is set, so the dialog module must be loaded")]
+    NotifyNeedsDialog,
+    /// A reload brings more nodes than the shm node table holds.
+    #[error("{count} nodes, at most {capacity} supported")]
+    TooManyNodes {
+        /// Nodes in the new list.
+        count: usize,
+        /// Slots in the shm node table.
+        capacity: usize,
+    },
+    /// The published node list does not fit its shm buffer.
+    #[error("node list too large ({len} bytes, at most {capacity})")]
+    ListTooLarge {
+        /// Bytes of the list.
+        len: usize,
+        /// Bytes of the buffer.
+        capacity: usize,
+    },
+    /// `mod_init` ran twice.
+    #[error("module state initialised twice")]
+    AlreadyInitialized,
+    /// A part of the module that binds another OpenSIPS module (events, dialog, tm,
+    /// rtp_relay) could not set itself up.
+    #[error("{0}")]
+    Binding(String),
+    /// A host-side failure.
+    #[error(transparent)]
+    Host(#[from] HostError),
+}
+
+impl LifecycleError {
+    /// The code `mod_init`, `child_init` and `preinit` return (and a modparam handler), for
+    /// this error: OpenSIPS refuses to start on any negative value.
+    pub(crate) fn return_code(&self) -> c_int {
+        -1
+    }
+
+    /// A failure reported by a binding of another module, as text (those bindings keep their
+    /// own error types).
+    pub(crate) fn binding(e: impl std::fmt::Display) -> Self {
+        Self::Binding(e.to_string())
+    }
+}
+
+/// An [`Error::Other`] with this description (feature code that has no typed variant yet).
 pub(crate) fn other(msg: impl Into<String>) -> Error {
     Error::Other(msg.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_errors_keep_their_log_lines_and_fail_start_up() {
+        let cases: [(LifecycleError, &str); 5] = [
+            (
+                HostError::OutOfShm("node table").into(),
+                "out of shared memory for the node table",
+            ),
+            (
+                LifecycleError::TooManyNodes {
+                    count: 300,
+                    capacity: 256,
+                },
+                "300 nodes, at most 256 supported",
+            ),
+            (
+                LifecycleError::ListTooLarge {
+                    len: 70000,
+                    capacity: 65536,
+                },
+                "node list too large (70000 bytes, at most 65536)",
+            ),
+            (
+                LifecycleError::Database("no such table".into()),
+                "cannot load RTPProxy nodes from the database: no such table",
+            ),
+            (
+                LifecycleError::binding("cannot bind the dialog API"),
+                "cannot bind the dialog API",
+            ),
+        ];
+        for (e, text) in cases {
+            assert_eq!(e.to_string(), text);
+            assert_eq!(e.return_code(), -1);
+        }
+        assert_eq!(
+            HostError::MissingSymbol("get_ticks").to_string(),
+            "OpenSIPS core symbol get_ticks not found"
+        );
+    }
+
+    #[test]
+    fn every_script_error_is_minus_one_with_its_own_text() {
+        let errors: [Error; 4] = [
+            HostError::NoCallId.into(),
+            ControlError::NoNode(3).into(),
+            ControlError::Failed {
+                url: "udp:127.0.0.1:7722".into(),
+                fault: NodeFault::Timeout,
+            }
+            .into(),
+            LifecycleError::AlreadyInitialized.into(),
+        ];
+        let texts: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            texts,
+            [
+                "no Call-ID in the message",
+                "no available proxies in set 3",
+                "RTPProxy udp:127.0.0.1:7722 no reply",
+                "module state initialised twice",
+            ]
+        );
+        assert!(errors.iter().all(|e| e.return_code() == -1));
+    }
 }

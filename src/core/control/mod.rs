@@ -23,11 +23,16 @@
 //! and [`Step::Done`] ends the command. The same loop serves a blocking driver (wait in place)
 //! and a non-blocking one (park the command on the socket's descriptor and resume later).
 //!
+//! The prober's command is [`probe::ProbeRound`]: which nodes are due, their version and
+//! capability queries, the timing of every attempt (all due nodes side by side) and what a
+//! result does to a node's health.
+//!
 //! Every command also leaves a small record of what happened ([`Event`]): first send,
 //! retransmission, timeout, relay error, failover, final result. Statistics observe these in
 //! one place ([`Observer`]).
 
 pub mod callmap;
+pub mod probe;
 
 use crate::core::select::select_node;
 

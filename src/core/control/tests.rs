@@ -513,3 +513,394 @@ fn refusals_and_missing_sessions_count_as_failed_without_failover() {
     }));
     assert_eq!(finished_ok(&ev), Some(false));
 }
+
+/// The prober's round ([`probe::ProbeRound`]) under a scripted driver with a virtual clock.
+mod probe_round {
+    use std::time::{Duration, Instant};
+
+    use super::probe::*;
+    use crate::core::proto::caps::{Capabilities, ProbeFailure, ProbeOutcome, OPTIONAL_CAPS};
+    use crate::core::select::{NodeHealth, RECHECK_FOREVER};
+
+    /// What a relay does with the probe's datagrams.
+    #[derive(Debug, Clone, Copy)]
+    enum Relay {
+        /// Answers every command; `VF` with `1` for these capabilities.
+        Answers(Capabilities),
+        /// Loses the first `n` requests (of the whole probe), then answers with every
+        /// capability.
+        LosesFirst(u32),
+        /// Never answers.
+        Hangs,
+        /// Cannot be reached (the start fails).
+        Refuses,
+        /// Speaks another protocol version.
+        OldVersion,
+    }
+
+    const RTT: Duration = Duration::from_millis(10);
+    const UDP: ProbeTiming = ProbeTiming {
+        timeout: Duration::from_secs(1),
+        retr: 5,
+    };
+
+    fn fresh(datagram: bool) -> ProbeInput {
+        ProbeInput {
+            health: NodeHealth::ENABLED,
+            probed: false,
+            datagram,
+        }
+    }
+
+    fn reply(relay: Relay, cmd: &[u8]) -> Option<Vec<u8>> {
+        let caps = match relay {
+            Relay::Answers(c) => c,
+            Relay::LosesFirst(_) => Capabilities::from_bits_truncate(u32::MAX),
+            Relay::OldVersion => return Some(b"20040106".to_vec()),
+            Relay::Hangs | Relay::Refuses => return None,
+        };
+        let text = std::str::from_utf8(cmd).unwrap();
+        Some(match text.strip_prefix("VF ") {
+            None => b"20040107".to_vec(),
+            Some("20050322") => b"1".to_vec(),
+            Some(date) => {
+                let cap = OPTIONAL_CAPS
+                    .iter()
+                    .find(|c| c.date.to_string() == date)
+                    .unwrap();
+                if caps.contains(cap.cap) { b"1" } else { b"0" }.to_vec()
+            }
+        })
+    }
+
+    /// One result: node, outcome, milliseconds after the round started.
+    type Recorded = Vec<(usize, ProbeOutcome, u128)>;
+
+    /// Runs one round against `relays` (replies arrive `RTT` after each request); returns
+    /// the results and a trace of the steps with their virtual time in ms.
+    fn run(round: &mut ProbeRound, relays: &[Relay]) -> (Recorded, Vec<String>) {
+        let t0 = Instant::now();
+        let mut t = t0;
+        let ms = |t: Instant| (t - t0).as_millis();
+        let mut last_cmd: Vec<Vec<u8>> = vec![Vec::new(); relays.len()];
+        let mut lost = vec![0u32; relays.len()];
+        let mut arriving: Vec<(Instant, usize, Vec<u8>)> = Vec::new();
+        let mut recorded = Vec::new();
+        let mut trace = Vec::new();
+        let mut send =
+            |node: usize, cmd: &[u8], t: Instant, arriving: &mut Vec<(Instant, usize, Vec<u8>)>| {
+                if let Relay::LosesFirst(n) = relays[node] {
+                    if lost[node] < n {
+                        lost[node] += 1;
+                        return;
+                    }
+                }
+                if let Some(body) = reply(relays[node], cmd) {
+                    arriving.push((t + RTT, node, body));
+                }
+            };
+        for _ in 0..10_000 {
+            match round.poll(t) {
+                ProbeStep::Send { node, cmd } => {
+                    trace.push(format!(
+                        "{} send@{node} {}",
+                        ms(t),
+                        String::from_utf8_lossy(cmd.as_bytes())
+                    ));
+                    last_cmd[node] = cmd.as_bytes().to_vec();
+                    if matches!(relays[node], Relay::Refuses) {
+                        round.on_reply(node, None);
+                        continue;
+                    }
+                    send(node, &last_cmd[node], t, &mut arriving);
+                    round.on_sent(node, t);
+                }
+                ProbeStep::Retransmit { node } => {
+                    trace.push(format!("{} resend@{node}", ms(t)));
+                    send(node, &last_cmd[node], t, &mut arriving);
+                    round.on_sent(node, t);
+                }
+                ProbeStep::GiveUp { node } => trace.push(format!("{} giveup@{node}", ms(t))),
+                ProbeStep::Record { node, outcome } => {
+                    trace.push(format!("{} record@{node}", ms(t)));
+                    recorded.push((node, outcome, ms(t)));
+                }
+                ProbeStep::Wait { until } => {
+                    let in_flight: Vec<usize> = round.in_flight().collect();
+                    let next = arriving
+                        .iter()
+                        .filter(|(_, n, _)| in_flight.contains(n))
+                        .map(|(at, _, _)| *at)
+                        .min();
+                    t = next.map_or(until, |at| at.min(until)).max(t);
+                    let (now, later): (Vec<_>, Vec<_>) =
+                        arriving.drain(..).partition(|(at, _, _)| *at <= t);
+                    arriving = later;
+                    for (_, node, body) in now {
+                        round.on_reply(node, Some(&body));
+                    }
+                }
+                ProbeStep::Done => return (recorded, trace),
+            }
+        }
+        panic!("the round never ended: {trace:?}")
+    }
+
+    #[test]
+    fn which_nodes_are_due() {
+        let disabled_until = |at: u32| NodeHealth {
+            disabled: true,
+            recheck_at: at,
+        };
+        let probed = |health: NodeHealth| ProbeInput {
+            health,
+            probed: true,
+            datagram: true,
+        };
+        let cases = [
+            (fresh(true), true),                              // never answered
+            (probed(NodeHealth::ENABLED), false),             // up: nothing to do
+            (probed(disabled_until(101)), false),             // recheck time not reached
+            (probed(disabled_until(100)), true),              // recheck time reached
+            (probed(disabled_until(RECHECK_FOREVER)), false), // MI: disabled forever
+            (
+                ProbeInput {
+                    health: disabled_until(RECHECK_FOREVER),
+                    ..fresh(false)
+                },
+                true, // never answered: probed once even so (its capabilities)
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(is_due(&input, 100), want, "{input:?}");
+        }
+        let inputs: Vec<ProbeInput> = cases.iter().map(|c| c.0).collect();
+        let round = ProbeRound::new(&inputs, 100, UDP);
+        assert_eq!(round.due().collect::<Vec<_>>(), [0, 3, 5]);
+        assert_eq!(round.in_flight().count(), 0);
+    }
+
+    #[test]
+    fn every_due_node_is_asked_before_anything_is_waited_for() {
+        let mut round = ProbeRound::new(&[fresh(true), fresh(true), fresh(false)], 0, UDP);
+        let t = Instant::now();
+        for want in 0..3 {
+            match round.poll(t) {
+                ProbeStep::Send { node, cmd } => {
+                    assert_eq!(node, want);
+                    assert_eq!(cmd.as_bytes(), b"V");
+                    round.on_sent(node, t);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            round.poll(t),
+            ProbeStep::Wait {
+                until: t + UDP.timeout
+            }
+        );
+        assert_eq!(round.in_flight().collect::<Vec<_>>(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_hung_node_holds_back_nobody() {
+        let all = Capabilities::from_bits_truncate(u32::MAX);
+        let mut round = ProbeRound::new(&[fresh(true), fresh(true), fresh(true)], 0, UDP);
+        let (recorded, trace) = run(
+            &mut round,
+            &[Relay::Hangs, Relay::Answers(all), Relay::Refuses],
+        );
+        // the refused node fails at once, the answering one after its 12 round trips, the
+        // hung one after 5 attempts of 1 s
+        assert_eq!(
+            recorded,
+            [
+                (2, ProbeOutcome::Failed(ProbeFailure::VersionNoReply), 0),
+                (1, ProbeOutcome::Enabled(all), 120),
+                (0, ProbeOutcome::Failed(ProbeFailure::VersionNoReply), 5000),
+            ]
+        );
+        let hung: Vec<&str> = trace
+            .iter()
+            .filter(|l| l.contains("@0"))
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            hung,
+            [
+                "0 send@0 V",
+                "1000 resend@0",
+                "2000 resend@0",
+                "3000 resend@0",
+                "4000 resend@0",
+                "5000 giveup@0",
+                "5000 record@0"
+            ]
+        );
+        // the first requests of all three went out at once
+        assert_eq!(&trace[..3], ["0 send@0 V", "0 send@1 V", "0 send@2 V"]);
+    }
+
+    #[test]
+    fn lost_attempts_are_retransmitted_and_the_probe_goes_on() {
+        let mut round = ProbeRound::new(&[fresh(true)], 0, UDP);
+        let (recorded, trace) = run(&mut round, &[Relay::LosesFirst(2)]);
+        assert_eq!(
+            recorded,
+            [(
+                0,
+                ProbeOutcome::Enabled(Capabilities::from_bits_truncate(u32::MAX)),
+                2000 + 12 * 10
+            )]
+        );
+        assert_eq!(
+            &trace[..4],
+            [
+                "0 send@0 V",
+                "1000 resend@0",
+                "2000 resend@0",
+                "2010 send@0 VF 20050322"
+            ]
+        );
+    }
+
+    #[test]
+    fn streams_get_one_attempt_and_retr_zero_sends_nothing() {
+        let mut round = ProbeRound::new(&[fresh(false)], 0, UDP);
+        let (recorded, trace) = run(&mut round, &[Relay::Hangs]);
+        assert_eq!(
+            recorded,
+            [(0, ProbeOutcome::Failed(ProbeFailure::VersionNoReply), 1000)]
+        );
+        assert_eq!(trace, ["0 send@0 V", "1000 giveup@0", "1000 record@0"]);
+
+        let timing = ProbeTiming { retr: 0, ..UDP };
+        let mut round = ProbeRound::new(&[fresh(true)], 0, timing);
+        let (recorded, trace) = run(&mut round, &[Relay::Answers(Capabilities::NONE)]);
+        assert_eq!(
+            recorded,
+            [(0, ProbeOutcome::Failed(ProbeFailure::VersionNoReply), 0)]
+        );
+        assert_eq!(trace, ["0 record@0"]);
+    }
+
+    #[test]
+    fn capability_results() {
+        let some = Capabilities::REPACK.union(Capabilities::STATS);
+        let mut round = ProbeRound::new(&[fresh(true), fresh(false), fresh(true)], 7, UDP);
+        let (recorded, _) = run(
+            &mut round,
+            &[
+                Relay::Answers(some),
+                Relay::Answers(Capabilities::NONE),
+                Relay::OldVersion,
+            ],
+        );
+        let mut by_node: Vec<(usize, ProbeOutcome)> =
+            recorded.into_iter().map(|(n, o, _)| (n, o)).collect();
+        by_node.sort_by_key(|(n, _)| *n);
+        assert_eq!(
+            by_node,
+            [
+                (0, ProbeOutcome::Enabled(some)),
+                (1, ProbeOutcome::Enabled(Capabilities::NONE)),
+                (
+                    2,
+                    ProbeOutcome::Failed(ProbeFailure::UnsupportedVersion(20040106))
+                ),
+            ]
+        );
+        assert_eq!(capabilities_of(&by_node[0].1), some);
+        assert_eq!(capabilities_of(&by_node[2].1), Capabilities::NONE);
+    }
+
+    /// Applies a round's result the way the host does; returns the notice and the health.
+    fn record(
+        outcome: &ProbeOutcome,
+        first: bool,
+        health: NodeHealth,
+        now: u32,
+        disable_tout: i32,
+    ) -> (ProbeNotice, NodeHealth) {
+        let mut after = health;
+        apply_outcome(outcome, &mut after, now, disable_tout);
+        (report(outcome, first, health, after), after)
+    }
+
+    #[test]
+    fn failure_recheck_and_recovery_follow_disable_tout() {
+        let ok = ProbeOutcome::Enabled(Capabilities::CODECS);
+        let down = ProbeOutcome::Failed(ProbeFailure::VersionNoReply);
+        // first probe fails at tick 100, disable_tout 60
+        let (notice, h) = record(&down, true, NodeHealth::ENABLED, 100, 60);
+        assert_eq!(
+            notice,
+            ProbeNotice::Disabled {
+                why: ProbeFailure::VersionNoReply,
+                newly: true
+            }
+        );
+        assert_eq!(notice.status_event(), Some(false));
+        let input = |health| ProbeInput {
+            health,
+            probed: true,
+            datagram: true,
+        };
+        assert!(!is_due(&input(h), 159));
+        assert!(is_due(&input(h), 160));
+        // still failing at 160: quiet, next recheck at 220
+        let (notice, h) = record(&down, false, h, 160, 60);
+        assert_eq!(notice, ProbeNotice::Quiet);
+        assert_eq!(notice.status_event(), None);
+        assert_eq!(h.recheck_at, 220);
+        // it answers at 220: back in selection
+        let (notice, h) = record(&ok, false, h, 220, 60);
+        assert_eq!(notice, ProbeNotice::Reenabled(Capabilities::CODECS));
+        assert_eq!(notice.status_event(), Some(true));
+        assert_eq!(h, NodeHealth::ENABLED);
+        assert!(!is_due(&input(h), u32::MAX));
+        // disable_tout 0 or negative: rechecked in the very next round
+        for tout in [0, -5] {
+            let (_, h) = record(&down, false, NodeHealth::ENABLED, 300, tout);
+            assert!(h.disabled);
+            assert!(is_due(&input(h), 300), "disable_tout {tout}");
+        }
+    }
+
+    #[test]
+    fn first_answers_and_nodes_mi_holds_out() {
+        let ok = ProbeOutcome::Enabled(Capabilities::NONE);
+        let (notice, h) = record(&ok, true, NodeHealth::ENABLED, 5, 60);
+        assert_eq!(notice, ProbeNotice::Active(Capabilities::NONE));
+        assert_eq!(h, NodeHealth::ENABLED);
+        // answered again while up: nothing to say
+        assert_eq!(record(&ok, false, h, 6, 60).0, ProbeNotice::Quiet);
+        // MI disabled it forever before its first probe: it stays out, reported inactive
+        let forever = NodeHealth {
+            disabled: true,
+            recheck_at: RECHECK_FOREVER,
+        };
+        let (notice, h) = record(&ok, true, forever, 5, 60);
+        assert_eq!(notice, ProbeNotice::HeldOut);
+        assert_eq!(notice.status_event(), Some(false));
+        assert_eq!(h, forever);
+    }
+
+    #[test]
+    fn late_and_unknown_reports_are_ignored() {
+        let mut round = ProbeRound::new(&[fresh(true)], 0, UDP);
+        let t = Instant::now();
+        round.on_reply(0, Some(b"20040107")); // nothing out yet
+        round.on_reply(9, None); // not in the round
+        round.on_sent(9, t);
+        assert!(matches!(round.poll(t), ProbeStep::Send { node: 0, .. }));
+        // the driver forgot to report the send: the attempt counts from the next poll
+        assert_eq!(
+            round.poll(t),
+            ProbeStep::Wait {
+                until: t + UDP.timeout
+            }
+        );
+    }
+}

@@ -41,7 +41,7 @@ fn text(v: &db_val_t) -> Option<String> {
     unsafe {
         match v.type_ {
             sys::db_type_t_DB_STRING => {
-                cstr::cstr_to_string(v.val.string_val).map(|r| r.unwrap_or_else(|lossy| lossy))
+                cstr::cstr_to_string(v.val.string_val).map(|r| r.unwrap_or_else(|e| e.lossy))
             }
             sys::db_type_t_DB_STR | sys::db_type_t_DB_BLOB => {
                 Some(String::from_utf8_lossy(cstr::str_bytes(&v.val.str_val)).into_owned())

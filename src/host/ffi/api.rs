@@ -8,6 +8,8 @@
 use std::ffi::{c_char, c_int, c_long, c_uint, c_void, CStr};
 use std::sync::OnceLock;
 
+use crate::error::HostError;
+
 use super::sys::{
     db_func_t, evi_params_t, gen_free_f, gen_info_f, gen_malloc_f, host_str, mi_item_t,
     mi_params_t, mi_response_t, module_stats, pv_spec_t, pv_value_t, scm_version, sip_msg,
@@ -45,7 +47,7 @@ macro_rules! core_api {
         }
 
         impl Api {
-            fn resolve() -> Result<Self, String> {
+            fn resolve() -> Result<Self, HostError> {
                 Ok(Self {
                     $($f: {
                         let p = symbol(concat!(stringify!($f), "\0"))?;
@@ -147,27 +149,25 @@ unsafe impl Send for Api {}
 // SAFETY: as above; reading the addresses from several threads is harmless.
 unsafe impl Sync for Api {}
 
-fn symbol(name: &'static str) -> Result<*mut c_void, String> {
-    let c = CStr::from_bytes_with_nul(name.as_bytes()).map_err(|e| e.to_string())?;
+/// The address of core symbol `name` (NUL-terminated).
+fn symbol(name: &'static str) -> Result<*mut c_void, HostError> {
+    let bare = name.strip_suffix('\0').unwrap_or(name);
+    let c =
+        CStr::from_bytes_with_nul(name.as_bytes()).map_err(|_| HostError::MissingSymbol(bare))?;
     // SAFETY: `dlsym` on the global namespace with a NUL-terminated name.
     let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) };
     if p.is_null() {
-        Err(format!(
-            "OpenSIPS core symbol {} not found",
-            &name[..name.len() - 1]
-        ))
+        Err(HostError::MissingSymbol(bare))
     } else {
         Ok(p)
     }
 }
 
-static API: OnceLock<Result<Api, String>> = OnceLock::new();
+static API: OnceLock<Result<Api, HostError>> = OnceLock::new();
 
 /// The core API, or why it is unavailable (not running inside OpenSIPS).
-pub(crate) fn try_api() -> Result<&'static Api, &'static str> {
-    API.get_or_init(Api::resolve)
-        .as_ref()
-        .map_err(String::as_str)
+pub(crate) fn try_api() -> Result<&'static Api, &'static HostError> {
+    API.get_or_init(Api::resolve).as_ref()
 }
 
 /// The core API. Inside OpenSIPS every symbol exists (checked at the first modparam), so a

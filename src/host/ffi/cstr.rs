@@ -6,6 +6,7 @@
 use std::ffi::{c_char, c_int, CStr};
 
 use super::sys::host_str;
+use crate::error::NotUtf8;
 
 /// Borrows the bytes of a host `str`.
 ///
@@ -47,17 +48,20 @@ pub(crate) unsafe fn ptr_len_bytes<'a>(p: *const c_char, len: c_int) -> &'a [u8]
 
 /// Copies a NUL-terminated C string (e.g. a modparam value) into an owned `String`.
 ///
-/// Returns `None` for NULL; bytes that are not UTF-8 are refused with `Err`.
+/// Returns `None` for NULL; bytes that are not UTF-8 are refused with [`NotUtf8`], which
+/// carries the lossy reading.
 ///
 /// # Safety
 /// `p` must be NULL or point to a NUL-terminated string readable for the call.
-pub(crate) unsafe fn cstr_to_string(p: *const c_char) -> Option<Result<String, String>> {
+pub(crate) unsafe fn cstr_to_string(p: *const c_char) -> Option<Result<String, NotUtf8>> {
     if p.is_null() {
         return None;
     }
     // SAFETY: the caller guarantees `p` is a NUL-terminated readable string.
     let bytes = unsafe { CStr::from_ptr(p) }.to_bytes();
-    Some(String::from_utf8(bytes.to_vec()).map_err(|_| String::from_utf8_lossy(bytes).into_owned()))
+    Some(String::from_utf8(bytes.to_vec()).map_err(|_| NotUtf8 {
+        lossy: String::from_utf8_lossy(bytes).into_owned(),
+    }))
 }
 
 /// A `str` view of a Rust byte slice, for host APIs that only read the value during the call.

@@ -54,14 +54,15 @@ pub(crate) fn call_lazy<R>(what: &str, on_panic: impl FnOnce() -> R, f: impl FnO
 }
 
 /// Script-function return code of a result: `Ok(n)` with `n != 0` passes through, `Ok(0)` is
-/// mapped to -1 (0 would stop the script), errors are logged and give their negative code.
+/// mapped to -1 (0 would stop the script), errors are logged and give their negative code
+/// ([`crate::Error::return_code`]).
 pub(crate) fn script_code(what: &str, r: Result<i32, crate::Error>) -> i32 {
     match r {
         Ok(0) => -1,
         Ok(n) => n,
         Err(e) => {
             tracing::error!("{what}: {e}");
-            -1
+            e.return_code()
         }
     }
 }
@@ -83,6 +84,7 @@ mod tests {
         assert_eq!(script_code("f", Ok(0)), -1);
         assert_eq!(script_code("f", Ok(1)), 1);
         assert_eq!(script_code("f", Ok(-2)), -2);
-        assert_eq!(script_code("f", Err(crate::Error::Other("x".into()))), -1);
+        let e = crate::Error::from(crate::error::HostError::NoCallId);
+        assert_eq!(script_code("f", Err(e)), -1);
     }
 }

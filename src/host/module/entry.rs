@@ -4,6 +4,7 @@
 use std::ffi::{c_int, c_void, CStr};
 
 use crate::core::config::{ConfigError, ModuleConfig, Transport};
+use crate::error::{HostError, LifecycleError};
 
 use crate::core::select::MiEnable;
 use crate::host::bind::events;
@@ -31,7 +32,7 @@ pub(crate) unsafe fn set_modparam(
         // SAFETY: per the contract, a string modparam value is a NUL-terminated C string.
         match unsafe { cstr::cstr_to_string(val.cast()) } {
             None => (String::new(), Ok(())),
-            Some(Err(lossy)) => (lossy, Err(ConfigError::NotUtf8)),
+            Some(Err(e)) => (e.lossy, Err(ConfigError::NotUtf8)),
             Some(Ok(s)) => {
                 let r = state::with_params(|p| p.set_str(name, &s));
                 (s, r)
@@ -48,7 +49,7 @@ pub(crate) unsafe fn set_modparam(
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("bad modparam {name}={shown:?}: {e}");
-            -1
+            LifecycleError::Config(e).return_code()
         }
     }
 }
@@ -62,11 +63,11 @@ const MIN_NODE_SLOTS: usize = 256;
 pub(crate) unsafe extern "C" fn mod_preinit() -> c_int {
     guard::call("mod_preinit", -1, || {
         log::install();
-        match crate::host::features::rtp_relay::register() {
+        match crate::host::features::rtp_relay::register().map_err(LifecycleError::binding) {
             Ok(()) => 0,
             Err(e) => {
                 tracing::error!("{e}");
-                -1
+                e.return_code()
             }
         }
     })
@@ -83,7 +84,7 @@ pub(crate) fn mod_init(select_procs: fn(bool)) -> c_int {
         }
         Err(e) => {
             tracing::error!("{e}");
-            -1
+            e.return_code()
         }
     })
 }
@@ -95,28 +96,26 @@ fn module_exports_fn(name: &CStr) -> bool {
 }
 
 /// Returns whether `rtpp_notify_socket` is set (the notification process is needed).
-fn init() -> Result<bool, String> {
+fn init() -> Result<bool, LifecycleError> {
     log::install();
     tracing::info!("initializing (Rust rtpproxy module)");
     let params = state::with_params(|p| p.clone());
-    let mut config: ModuleConfig = params
-        .finish()
-        .map_err(|e| format!("bad configuration: {e}"))?;
+    let mut config: ModuleConfig = params.finish().map_err(LifecycleError::Config)?;
 
     config
         .resolve_missing_sockets(module_exports_fn(c"rtp_io_getchildsock"))
-        .map_err(|e| format!("{e}"))?;
+        .map_err(LifecycleError::Sockets)?;
     if let Some(db) = &config.db {
         if config.sock_values_ignored() {
             tracing::warn!(
                 "db_url is set: the rtpproxy_sock values are ignored (as in the C module)"
             );
         }
-        crate::host::bind::db::bind_once(&db.url)?;
+        crate::host::bind::db::bind_once(&db.url).map_err(LifecycleError::binding)?;
         let values = crate::host::bind::db::load_values(db)
-            .map_err(|e| format!("cannot load RTPProxy nodes from the database: {e}"))?;
+            .map_err(|e| LifecycleError::Database(e.to_string()))?;
         config.sets = state::decode_list(&values, config.default_set)
-            .map_err(|e| format!("bad RTPProxy node in the database: {e}"))?;
+            .map_err(LifecycleError::DatabaseNode)?;
         tracing::info!(
             "loaded {} RTPProxy node(s) from table {}",
             config.node_count(),
@@ -124,7 +123,7 @@ fn init() -> Result<bool, String> {
         );
     }
     if config.notify.is_some() && !module_exports_fn(c"load_dlg") {
-        return Err("rtpp_notify_socket is set, so the dialog module must be loaded".into());
+        return Err(LifecycleError::NotifyNeedsDialog);
     }
     if config.autobridge {
         tracing::warn!("rtpproxy_autobridge is enabled: it does not work with forking");
@@ -139,7 +138,7 @@ fn init() -> Result<bool, String> {
         );
     }
     let shared = shared::SharedNodes::allocate(node_count.max(MIN_NODE_SLOTS))
-        .ok_or_else(|| "out of shared memory for the node table".to_string())?;
+        .ok_or(HostError::OutOfShm("node table"))?;
     // Names are resolved once here, before fork; SIP workers never resolve (the prober
     // retries the ones that fail).
     for n in topology.sets.iter().flat_map(|s| s.nodes.iter()) {
@@ -147,11 +146,10 @@ fn init() -> Result<bool, String> {
             slot.set_address(addr);
         }
     }
-    let list = shared::SharedList::allocate()
-        .ok_or_else(|| "out of shared memory for the node list".to_string())?;
-    let calls = shared::CallMap::allocate(config.call_map_size)
-        .ok_or_else(|| "out of shared memory for the call map".to_string())?;
-    let events = events::publish()?;
+    let list = shared::SharedList::allocate().ok_or(HostError::OutOfShm("node list"))?;
+    let calls =
+        shared::CallMap::allocate(config.call_map_size).ok_or(HostError::OutOfShm("call map"))?;
+    let events = events::publish().map_err(LifecycleError::binding)?;
     for s in &topology.sets {
         for n in &s.nodes {
             if n.spec.transport == Transport::RtpIo {
@@ -160,12 +158,13 @@ fn init() -> Result<bool, String> {
         }
     }
     let notify = config.notify.is_some();
-    crate::host::features::dialog::mod_init(&config)?;
-    crate::host::features::rtp_relay::mod_init(&config)?;
+    crate::host::features::dialog::mod_init(&config).map_err(LifecycleError::binding)?;
+    crate::host::features::rtp_relay::mod_init(&config).map_err(LifecycleError::binding)?;
     state::install(ModuleState::new(
         config, shared, list, calls, events, topology,
     ))?;
-    crate::host::runtime::stats::init(state::get().ok_or("module state not installed")?)?;
+    let st = state::get().ok_or(HostError::Internal("module state not installed"))?;
+    crate::host::runtime::stats::init(st)?;
     crate::host::features::dialog::register_loaded_callback();
     Ok(notify)
 }
@@ -175,11 +174,11 @@ pub(crate) unsafe extern "C" fn child_init(rank: c_int) -> c_int {
     guard::call("child_init", -1, || {
         tracing::debug!("child_init({rank})");
         control::set_rank(rank);
-        match crate::host::features::dialog::child_init(rank) {
+        match crate::host::features::dialog::child_init(rank).map_err(LifecycleError::binding) {
             Ok(()) => 0,
             Err(e) => {
                 tracing::error!("{e}");
-                -1
+                e.return_code()
             }
         }
     })
@@ -317,17 +316,19 @@ pub(crate) unsafe extern "C" fn mi_reload_rtpproxies(
 
 /// Loads the node list from the database and publishes it to every process. Nothing changes
 /// unless the whole table loads and parses.
-fn reload(st: &ModuleState, db: &crate::core::config::DbConfig) -> Result<usize, String> {
-    let values = crate::host::bind::db::load_values(db)?;
+fn reload(st: &ModuleState, db: &crate::core::config::DbConfig) -> Result<usize, LifecycleError> {
+    let values = crate::host::bind::db::load_values(db)
+        .map_err(|e| LifecycleError::Database(e.to_string()))?;
     let kept: Vec<_> = st.sets().iter().map(|s| s.id).collect();
     let lines = state::encode_list(&kept, &values);
-    let sets = state::decode_list(&lines, st.config.default_set).map_err(|e| e.to_string())?;
+    let sets =
+        state::decode_list(&lines, st.config.default_set).map_err(LifecycleError::DatabaseNode)?;
     let count: usize = sets.iter().map(|s| s.nodes.len()).sum();
     if count > st.shared.capacity() {
-        return Err(format!(
-            "{count} nodes, at most {} supported",
-            st.shared.capacity()
-        ));
+        return Err(LifecycleError::TooManyNodes {
+            count,
+            capacity: st.shared.capacity(),
+        });
     }
     // Nodes the reload keeps (same URL) keep their slot state: health, capabilities and
     // resolved address; their calls stay on them (the call map is keyed by URL).

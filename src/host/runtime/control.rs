@@ -1,7 +1,8 @@
 //! The driver of the control plane: every relay command of every caller goes through
 //! [`execute`], which runs the sans-IO engine of [`crate::core::control`] and only moves bytes
 //! and reads the clock. Plus the per-process clients, the shared health updates the engine
-//! asks for, and the background prober process.
+//! asks for, and the background prober process (the driver of
+//! [`crate::core::control::probe::ProbeRound`]).
 //!
 //! Rules kept here (doc/architecture.md, "Control plane"):
 //! - a SIP worker never probes, never resolves a host name and never waits on a node known to
@@ -22,16 +23,21 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 
 use crate::core::config::{NodeSpec, SetId, Transport};
+use crate::core::control::probe::{
+    self, ProbeInput, ProbeNotice, ProbeRound, ProbeStep, ProbeTiming,
+};
 use crate::core::control::{
     choose, Answer, CommandError, CommandRun, Event, Failover, HealthChange, NodeFault, NodeInput,
     Observer, OpKind, Route, Step,
 };
-use crate::core::proto::caps::{Capabilities, Probe, ProbeOutcome};
+use crate::core::proto::caps::{Capabilities, ProbeOutcome};
 use crate::core::proto::command::Command;
 use crate::core::proto::cookie::CookieGen;
 use crate::core::proto::reply::Reply;
 use crate::core::select::NodeHealth;
 use crate::core::stats::{Event as StatEvent, Op};
+pub(crate) use crate::error::ControlError;
+use crate::error::HostError;
 use crate::io::transport::{self, ClientOptions, ControlClient, TransportError};
 use crate::Error;
 
@@ -313,45 +319,6 @@ pub(crate) enum Verdict<T> {
     NotHere,
 }
 
-/// Why a control-plane command failed, as the host reports it.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ControlError {
-    /// The set does not exist.
-    #[error("cannot find RTPProxy set {0}")]
-    NoSet(SetId),
-    /// No usable node in the set (all disabled, or the named node is disabled).
-    #[error("no available proxies in set {0}")]
-    NoNode(SetId),
-    /// The named node is not in the set or is disabled.
-    #[error("RTPProxy {0} is not available")]
-    NodeUnavailable(String),
-    /// A new call's offer failed on every node it tried: worded as the C module words it
-    /// (`no available proxies`), so that log rules written for it still match.
-    #[error("no available proxies left in set {set}: RTPProxy {url} {fault}")]
-    NoneLeft {
-        /// The set.
-        set: SetId,
-        /// The last node tried.
-        url: String,
-        /// What went wrong there.
-        fault: NodeFault,
-    },
-    /// Every node tried failed.
-    #[error("RTPProxy {url} {fault}")]
-    Failed {
-        /// The last node tried.
-        url: String,
-        /// What went wrong there.
-        fault: NodeFault,
-    },
-}
-
-impl From<ControlError> for Error {
-    fn from(e: ControlError) -> Self {
-        Error::Other(e.to_string())
-    }
-}
-
 /// The index in `nodes` of the call's own node for `target`.
 fn own_index(st: &ModuleState, nodes: &[NodeView], call_id: &[u8], target: Target<'_>) -> Route {
     match target {
@@ -480,7 +447,7 @@ pub(crate) fn execute<'a, T>(
     let node = conclude(st, nodes, &plan, &run, result, caller_error)?;
     accepted
         .map(|t| (t, node))
-        .ok_or_else(|| Error::Other("internal: reply not kept".into()))
+        .ok_or_else(|| HostError::Internal("reply not kept").into())
 }
 
 /// The end of a command, for both drivers: the call map learns (offer) or forgets (delete)
@@ -836,195 +803,211 @@ pub(crate) fn capabilities(st: &ModuleState, node: &NodeView) -> Capabilities {
     slot_now(st, node).map_or(Capabilities::NONE, |slot| slot.capabilities())
 }
 
-/// Records a probe's outcome for every process.
-fn record_probe(st: &ModuleState, node: &NodeView, outcome: ProbeOutcome) {
+/// Records a probe's outcome for every process: the shared health, capabilities and probed
+/// mark change as [`probe::apply_outcome`] says, and what [`probe::report`] decides is logged,
+/// counted and raised.
+fn record_probe(st: &ModuleState, node: &NodeView, outcome: &ProbeOutcome) {
     let Some(slot) = st.slot(node) else { return };
     let now = now();
-    match outcome {
-        ProbeOutcome::Enabled(caps) => {
-            let first = slot.mark_probed(caps);
-            let (before, after) = slot.update(NodeHealth::on_probe_success);
-            if first || before.disabled != after.disabled {
-                let caps = caps.names().collect::<Vec<_>>().join(",");
-                if after.disabled {
-                    // MI disabled it meanwhile: nothing came back.
-                } else if first {
-                    tracing::info!(
-                        "RTPProxy {} is active (capabilities: {caps})",
-                        node.spec.url
-                    );
-                } else {
-                    // The C module's words for a node back after a failure.
-                    tracing::info!(
-                        "rtp proxy <{}> found, support for it re-enabled (capabilities: {caps})",
-                        node.spec.url
-                    );
-                }
-                events::raise_status(&st.events, &node.spec.url, !after.disabled);
-            }
+    let first = slot.mark_probed(probe::capabilities_of(outcome));
+    let (before, after) =
+        slot.update(|h| probe::apply_outcome(outcome, h, now, st.config.disable_tout));
+    let notice = probe::report(outcome, first, before, after);
+    let url = &node.spec.url;
+    match &notice {
+        ProbeNotice::Quiet | ProbeNotice::HeldOut => {}
+        ProbeNotice::Active(caps) => {
+            let caps = caps.names().collect::<Vec<_>>().join(",");
+            tracing::info!("RTPProxy {url} is active (capabilities: {caps})");
         }
-        ProbeOutcome::Failed(why) => {
-            let first = slot.mark_probed(Capabilities::NONE);
-            let (before, after) = slot.update(|h| h.on_probe_failure(now, st.config.disable_tout));
-            if before.disabled != after.disabled {
+        ProbeNotice::Reenabled(caps) => {
+            let caps = caps.names().collect::<Vec<_>>().join(",");
+            // The C module's words for a node back after a failure.
+            tracing::info!(
+                "rtp proxy <{url}> found, support for it re-enabled (capabilities: {caps})"
+            );
+        }
+        ProbeNotice::Disabled { why, newly } => {
+            if *newly {
                 stats::disabled(st, node, &format!("probe failed: {why}"));
             }
-            if first || before.disabled != after.disabled {
-                // The C module's words (and level) for a failed probe.
-                tracing::warn!(
-                    "support for RTP proxy <{}> has been disabled{}: {why}; re-probed every {}s",
-                    node.spec.url,
-                    if st.config.disable_tout < 0 {
-                        ""
-                    } else {
-                        " temporarily"
-                    },
-                    st.config.disable_tout
-                );
-                events::raise_status(&st.events, &node.spec.url, false);
-            }
+            // The C module's words (and level) for a failed probe.
+            tracing::warn!(
+                "support for RTP proxy <{url}> has been disabled{}: {why}; re-probed every {}s",
+                if st.config.disable_tout < 0 {
+                    ""
+                } else {
+                    " temporarily"
+                },
+                st.config.disable_tout
+            );
         }
+    }
+    if let Some(active) = notice.status_event() {
+        events::raise_status(&st.events, url, active);
     }
 }
 
-/// The prober's own clients and cookies (it never shares the workers' state).
+/// The prober process's driver of [`ProbeRound`]: its own clients and cookies (it never
+/// shares the workers' state). It only starts commands, waits on the sockets of every probe
+/// in flight at once and reads the clock; the round decides the rest.
 struct Prober {
     cookies: CookieGen,
+    /// One client per node entry (a URL may be in two sets, and both are probed at once).
     clients: HashMap<String, ControlClient>,
 }
 
-/// One probe in flight.
-struct ProbeJob<'a> {
-    node: &'a NodeView,
-    probe: Probe,
-    running: bool,
-}
-
-impl ProbeJob<'_> {
-    /// The prober's client key: one per node entry (a URL may be in two sets, and both
-    /// are probed at once).
-    fn key(&self) -> String {
-        format!("{}#{}", self.node.index, self.node.spec.url)
-    }
+/// The prober's client key of `node`.
+fn probe_key(node: &NodeView) -> String {
+    format!("{}#{}", node.index, node.spec.url)
 }
 
 impl Prober {
-    /// Starts the probe's next command on its node's client; a command that cannot even start
-    /// counts as no reply. Returns whether a command is outstanding.
-    fn start_next(&mut self, st: &ModuleState, job: &mut ProbeJob<'_>, opts: ClientOptions) {
-        loop {
-            let Some(cmd) = job.probe.poll_command() else {
-                job.running = false;
-                return;
-            };
-            let client = self
-                .clients
-                .entry(job.key())
-                .or_insert_with(|| new_client(job.node, opts));
-            client.set_options(opts);
-            client.set_unix_connector(bounded_unix_connect);
-            if client.cached_address().is_none() {
-                if let Some(a) = st.slot(job.node).and_then(|s| s.address()) {
-                    client.set_address(Some(a));
-                }
-            }
-            match client.start(&mut self.cookies, &cmd) {
-                Ok(()) => {
-                    job.running = true;
-                    return;
-                }
-                Err(_) => job.probe.handle_reply(None),
+    /// The prober's client of `node`, with the address the shared table holds for it (and
+    /// the prober's cookies).
+    fn client(
+        &mut self,
+        st: &ModuleState,
+        node: &NodeView,
+        opts: ClientOptions,
+    ) -> (&mut ControlClient, &mut CookieGen) {
+        let client = self
+            .clients
+            .entry(probe_key(node))
+            .or_insert_with(|| new_client(node, opts));
+        client.set_options(opts);
+        client.set_unix_connector(bounded_unix_connect);
+        if client.cached_address().is_none() {
+            if let Some(a) = st.slot(node).and_then(|s| s.address()) {
+                client.set_address(Some(a));
             }
         }
+        (client, &mut self.cookies)
     }
 
-    /// One round: every node never probed and every disabled node whose recheck time has
-    /// come, probed concurrently (one hung node does not hold the others back).
+    /// A reply (or a transport failure) of `node`'s command: the address it came from is
+    /// shared with the workers, and the round hears of it.
+    fn on_outcome(
+        st: &ModuleState,
+        round: &mut ProbeRound,
+        i: usize,
+        node: &NodeView,
+        client: &ControlClient,
+        out: Result<Vec<u8>, TransportError>,
+    ) {
+        if let (Some(slot), Some(peer)) = (st.slot(node), client.peer_addr()) {
+            slot.set_address(peer);
+        }
+        round.on_reply(i, out.ok().as_deref());
+    }
+
+    /// One round: [`ProbeRound`] over every node of every set.
     fn round(&mut self, st: &ModuleState) {
         #[cfg(feature = "fault-injection")]
         fault::prober_round();
-        let now_ticks = now();
-        let opts = options(st);
-        let mut jobs: Vec<ProbeJob<'_>> = st
+        let nodes: Vec<&NodeView> = st
             .sets()
             .iter()
             .flat_map(|s| s.nodes.iter())
-            .filter(|n| {
-                st.slot(n)
-                    .is_some_and(|s| !s.probed() || s.health().is_due_for_recheck(now_ticks))
-            })
-            .map(|node| ProbeJob {
-                node,
-                probe: Probe::new(),
-                running: false,
+            .filter(|n| st.slot(n).is_some())
+            .collect();
+        let inputs: Vec<ProbeInput> = nodes
+            .iter()
+            .map(|n| {
+                let slot = st.slot(n).expect("filtered above");
+                ProbeInput {
+                    health: slot.health(),
+                    probed: slot.probed(),
+                    datagram: matches!(n.spec.transport, Transport::Udp | Transport::Udp6),
+                }
             })
             .collect();
+        let opts = options(st);
+        let mut round = ProbeRound::new(
+            &inputs,
+            now(),
+            ProbeTiming {
+                timeout: opts.timeout,
+                retr: opts.retr,
+            },
+        );
         // names are resolved here, outside every SIP worker, and shared with them
-        for job in &jobs {
-            if let Some(slot) = st.slot(job.node) {
+        for i in round.due() {
+            if let Some(slot) = st.slot(nodes[i]) {
                 if slot.address().is_none() {
-                    if let Some(a) = resolve_spec(&job.node.spec) {
+                    if let Some(a) = resolve_spec(&nodes[i].spec) {
                         slot.set_address(a);
                     }
                 }
             }
         }
-        for job in &mut jobs {
-            self.start_next(st, job, opts);
-        }
-        while jobs.iter().any(|j| j.running) {
-            let now = Instant::now();
-            let mut fds = Vec::new();
-            let mut wake = now + Duration::from_secs(1);
-            for (k, job) in jobs.iter().enumerate().filter(|(_, j)| j.running) {
-                let c = &self.clients[&job.key()];
-                if let Some(d) = c.poll_timeout() {
-                    wake = wake.min(d);
-                }
-                if let Some(fd) = c.wait_fd() {
-                    fds.push((
-                        k,
-                        libc::pollfd {
-                            fd,
-                            events: libc::POLLIN,
-                            revents: 0,
-                        },
-                    ));
-                }
-            }
-            let mut pfds: Vec<libc::pollfd> = fds.iter().map(|(_, p)| *p).collect();
-            let ms = wake
-                .saturating_duration_since(now)
-                .as_millis()
-                .clamp(1, 1000) as c_int;
-            // SAFETY: `pfds` is a valid array of `pfds.len()` entries for the whole call.
-            unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
-            let now = Instant::now();
-            for (k, job) in jobs.iter_mut().enumerate().filter(|(_, j)| j.running) {
-                let readable = fds
-                    .iter()
-                    .zip(&pfds)
-                    .any(|((j, _), p)| *j == k && p.revents != 0);
-                let c = self
-                    .clients
-                    .get_mut(&job.key())
-                    .expect("client made at start");
-                let mut out = if readable { c.on_readable() } else { None };
-                if out.is_none() && c.poll_timeout().is_some_and(|d| now >= d) {
-                    out = c.on_timeout(now);
-                }
-                if let Some(r) = out {
-                    if let (Some(slot), Some(peer)) = (st.slot(job.node), c.peer_addr()) {
-                        slot.set_address(peer);
+        loop {
+            match round.poll(Instant::now()) {
+                ProbeStep::Send { node: i, cmd } => {
+                    let (client, cookies) = self.client(st, nodes[i], opts);
+                    match client.start(cookies, &cmd) {
+                        Ok(()) => round.on_sent(i, Instant::now()),
+                        Err(_) => round.on_reply(i, None),
                     }
-                    job.probe.handle_reply(r.ok().as_deref());
-                    self.start_next(st, job, opts);
                 }
+                ProbeStep::Retransmit { node: i } => {
+                    let (client, _) = self.client(st, nodes[i], opts);
+                    match client.on_timeout(Instant::now()) {
+                        None => round.on_sent(i, Instant::now()),
+                        Some(out) => Self::on_outcome(st, &mut round, i, nodes[i], client, out),
+                    }
+                }
+                ProbeStep::GiveUp { node: i } => self.client(st, nodes[i], opts).0.cancel(),
+                ProbeStep::Record { node: i, outcome } => record_probe(st, nodes[i], &outcome),
+                ProbeStep::Wait { until } => self.wait(st, &mut round, &nodes, until),
+                ProbeStep::Done => break,
             }
         }
-        for job in jobs {
-            if let Some(outcome) = job.probe.outcome() {
-                record_probe(st, job.node, outcome.clone());
+    }
+
+    /// Waits until a socket of a probe in flight is readable or `until` has passed, and
+    /// feeds the replies that arrived.
+    fn wait(
+        &mut self,
+        st: &ModuleState,
+        round: &mut ProbeRound,
+        nodes: &[&NodeView],
+        until: Instant,
+    ) {
+        let in_flight: Vec<usize> = round.in_flight().collect();
+        let mut polled: Vec<(usize, libc::pollfd)> = Vec::new();
+        for &i in &in_flight {
+            if let Some(fd) = self
+                .clients
+                .get(&probe_key(nodes[i]))
+                .and_then(|c| c.wait_fd())
+            {
+                polled.push((
+                    i,
+                    libc::pollfd {
+                        fd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                ));
+            }
+        }
+        let mut pfds: Vec<libc::pollfd> = polled.iter().map(|(_, p)| *p).collect();
+        let ms = until
+            .saturating_duration_since(Instant::now())
+            .as_millis()
+            .clamp(1, 1000) as c_int;
+        // SAFETY: `pfds` is a valid array of `pfds.len()` entries for the whole call.
+        unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+        for ((i, _), p) in polled.iter().zip(&pfds) {
+            if p.revents == 0 {
+                continue;
+            }
+            let Some(client) = self.clients.get_mut(&probe_key(nodes[*i])) else {
+                continue;
+            };
+            if let Some(out) = client.on_readable() {
+                Self::on_outcome(st, round, *i, nodes[*i], client, out);
             }
         }
     }
@@ -1048,11 +1031,11 @@ pub(crate) fn run_prober() {
             true
         });
         if ok {
-            std::thread::sleep(Duration::from_millis(500));
+            std::thread::sleep(probe::ROUND_INTERVAL);
         } else {
             // the clients may be mid-command: start again with fresh ones
             prober.clients.clear();
-            std::thread::sleep(Duration::from_secs(2));
+            std::thread::sleep(probe::ROUND_BACKOFF);
         }
     }
 }

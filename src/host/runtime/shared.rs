@@ -11,6 +11,7 @@ use crate::core::control::callmap;
 use crate::core::proto::caps::Capabilities;
 use crate::core::select::NodeHealth;
 
+use crate::error::LifecycleError;
 use crate::host::ffi::mem;
 
 /// Run-time state of one node, shared by all processes.
@@ -301,13 +302,13 @@ impl SharedList {
         &self,
         values: &[String],
         slots: impl FnOnce(u64),
-    ) -> Result<u64, String> {
+    ) -> Result<u64, LifecycleError> {
         let text = values.join("\n");
         if text.len() > LIST_CAPACITY {
-            return Err(format!(
-                "node list too large ({} bytes, at most {LIST_CAPACITY})",
-                text.len()
-            ));
+            return Err(LifecycleError::ListTooLarge {
+                len: text.len(),
+                capacity: LIST_CAPACITY,
+            });
         }
         Ok(self.locked(|buf| {
             let generation = self.region().generation.load(Ordering::Acquire) + 1;

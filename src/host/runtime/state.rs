@@ -15,6 +15,7 @@ use crate::core::config::{
 use crate::core::control::callmap;
 
 use super::shared::{CallMap, NodeSlot, SharedList, SharedNodes};
+use crate::error::LifecycleError;
 use crate::host::bind::events::Events;
 
 /// Modparams as the configuration file gives them (main process, before `mod_init`).
@@ -148,10 +149,10 @@ impl ModuleState {
 }
 
 /// Publishes the state; only `mod_init` calls this, once.
-pub(crate) fn install(state: ModuleState) -> Result<(), &'static str> {
+pub(crate) fn install(state: ModuleState) -> Result<(), LifecycleError> {
     STATE
         .set(state)
-        .map_err(|_| "module state initialised twice")
+        .map_err(|_| LifecycleError::AlreadyInitialized)
 }
 
 /// The module state, once `mod_init` has run.

@@ -20,6 +20,7 @@ use crate::core::stats::{smooth_rtt, Event, NodeStat, Stat, StatKind};
 
 use super::shared::{NodeSlot, Replaced};
 use super::state::{self, ModuleState, NodeView};
+use crate::error::HostError;
 use crate::host::ffi::mem;
 use crate::host::ffi::sys::{self, stat_var};
 
@@ -103,8 +104,8 @@ fn read(val: u64) -> u64 {
 }
 
 /// Registers one statistic; for a counter returns its value's address.
-fn register(name: &str, kind: StatKind, gauge: StatFn, ctx: *mut c_void) -> Result<u64, String> {
-    let cname = CString::new(name).map_err(|_| format!("bad statistic name {name:?}"))?;
+fn register(name: &str, kind: StatKind, gauge: StatFn, ctx: *mut c_void) -> Result<u64, HostError> {
+    let cname = CString::new(name).map_err(|_| HostError::Statistic(name.into()))?;
     let api = crate::host::ffi::api::api();
     let mut var: *mut stat_var = std::ptr::null_mut();
     // SAFETY: both strings are NUL-terminated and copied by the core; for a counter the core
@@ -131,7 +132,7 @@ fn register(name: &str, kind: StatKind, gauge: StatFn, ctx: *mut c_void) -> Resu
         }
     };
     if rc != 0 {
-        return Err(format!("cannot register statistic rtpproxy:{name}"));
+        return Err(HostError::Statistic(name.into()));
     }
     if kind == StatKind::Gauge || var.is_null() {
         return Ok(0);
@@ -143,19 +144,19 @@ fn register(name: &str, kind: StatKind, gauge: StatFn, ctx: *mut c_void) -> Resu
 /// `mod_init` (before fork): creates the group as a dynamic one (so that `rtpproxy_reload`
 /// may add node statistics later from any process), registers the module-wide statistics and
 /// those of the configured nodes.
-pub(crate) fn init(st: &ModuleState) -> Result<(), String> {
+pub(crate) fn init(st: &ModuleState) -> Result<(), HostError> {
     let api = crate::host::ffi::api::api();
     // SAFETY: the name is copied by the core; the returned group lives in shm.
     let group = unsafe { (api.add_stat_module)(GROUP.as_ptr().cast_mut()) };
     if group.is_null() {
-        return Err("cannot create the statistics group rtpproxy".into());
+        return Err(HostError::StatisticsGroup);
     }
     // SAFETY: `group` is the live group just created; flagging it dynamic is what
     // modules/statistics does for groups that grow after fork.
     unsafe { (*group).is_dyn = 1 };
     let r = mem::shm_malloc_zeroed(std::mem::size_of::<Region>()).cast::<Region>();
     if r.is_null() {
-        return Err("out of shared memory for statistics".into());
+        return Err(HostError::OutOfShm("statistics"));
     }
     REGION.store(r, Ordering::Release);
     for &s in Stat::ALL {
