@@ -581,6 +581,16 @@ impl OfferJob {
                 Bodies::Sdp(mut parts) if parts.len() == 1 && parts[0].bytes == i.body => {
                     parts.remove(0)
                 }
+                // `launch()` resumes with the core's dummy message (no body): the request
+                // went on long ago, there is nothing left to rewrite
+                Bodies::NoBody | Bodies::NoSdp => {
+                    tracing::debug!("{}: no message to rewrite (a launched job)", self.name);
+                    if let Some(v) = out.ret_var() {
+                        // SAFETY: `ret_var` is NULL or the variable parameter of this call.
+                        unsafe { msg::set_var_str(msg, self.params.ret_var, v) };
+                    }
+                    return Ok(1);
+                }
                 _ => return Err(err("the message's SDP changed while the relay answered")),
             };
             let me = (std::process::id(), m.identity().0, m.identity().1);

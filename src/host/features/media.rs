@@ -425,7 +425,7 @@ impl MediaRequest {
             results
                 .first()
                 .cloned()
-                .unwrap_or_else(|| Err(MediaError::NoReply(op)))
+                .unwrap_or(Err(MediaError::NoReply(op)))
         };
         match self.outcome {
             Outcome::One => {
