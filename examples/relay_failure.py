@@ -116,6 +116,7 @@ loadmodule "sl.so"
 loadmodule "sipmsgops.so"
 loadmodule "mi_fifo.so"
 modparam("mi_fifo", "fifo_name", "{work}/fifo")
+modparam("mi_fifo", "reply_dir", "{work}/")
 loadmodule "{module}"
 modparam("rtpproxy", "rtpproxy_sock", "{socks}")
 modparam("rtpproxy", "rtpproxy_disable_tout", {disable_tout})
