@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use crate::core::control::{Failover, OpKind};
 use crate::core::offer::{
-    truncate_script_param, Direction, Flags, NodeInfo, OfferAnswer, OfferAnswerInput,
-    OfferAnswerOutcome, PacketInfo, ReplyOutcome, RetryReason, SipMessage,
+    truncate_script_param, Direction, Flags, OfferAnswer, OfferAnswerInput, OfferAnswerOutcome,
+    PacketInfo, SipMessage,
 };
 use crate::core::proto::command::Command;
 use crate::Error;
@@ -373,26 +373,17 @@ impl Steps for OfferJob {
     fn build(&mut self, node: &NodeView) -> Result<Command, Error> {
         self.last_node = Some(node.spec.url.clone());
         let st = state::get().ok_or_else(|| err("module not initialized"))?;
-        let info = NodeInfo {
-            caps: control::capabilities(st, node),
-            advertised: node.spec.adv_address.as_deref(),
-        };
-        self.oa
+        let oa = self
+            .oa
             .as_mut()
-            .ok_or_else(|| err("internal: no planner"))?
-            .build_command(info)
-            .map_err(|e| err(e.to_string()))
+            .ok_or_else(|| err("internal: no planner"))?;
+        functions::planner_command(st, oa, node)
     }
 
     fn judge(&mut self, _node: &NodeView, reply: Option<&[u8]>) -> Verdict<()> {
-        let Some(oa) = self.oa.as_mut() else {
-            return Verdict::Fail(err("internal: no planner"));
-        };
-        match oa.handle_reply(reply) {
-            Ok(ReplyOutcome::Done(_)) => Verdict::Accept(()),
-            Ok(ReplyOutcome::Retry(RetryReason::RelayError(code))) => Verdict::NodeFailure(code),
-            Ok(ReplyOutcome::Retry(RetryReason::NoReply)) => Verdict::NodeFailure(0),
-            Err(e) => Verdict::Fail(err(e.to_string())),
+        match self.oa.as_mut() {
+            Some(oa) => functions::planner_verdict(oa, reply),
+            None => Verdict::Fail(err("internal: no planner")),
         }
     }
 }
@@ -503,16 +494,8 @@ impl OfferJob {
             direction,
         );
         input.ip_address = i.ip.as_deref().filter(|s| !s.is_empty());
-        input.marker = st.config.marker.as_deref().unwrap_or("").as_bytes();
-        input.notify_socket = st.config.notify.as_ref();
         input.bind_local = i.bind_local.as_deref();
-        let mut oa = OfferAnswer::new(input).map_err(|e| err(e.to_string()))?;
-        if let Some(did) = &dialog_id {
-            oa.set_dialog_id(did).map_err(|e| err(e.to_string()))?;
-        } else if oa.needs_dialog_for_notify() {
-            tracing::warn!("flag n without a dialog: no timeout notification is requested");
-        }
-        job.oa = Some(oa);
+        job.oa = Some(functions::new_planner(st, input, dialog_id.as_deref())?);
         match job.next_command(st) {
             Some(run) => Ok(Some((job, run))),
             // nothing to send (the marker says another proxy did it): the blocking
@@ -525,12 +508,7 @@ impl OfferJob {
     fn next_command(&mut self, st: &ModuleState) -> Option<AsyncRun> {
         let oa = self.oa.as_ref()?;
         oa.current_stream()?;
-        // U may fail over to the next node; L stays on the call's node (as in C)
-        let failover = if oa.letter() == b'U' {
-            Failover::NextNode
-        } else {
-            Failover::Never
-        };
+        let failover = functions::planner_failover(oa);
         // SAFETY: see `OfferJob::new`.
         let call_id = unsafe { &(*self.inputs).call_id };
         Some(AsyncRun::new(
@@ -604,11 +582,7 @@ impl OfferJob {
                 );
                 return Ok(1);
             }
-            for (offset, len, bytes) in
-                functions::lump_plan(&out.edits, part.offset, m.len(), m.last_byte())
-            {
-                m.splice(offset, len, &bytes).map_err(err)?;
-            }
+            functions::splice_part(m, part.offset, &out.edits)?;
             *last = Some(me);
         }
         if let Some(v) = out.ret_var() {
