@@ -255,7 +255,7 @@ def trace_figures(work, detected_at):
                     if cseq.endswith("INVITE") and not first.startswith("SIP/2.0 100"):
                         first_reply.setdefault(call, t)
     if not invites:
-        return None, None, 0
+        return None, None, 0, []
     lo, hi = min(invites), max(invites)
     inside = sorted(t for t in received if lo <= t <= hi)
     gap = max((b - a for a, b in zip(inside, inside[1:])), default=0.0) * 1000
@@ -268,7 +268,9 @@ def trace_figures(work, detected_at):
                 r = first_reply.get(call)
                 waits.append((r - t) * 1000 if r is not None else float("inf"))
         worst = max(waits) if waits else None
-    return gap, worst, n
+    slow = sorted(((first_reply.get(c, float("inf")) - t) * 1000, t - lo)
+                  for c, t in sent.items())
+    return gap, worst, n, [s for s in slow if s[0] > 2000]
 
 
 def run(label, module, scenario, rate, disable_tout, base_port, async_script=False):
@@ -423,11 +425,15 @@ def main():
                   f"p99 {r['p99_ms']:.1f} ms, worst {r['worst_ms']} ms, "
                   f"{r['over_1s']} calls > 1 s")
             if r["figures"]:
-                gap, worst, n = r["figures"]
+                gap, worst, n, slow = r["figures"]
                 worst_s = "none" if worst is None else f"{worst:.1f} ms"
                 print(f"        largest gap between responses to the caller while calls were "
                       f"offered: {gap:.1f} ms; worst wait of the {n} calls placed after A was "
                       f"seen disabled: {worst_s}")
+                stop = next((t for t, what in r["events"] if what == "A SIGSTOP"), 0.0)
+                print(f"        calls that waited over 2 s: {len(slow)}" + "".join(
+                    f"; {w:.0f} ms, placed at t={t:.3f}s" for w, t in slow[:5]) +
+                    f" (A stopped at t={stop:.3f}s)")
             for t, what in r["events"]:
                 print(f"        t={t:.1f}s {what}" if t is not None else f"        {what}")
             print(f"        logs: {r['work']}")
