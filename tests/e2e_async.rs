@@ -32,6 +32,20 @@ fn signal(pid: u32, sig: &str) {
         .status()
         .is_ok_and(|s| s.success());
     assert!(ok, "kill {sig} {pid}");
+    if sig == "-STOP" {
+        // every thread of the relay has to stop, which takes a while on a busy machine: until
+        // then it may still answer
+        let stopped = e2e::wait_for(Duration::from_secs(5), || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, r)| r.trim_start().starts_with('T'))
+                })
+                .unwrap_or(false)
+        });
+        assert!(stopped, "relay {pid} not stopped by SIGSTOP");
+    }
 }
 
 /// The script: INVITE -> async offer, UPDATE -> async answer, BYE -> async unforce,
@@ -973,6 +987,11 @@ fn every_async_function_ends_on_a_hung_relay_and_the_call_goes_on_on_the_other()
             assert_eq!(m.rc("rec", &call), "1");
         }
         signal(m.s.relays[hung].1.pid(), "-STOP");
+        let port = m.s.relays[hung].0;
+        assert!(
+            e2e::relay_command(("127.0.0.1", port), "V", Duration::from_millis(300)).is_none(),
+            "{f}: relay {port} still answers after SIGSTOP"
+        );
         // the function on the hung relay ends (bounded by the timeouts), the relay is out
         let fwd = m
             .run(f, "", &call, wait)
