@@ -7,7 +7,13 @@
 //! - one of two relays hung (SIGSTOP): every offer still succeeds (failover), the unforce ends;
 //! - both relays hung and a script timeout shorter than the command: the resume route runs
 //!   with a negative `$rc`;
-//! - `launch(rtpproxy_unforce())` deletes the session.
+//! - `launch(rtpproxy_unforce())` deletes the session;
+//! - every async function (offer, answer, unforce, the prompts and their stops, start/stop
+//!   recording, stats) on a relay that holds the call (its effect: rewritten SDP, a recording
+//!   file, nothing left to stop, counters that grow), with relay errors (unknown call, a prompt
+//!   the relay cannot open), under `launch()` (the report route's `$rc`), on a hung relay (the
+//!   function ends, the relay is out, a new call and the function run on the other relay) and
+//!   with a script timeout shorter than the command.
 
 mod e2e;
 

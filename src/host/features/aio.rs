@@ -1,6 +1,9 @@
 //! Async script functions (`acmds`): `async(rtpproxy_offer(...), route)`,
-//! `async(rtpproxy_answer(...), route)`, `async(rtpproxy_unforce(...), route)` and the same
-//! under `launch()`.
+//! `async(rtpproxy_answer(...), route)`, `async(rtpproxy_unforce(...), route)`, the media
+//! functions (`rtpproxy_stream2uac/uas`, their stops, `rtpproxy_start_recording`,
+//! `rtpproxy_stop_recording`, `rtpproxy_stats`: the blocking functions' own request,
+//! `features::media::MediaRequest`, sent command after command to the call's node) and the
+//! same under `launch()`.
 //!
 //! The command runs on the engine through [`AsyncRun`] (the non-blocking driver), so node
 //! choice, retransmissions, the lost-attempt rule and failover are those of the blocking
