@@ -13,9 +13,16 @@ sipp placing calls at a fixed rate through OpenSIPS (rtpproxy_offer / answer / u
 
 For each module it prints failed calls, worst and p99 call-setup time (INVITE -> 200 OK as
 sipp measures it) and the number of calls slower than 1 s, plus when each node came back.
+In the hang scenario it also prints, from sipp's message trace (-trace_shortmsg):
+  - the largest gap between two consecutive responses OpenSIPS sent the caller while calls
+    were offered (first to last INVITE): a SIP worker held by a relay shows here;
+  - when the module took relay A out (MI rtpproxy_show polled every 20 ms through the FIFO),
+    and the worst wait (INVITE sent -> first response other than 100) of the calls placed
+    after that moment.
 
 Usage: examples/relay_failure.py [--rate 100] [--disable-tout 10] [--scenario hang|kill|boot|both|all]
                                  [--async]   (also our module with async offer/unforce)
+                                 [--only ours,async,C]   (run only these)
 Needs OPENSIPS_BIN (OpenSIPS 3.6.8), RTPPROXY_BIN (rtpproxy daemon), sipp, opensips-cli.
 Loopback only; every process it starts is stopped at the end.
 """
@@ -29,6 +36,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -108,6 +116,7 @@ loadmodule "sl.so"
 loadmodule "sipmsgops.so"
 loadmodule "mi_fifo.so"
 modparam("mi_fifo", "fifo_name", "{work}/fifo")
+modparam("mi_fifo", "reply_dir", "{work}/")
 loadmodule "{module}"
 modparam("rtpproxy", "rtpproxy_sock", "{socks}")
 modparam("rtpproxy", "rtpproxy_disable_tout", {disable_tout})
@@ -169,6 +178,101 @@ def percentile(values, p):
     return v[k]
 
 
+def mi_fifo(work, method, timeout=2.0):
+    """One MI command through OpenSIPS's FIFO (the mi_fifo JSON-RPC framing), without
+    starting opensips-cli: cheap enough to poll every 20 ms."""
+    name = f"reply_{os.getpid()}_{threading.get_ident()}_{time.monotonic_ns()}"
+    path = os.path.join(work, name)
+    os.mkfifo(path)
+    try:
+        req = json.dumps({"jsonrpc": "2.0", "method": method, "id": 1})
+        with open(os.path.join(work, "fifo"), "w") as f:
+            f.write(f":{name}:{req}")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            data, deadline = b"", time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                try:
+                    chunk = os.read(fd, 65536)
+                except BlockingIOError:
+                    chunk = None
+                if chunk:
+                    data += chunk
+                    if data.endswith(b"\n"):
+                        break
+                elif chunk == b"" and data:
+                    break
+                else:
+                    time.sleep(0.002)
+        finally:
+            os.close(fd)
+        return json.loads(data.decode()).get("result") if data else None
+    except (OSError, ValueError):
+        return None
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+class Detector(threading.Thread):
+    """Polls MI rtpproxy_show every 20 ms; records when `url` is first seen disabled."""
+
+    def __init__(self, work, url):
+        super().__init__(daemon=True)
+        self.work, self.url, self.at, self.stop = work, url, None, False
+
+    def run(self):
+        while not self.stop and self.at is None:
+            s = mi_fifo(self.work, "rtpproxy_show")
+            if s:
+                for st in s:
+                    for n in st.get("Nodes", []):
+                        if n.get("url") == self.url and n.get("disabled", 0) != 0:
+                            self.at = time.time()
+            time.sleep(0.02)
+
+
+def trace_figures(work, detected_at):
+    """From sipp's short message trace: the largest gap (ms) between consecutive responses
+    received while INVITEs were being sent, and the worst wait (ms) of an INVITE sent after
+    `detected_at` for its first response other than 100 (None when there is no such call)."""
+    sent, first_reply, received = {}, {}, []
+    invites = []
+    for path in glob.glob(os.path.join(work, "uac_*_shortmessages.log")):
+        with open(path, errors="replace") as f:
+            for line in f:
+                cols = line.rstrip("\n").split("\t")
+                if len(cols) < 7:
+                    continue
+                t, way, call, cseq, first = float(cols[2]), cols[3], cols[4], cols[5], cols[6]
+                if way == "S" and first.startswith("INVITE"):
+                    sent.setdefault(call, t)
+                    invites.append(t)
+                elif way == "R":
+                    received.append(t)
+                    if cseq.endswith("INVITE") and not first.startswith("SIP/2.0 100"):
+                        first_reply.setdefault(call, t)
+    if not invites:
+        return None, None, 0, []
+    lo, hi = min(invites), max(invites)
+    inside = sorted(t for t in received if lo <= t <= hi)
+    gap = max((b - a for a, b in zip(inside, inside[1:])), default=0.0) * 1000
+    worst, n = None, 0
+    if detected_at is not None:
+        waits = []
+        for call, t in sent.items():
+            if t >= detected_at:
+                n += 1
+                r = first_reply.get(call)
+                waits.append((r - t) * 1000 if r is not None else float("inf"))
+        worst = max(waits) if waits else None
+    slow = sorted(((first_reply.get(c, float("inf")) - t) * 1000, t - lo)
+                  for c, t in sent.items())
+    return gap, worst, n, [s for s in slow if s[0] > 2000]
+
+
 def run(label, module, scenario, rate, disable_tout, base_port, async_script=False):
     work = tempfile.mkdtemp(prefix=f"relayfail-{label}-")
     a_port, b_port = base_port, base_port + 1
@@ -201,7 +305,7 @@ def run(label, module, scenario, rate, disable_tout, base_port, async_script=Fal
             ["sipp", "-sn", "uac", f"127.0.0.1:{sip_port}", "-i", "127.0.0.1", "-p",
              str(uac_port), "-r", str(rate), "-m", str(calls), "-nostdin", "-timeout",
              f"{int(duration) + 60}s", "-trace_rtt", "-rtt_freq", "1", "-trace_stat", "-fd", "1",
-             "-recv_timeout", "30000"],
+             "-recv_timeout", "30000", "-trace_shortmsg"],
             cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(uac)
         t0 = time.time()
@@ -216,9 +320,13 @@ def run(label, module, scenario, rate, disable_tout, base_port, async_script=Fal
         if scenario == "boot":
             pass
         elif scenario == "hang":
+            detector = Detector(work, f"udp:127.0.0.1:{a_port}")
             relays["A"].signal(signal.SIGSTOP)
-            events.append((time.time() - t0, "A SIGSTOP"))
+            stopped_at = time.time()
+            detector.start()
+            events.append((stopped_at - t0, "A SIGSTOP"))
             time.sleep(hang)
+            detector.stop = True
             relays["A"].signal(signal.SIGCONT)
             events.append((time.time() - t0, "A SIGCONT"))
         else:
@@ -237,6 +345,12 @@ def run(label, module, scenario, rate, disable_tout, base_port, async_script=Fal
                 time.sleep(0.5)
             events.append((back, "every node enabled again (MI)" if back else "B NOT back"))
         uac.wait(timeout=duration + 120)
+        figures = None
+        if scenario == "hang":
+            if detector.at is not None:
+                events.append((detector.at - t0, "A seen disabled (MI)"))
+            # sipp's trace timestamps: wall clock like ours (same host)
+            figures = trace_figures(work, detector.at)
         if scenario == "boot":
             info = relay_info(b_port) or {}
             created = {k: v for k, v in info.items() if "created" in k or "total" in k}
@@ -264,7 +378,7 @@ def run(label, module, scenario, rate, disable_tout, base_port, async_script=Fal
             "label": label, "calls": calls, "successful": ok, "failed": failed,
             "worst_ms": max(rtts) if rtts else None, "p99_ms": percentile(rtts, 99),
             "p50_ms": percentile(rtts, 50), "over_1s": sum(1 for r in rtts if r > 1000),
-            "events": events, "work": work,
+            "events": events, "work": work, "figures": figures,
         }
     finally:
         for p in procs:
@@ -289,6 +403,7 @@ def main():
     ap.add_argument("--c-module", default=os.path.join(MODULES, "rtpproxy.so"))
     ap.add_argument("--async", dest="async_script", action="store_true",
                     help="also run our module with the async script (as 'async')")
+    ap.add_argument("--only", default="", help="comma-separated labels to run (ours,async,C)")
     args = ap.parse_args()
     scenarios = {"both": ["hang", "kill"], "all": ["hang", "kill", "boot"]}.get(
         args.scenario, [args.scenario])
@@ -298,6 +413,8 @@ def main():
         if args.async_script:
             runs.insert(1, ("async", args.ours, True))
         for label, module, async_script in runs:
+            if args.only and label not in args.only.split(","):
+                continue
             if not os.path.exists(module):
                 print(f"SKIPPED {label}: {module} missing")
                 continue
@@ -307,6 +424,16 @@ def main():
                   f"{r['failed']} failed; setup p50 {r['p50_ms']:.1f} ms, "
                   f"p99 {r['p99_ms']:.1f} ms, worst {r['worst_ms']} ms, "
                   f"{r['over_1s']} calls > 1 s")
+            if r["figures"]:
+                gap, worst, n, slow = r["figures"]
+                worst_s = "none" if worst is None else f"{worst:.1f} ms"
+                print(f"        largest gap between responses to the caller while calls were "
+                      f"offered: {gap:.1f} ms; worst wait of the {n} calls placed after A was "
+                      f"seen disabled: {worst_s}")
+                stop = next((t for t, what in r["events"] if what == "A SIGSTOP"), 0.0)
+                print(f"        calls that waited over 2 s: {len(slow)}" + "".join(
+                    f"; {w:.0f} ms, placed at t={t:.3f}s" for w, t in slow[:5]) +
+                    f" (A stopped at t={stop:.3f}s)")
             for t, what in r["events"]:
                 print(f"        t={t:.1f}s {what}" if t is not None else f"        {what}")
             print(f"        logs: {r['work']}")

@@ -7,7 +7,13 @@
 //! - one of two relays hung (SIGSTOP): every offer still succeeds (failover), the unforce ends;
 //! - both relays hung and a script timeout shorter than the command: the resume route runs
 //!   with a negative `$rc`;
-//! - `launch(rtpproxy_unforce())` deletes the session.
+//! - `launch(rtpproxy_unforce())` deletes the session;
+//! - every async function (offer, answer, unforce, the prompts and their stops, start/stop
+//!   recording, stats) on a relay that holds the call (its effect: rewritten SDP, a recording
+//!   file, nothing left to stop, counters that grow), with relay errors (unknown call, a prompt
+//!   the relay cannot open), under `launch()` (the report route's `$rc`), on a hung relay (the
+//!   function ends, the relay is out, a new call and the function run on the other relay) and
+//!   with a script timeout shorter than the command.
 
 mod e2e;
 
@@ -32,6 +38,20 @@ fn signal(pid: u32, sig: &str) {
         .status()
         .is_ok_and(|s| s.success());
     assert!(ok, "kill {sig} {pid}");
+    if sig == "-STOP" {
+        // every thread of the relay has to stop, which takes a while on a busy machine: until
+        // then it may still answer
+        let stopped = e2e::wait_for(Duration::from_secs(5), || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, r)| r.trim_start().starts_with('T'))
+                })
+                .unwrap_or(false)
+        });
+        assert!(stopped, "relay {pid} not stopped by SIGSTOP");
+    }
 }
 
 /// The script: INVITE -> async offer, UPDATE -> async answer, BYE -> async unforce,
@@ -151,6 +171,19 @@ impl Sip {
         sdp: bool,
         wait: Duration,
     ) -> Option<String> {
+        self.request_with(method, call, ftag, ttag, sdp, "", wait)
+    }
+
+    /// Sends a request with `extra` header lines (each ending in CRLF) without waiting.
+    fn send_with(
+        &self,
+        method: &str,
+        call: &str,
+        ftag: &str,
+        ttag: Option<&str>,
+        sdp: bool,
+        extra: &str,
+    ) {
         let me = self.sock.local_addr().unwrap().port();
         let body = if sdp {
             "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n"
@@ -163,7 +196,10 @@ impl Sip {
         } else {
             ""
         };
-        let branch = format!("z9hG4bK{}{}", call, method);
+        // a branch of its own per request: tm takes a repeated one for a retransmission
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let branch = format!("z9hG4bK{call}{method}{n}");
         let msg = format!(
             "{method} sip:uas@127.0.0.1:{uas} SIP/2.0\r\n\
              Via: SIP/2.0/UDP 127.0.0.1:{me};branch={branch}\r\n\
@@ -173,19 +209,37 @@ impl Sip {
              Call-ID: {call}\r\n\
              CSeq: 1 {method}\r\n\
              Contact: <sip:uac@127.0.0.1:{me}>\r\n\
-             {ctype}Content-Length: {len}\r\n\r\n{body}",
+             {extra}{ctype}Content-Length: {len}\r\n\r\n{body}",
             uas = self.uas_port(),
             len = body.len()
         );
         self.sock
             .send_to(msg.as_bytes(), ("127.0.0.1", self.proxy))
             .unwrap();
+    }
+
+    /// [`Sip::send_with`], then the request OpenSIPS forwards for it (`None` within `wait`).
+    #[allow(clippy::too_many_arguments)]
+    fn request_with(
+        &self,
+        method: &str,
+        call: &str,
+        ftag: &str,
+        ttag: Option<&str>,
+        sdp: bool,
+        extra: &str,
+        wait: Duration,
+    ) -> Option<String> {
+        self.send_with(method, call, ftag, ttag, sdp, extra);
         let deadline = Instant::now() + wait;
         let mut buf = vec![0u8; 65536];
         while Instant::now() < deadline {
             if let Ok(n) = self.uas.recv(&mut buf) {
                 let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                if text.starts_with(method) && text.contains(&format!("Call-ID: {call}")) {
+                if text.starts_with(method)
+                    && text.contains(&format!("Call-ID: {call}"))
+                    && extra.lines().all(|l| text.contains(l))
+                {
                     return Some(text);
                 }
             }
@@ -222,26 +276,50 @@ fn start(
     retr: u32,
     script_timeout: Option<u32>,
 ) -> Setup {
+    start_with(env, name, n_relays, &[], &|uas, _| {
+        (
+            modparams_all(uas, timeout, retr),
+            routes(uas.sip_uas, script_timeout),
+        )
+    })
+}
+
+/// What a configuration needs to know: the relays' control ports and the test's UAS port.
+struct Ports {
+    relays: Vec<u16>,
+    sip_uas: u16,
+}
+
+fn modparams_all(p: &Ports, timeout: &str, retr: u32) -> String {
+    modparams(&p.relays, timeout, retr)
+}
+
+/// Starts `n_relays` rtpproxy daemons (with `relay_args`) and OpenSIPS with the modparams
+/// and routes `conf` makes.
+fn start_with(
+    env: &Env,
+    name: &str,
+    n_relays: usize,
+    relay_args: &[String],
+    conf: &dyn Fn(&Ports, ()) -> (String, String),
+) -> Setup {
     let dir = scratch(name);
     let relays: Vec<(u16, Relay)> = (0..n_relays)
         .map(|_| {
             let p = port();
             (
                 p,
-                Relay::start_daemon(&[format!("udp:127.0.0.1:{p}")], &[]).expect("rtpproxy"),
+                Relay::start_daemon(&[format!("udp:127.0.0.1:{p}")], relay_args).expect("rtpproxy"),
             )
         })
         .collect();
     let mut sip = Sip::new();
-    let ports: Vec<u16> = relays.iter().map(|(p, _)| *p).collect();
-    let c = cfg(
-        env,
-        Impl::Ours,
-        &dir,
-        &modparams(&ports, timeout, retr),
-        EXTRA,
-        &routes(sip.uas_port(), script_timeout),
-    );
+    let ports = Ports {
+        relays: relays.iter().map(|(p, _)| *p).collect(),
+        sip_uas: sip.uas_port(),
+    };
+    let (mp, rt) = conf(&ports, ());
+    let c = cfg(env, Impl::Ours, &dir, &mp, EXTRA, &rt);
     sip.proxy = c
         .text
         .lines()
@@ -252,7 +330,7 @@ fn start(
     let os = OpenSips::start(env, &c).unwrap_or_else(|e| panic!("{e}"));
     // the prober's first round
     let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline && !os.log_text().contains("is active") {
+    while Instant::now() < deadline && os.log_text().matches("is active").count() < n_relays {
         std::thread::sleep(Duration::from_millis(100));
     }
     Setup {
@@ -474,4 +552,537 @@ fn async_script_timeout_resumes_with_an_error() {
     }
     let (_, log) = s.os.stop();
     assert!(log.contains("script's timeout passed"), "{log}");
+}
+
+// ---- every async function: success, relay error, timeout, script timeout, launch() ----------
+
+/// Every async function, by the name the tests give it, and its call in the script.
+fn async_calls(prompt: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "offer",
+            r#"rtpproxy_offer("co", , , $avp(sock), $avp(ret))"#.into(),
+        ),
+        (
+            "answer",
+            r#"rtpproxy_answer("co", , , $avp(sock), $avp(ret))"#.into(),
+        ),
+        ("unforce", "rtpproxy_unforce(, $avp(sock))".into()),
+        (
+            "play",
+            format!(r#"rtpproxy_stream2uac("{prompt}", 1, , $avp(sock))"#),
+        ),
+        (
+            "playuas",
+            format!(r#"rtpproxy_stream2uas("{prompt}", 1, , $avp(sock))"#),
+        ),
+        // a prompt the relay cannot open: it answers E60
+        (
+            "playbad",
+            r#"rtpproxy_stream2uac("/nonexistent/prompt", 1, , $avp(sock))"#.into(),
+        ),
+        ("stop", "rtpproxy_stop_stream2uac(, $avp(sock))".into()),
+        ("stopuas", "rtpproxy_stop_stream2uas(, $avp(sock))".into()),
+        ("rec", "rtpproxy_start_recording(, $avp(sock))".into()),
+        ("stoprec", "rtpproxy_stop_recording(, $avp(sock))".into()),
+        (
+            "stats",
+            "rtpproxy_stats($avp(up), $avp(down), $avp(sent), $avp(fail), , $avp(sock))".into(),
+        ),
+    ]
+}
+
+/// The async functions the matrix tests run (all but the extra error case).
+const FUNCTIONS: [&str; 10] = [
+    "offer", "answer", "play", "playuas", "stop", "stopuas", "rec", "stoprec", "stats", "unforce",
+];
+
+/// A request with `X-Fn: <name>` runs that function: `async(..., resumed)`, with
+/// `X-Mode: timeout` `async(..., resumed, 1)`, with `X-Mode: launch` `launch(..., report,
+/// "<name>")` (then the request goes on at once). The resume route records `$rc` and the
+/// variables in headers and relays the request to the test's UAS socket; the report route of
+/// a launched job logs them.
+fn matrix_routes(uas: u16, prompt: &str) -> String {
+    let mut dispatch = String::new();
+    for (name, call) in async_calls(prompt) {
+        dispatch.push_str(&format!(
+            r#"    if ($hdr(X-Fn) == "{name}") {{
+        if ($hdr(X-Mode) == "launch") {{
+            launch({call}, report, "{name}");
+            append_hf("X-RC: launched\r\n");
+            t_relay();
+            exit;
+        }}
+        if ($hdr(X-Mode) == "timeout") {{
+            async({call}, resumed, 1);
+        }}
+        async({call}, resumed);
+    }}
+"#
+        ));
+    }
+    format!(
+        r#"route {{
+    $du = "sip:127.0.0.1:{uas}";
+    if (is_method("OPTIONS")) {{
+        sl_send_reply(200, "Alive");
+        exit;
+    }}
+{dispatch}    exit;
+}}
+route[resumed] {{
+    append_hf("X-RC: $rc\r\n");
+    append_hf("X-Sock: $avp(sock)\r\n");
+    append_hf("X-Ret: $avp(ret)\r\n");
+    append_hf("X-Stats: $avp(up) $avp(down) $avp(sent) $avp(fail)\r\n");
+    t_relay();
+}}
+route[report] {{
+    xlog("REPORT $param(1) rc=$rc stats=$avp(up) $avp(down) $avp(sent) $avp(fail)\n");
+}}
+"#
+    )
+}
+
+/// Makes a 1 s prompt with `makeann` (next to `RTPPROXY_BIN`) in `dir`.
+fn make_prompt(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let makeann = e2e::makeann()?;
+    let wav = dir.join("tone.wav");
+    let samples: Vec<i16> = (0..8000u32)
+        .map(|i| (8000.0 * (f64::from(i) * 440.0 * std::f64::consts::TAU / 8000.0).sin()) as i16)
+        .collect();
+    let data_len = (samples.len() * 2) as u32;
+    let mut w = Vec::new();
+    for chunk in [
+        &b"RIFF"[..],
+        &(36 + data_len).to_le_bytes(),
+        b"WAVEfmt ",
+        &16u32.to_le_bytes(),
+        &1u16.to_le_bytes(),
+        &1u16.to_le_bytes(),
+        &8000u32.to_le_bytes(),
+        &16000u32.to_le_bytes(),
+        &2u16.to_le_bytes(),
+        &16u16.to_le_bytes(),
+        b"data",
+        &data_len.to_le_bytes(),
+    ] {
+        w.extend_from_slice(chunk);
+    }
+    for s in samples {
+        w.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(&wav, w).ok()?;
+    let prompt = dir.join("prompt");
+    let ok = Command::new(makeann)
+        .arg(&wav)
+        .arg(&prompt)
+        .status()
+        .is_ok_and(|s| s.success());
+    (ok && dir.join("prompt.0").exists()).then_some(prompt)
+}
+
+/// The matrix setup: relays with a recording directory, the prompt, the matrix script.
+struct Matrix {
+    s: Setup,
+    rec: std::path::PathBuf,
+    seq: std::cell::Cell<u32>,
+}
+
+impl Matrix {
+    fn start(
+        env: &Env,
+        name: &str,
+        n_relays: usize,
+        modparams: &dyn Fn(&[u16]) -> String,
+    ) -> Option<Self> {
+        let work = scratch(&format!("{name}-work"));
+        let rec = work.join("rec");
+        std::fs::create_dir_all(&rec).unwrap();
+        let prompt = make_prompt(&work)?;
+        let args = ["-r".to_owned(), rec.display().to_string()];
+        let prompt = prompt.display().to_string();
+        let s = start_with(env, name, n_relays, &args, &|p, _| {
+            (modparams(&p.relays), matrix_routes(p.sip_uas, &prompt))
+        });
+        Some(Self {
+            s,
+            rec,
+            seq: std::cell::Cell::new(0),
+        })
+    }
+
+    /// Runs function `f` on call `call` (`mode`: "", "timeout" or "launch") and returns the
+    /// forwarded request.
+    fn run(&self, f: &str, mode: &str, call: &str, wait: Duration) -> Option<String> {
+        let n = self.seq.get();
+        self.seq.set(n + 1);
+        let extra = format!("X-Fn: {f}\r\nX-Mode: {mode}\r\nX-Seq: {n}\r\n");
+        // an offer is the caller's (no To-tag), an answer the callee's (tags the other way
+        // round); everything else runs in the caller's direction of the dialog
+        let (ftag, ttag) = match f {
+            "offer" => ("ft", None),
+            "answer" => ("tt", Some("ft")),
+            _ => ("ft", Some("tt")),
+        };
+        self.s.sip.request_with(
+            "INFO",
+            call,
+            ftag,
+            ttag,
+            f == "offer" || f == "answer",
+            &extra,
+            wait,
+        )
+    }
+
+    /// [`Matrix::run`] and the `$rc` it resumed with.
+    fn rc(&self, f: &str, call: &str) -> String {
+        let fwd = self
+            .run(f, "", call, Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("{f} on {call} never resumed"));
+        header(&fwd, "X-RC").unwrap_or("").to_owned()
+    }
+
+    fn relay_url(&self, k: usize) -> String {
+        format!("udp:127.0.0.1:{}", self.s.relays[k].0)
+    }
+
+    /// The recordings of call `call` in the relays' recording directory.
+    fn recordings(&self, call: &str) -> usize {
+        std::fs::read_dir(&self.rec)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .starts_with(&format!("{call}="))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// Sends `n` RTP-sized datagrams to the relay's media port `port` (its media address is
+/// [`e2e::RELAY_IP`]).
+fn send_rtp(port: u16, n: usize) {
+    let s = UdpSocket::bind("127.0.0.1:40000")
+        .or_else(|_| UdpSocket::bind("127.0.0.1:0"))
+        .unwrap();
+    let mut pkt = vec![0x80u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    pkt.extend_from_slice(&[0xffu8; 160]);
+    for i in 0..n {
+        pkt[3] = i as u8;
+        let _ = s.send_to(&pkt, (e2e::RELAY_IP, port));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn matrix_modparams(relays: &[u16], timeout: &str, retr: u32, disable_tout: u32) -> String {
+    modparams(relays, timeout, retr).replace(
+        r#""rtpproxy_disable_tout", 60"#,
+        &format!(r#""rtpproxy_disable_tout", {disable_tout}"#),
+    )
+}
+
+#[test]
+fn every_async_function_succeeds_reports_relay_errors_and_runs_under_launch() {
+    const T: &str = "every_async_function_succeeds_reports_relay_errors_and_runs_under_launch";
+    let Some(env) = setup(T) else { return };
+    let Some(m) = Matrix::start(&env, "async-matrix", 1, &|r| {
+        matrix_modparams(r, "1", 2, 60)
+    }) else {
+        e2e::skip(T, "needs makeann beside RTPPROXY_BIN");
+        return;
+    };
+    let relay = m.s.relays[0].0;
+    let url = m.relay_url(0);
+    let wait = Duration::from_secs(15);
+
+    // success: each function on a call the relay holds, with its real effect
+    let fwd = m.run("offer", "", "m1", wait).expect("offer resumed");
+    assert_eq!(header(&fwd, "X-RC"), Some("1"), "{fwd}");
+    assert_eq!(header(&fwd, "X-Sock"), Some(url.as_str()), "{fwd}");
+    let offered = media_port(&fwd).expect("SDP in the forwarded request");
+    assert_ne!(offered, 40000, "SDP not rewritten: {fwd}");
+    assert!(
+        header(&fwd, "X-Ret").is_some_and(|r| r.ends_with(&format!(":{offered}"))),
+        "{fwd}"
+    );
+    assert_eq!(sessions(relay), 1);
+    let fwd = m.run("answer", "", "m1", wait).expect("answer resumed");
+    assert_eq!(header(&fwd, "X-RC"), Some("1"), "{fwd}");
+    let answered = media_port(&fwd).expect("SDP in the forwarded request");
+    assert_ne!(answered, 40000, "SDP not rewritten: {fwd}");
+
+    for f in ["play", "playuas", "stop", "stopuas"] {
+        let fwd = m
+            .run(f, "", "m1", wait)
+            .unwrap_or_else(|| panic!("{f} resumed"));
+        assert_eq!(header(&fwd, "X-RC"), Some("1"), "{f}: {fwd}");
+        assert_eq!(header(&fwd, "X-Sock"), Some(url.as_str()), "{f}: {fwd}");
+    }
+    // the relay opens the recording at once
+    assert_eq!(m.recordings("m1"), 0);
+    assert_eq!(m.rc("rec", "m1"), "1");
+    assert!(
+        e2e::wait_for(wait, || m.recordings("m1") > 0),
+        "no recording of m1"
+    );
+    // stopping: 1 while recording, then the relay says there is nothing to stop (E50)
+    assert_eq!(m.rc("stoprec", "m1"), "1");
+    assert_eq!(m.rc("stoprec", "m1"), "-1");
+    // statistics: the variables hold the relay's counters, which grow with the packets sent
+    let fwd = m.run("stats", "", "m1", wait).expect("stats resumed");
+    assert_eq!(header(&fwd, "X-RC"), Some("1"), "{fwd}");
+    let counters = |fwd: &str| -> Vec<u64> {
+        header(fwd, "X-Stats")
+            .unwrap_or("")
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or_else(|_| panic!("not a counter: {fwd}")))
+            .collect()
+    };
+    let before = counters(&fwd);
+    assert_eq!(before.len(), 4, "{fwd}");
+    send_rtp(offered, 10);
+    if answered != offered {
+        send_rtp(answered, 10);
+    }
+    let after = e2e::poll_until(wait, || {
+        let fwd = m.run("stats", "", "m1", wait)?;
+        let c = counters(&fwd);
+        (c[0] + c[1] >= before[0] + before[1] + 10).then_some(c)
+    });
+    assert!(after.is_some(), "the counters did not grow: {before:?}");
+
+    // relay errors: a call the relay does not know (E50), a prompt it cannot open (E60)
+    for f in [
+        "answer", "play", "playuas", "stop", "stopuas", "rec", "stoprec",
+    ] {
+        let rc = m.rc(f, "nosuch");
+        assert!(rc.starts_with('-'), "{f} on an unknown call: $rc {rc}");
+    }
+    assert!(m.rc("playbad", "m1").starts_with('-'));
+    // rtpproxy_stats keeps the C codes: -N for E<N>
+    assert_eq!(m.rc("stats", "nosuch"), "-50");
+    // the unforce ignores the reply, as the blocking one
+    assert_eq!(m.rc("unforce", "nosuch"), "1");
+
+    // unforce: the session is gone
+    assert_eq!(m.rc("unforce", "m1"), "1");
+    assert!(
+        e2e::wait_for(wait, || sessions(relay) == 0),
+        "m1 not deleted"
+    );
+
+    // launch(): the request goes on at once, the job's report route sees its $rc, the
+    // relay does what the function asked
+    let launch = |f: &str, call: &str| {
+        let fwd = m
+            .run(f, "launch", call, wait)
+            .unwrap_or_else(|| panic!("{f} launched"));
+        assert_eq!(header(&fwd, "X-RC"), Some("launched"), "{fwd}");
+    };
+    let reported = |f: &str, rc: &str| {
+        let line = format!("REPORT {f} rc={rc}");
+        assert!(
+            e2e::wait_for(wait, || m.s.os.log_text().contains(&line)),
+            "no '{line}' in the log:\n{}",
+            m.s.os.log_text()
+        );
+    };
+    launch("offer", "m2");
+    reported("offer", "1");
+    assert!(
+        e2e::wait_for(wait, || sessions(relay) == 1),
+        "launched offer: no session"
+    );
+    launch("answer", "m2");
+    reported("answer", "1");
+    for f in ["play", "playuas", "stop", "stopuas"] {
+        launch(f, "m2");
+        reported(f, "1");
+    }
+    launch("rec", "m2");
+    reported("rec", "1");
+    assert!(
+        e2e::wait_for(wait, || m.recordings("m2") > 0),
+        "launched recording: no file"
+    );
+    launch("stoprec", "m2");
+    reported("stoprec", "1");
+    // the launched stop did stop it: nothing left to stop
+    assert_eq!(m.rc("stoprec", "m2"), "-1");
+    // (the report route sees the counters when the job was parked; a reply that came
+    // while the function ran makes the launch synchronous, and OpenSIPS then runs the
+    // report route with AVPs of its own)
+    launch("stats", "m2");
+    reported("stats", "1");
+    launch("unforce", "m2");
+    reported("unforce", "1");
+    assert!(
+        e2e::wait_for(wait, || sessions(relay) == 0),
+        "launched unforce: session left"
+    );
+
+    let (_, log) = m.s.os.stop();
+    assert!(
+        !log.contains("CRITICAL") && !log.contains("internal error"),
+        "{log}"
+    );
+}
+
+/// `(url, disabled)` of every node, from MI `rtpproxy_show`.
+fn shown(os: &OpenSips) -> Vec<(String, i64)> {
+    let Ok(text) = os.mi("rtpproxy_show", &[]) else {
+        return Vec::new();
+    };
+    e2e::json(&text)
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["Nodes"].as_array().cloned().unwrap_or_default())
+        .map(|n| {
+            (
+                n["url"].as_str().unwrap_or("").to_owned(),
+                n["disabled"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_async_function_ends_on_a_hung_relay_and_the_call_goes_on_on_the_other() {
+    const T: &str = "every_async_function_ends_on_a_hung_relay_and_the_call_goes_on_on_the_other";
+    let Some(env) = setup(T) else { return };
+    // 0.3 s x 2 attempts per node; a node taken out is probed again after 1 s
+    let Some(m) = Matrix::start(&env, "async-matrix-hung", 2, &|r| {
+        matrix_modparams(r, "0.3", 2, 1)
+    }) else {
+        e2e::skip(T, "needs makeann beside RTPPROXY_BIN");
+        return;
+    };
+    let wait = Duration::from_secs(15);
+    let all_up = |m: &Matrix| {
+        e2e::wait_for(wait, || {
+            let s = shown(&m.s.os);
+            s.len() == 2 && s.iter().all(|(_, d)| *d == 0)
+        })
+    };
+    for (k, f) in FUNCTIONS.iter().enumerate() {
+        assert!(
+            all_up(&m),
+            "{f}: the relays are not both enabled: {:?}",
+            shown(&m.s.os)
+        );
+        // a call on one relay (the hash's choice), which then hangs
+        let call = format!("h{k}");
+        let fwd = m.run("offer", "", &call, wait).expect("offer resumed");
+        assert_eq!(header(&fwd, "X-RC"), Some("1"), "{fwd}");
+        let on = header(&fwd, "X-Sock").unwrap_or("").to_owned();
+        let hung = (0..2)
+            .find(|i| m.relay_url(*i) == on)
+            .expect("a relay of ours");
+        let other = m.relay_url(1 - hung);
+        // the callee's answer gives the relay its side (prompts to the callee need it)
+        if *f != "answer" {
+            assert_eq!(m.rc("answer", &call), "1");
+        }
+        if *f == "stoprec" {
+            assert_eq!(m.rc("rec", &call), "1");
+        }
+        signal(m.s.relays[hung].1.pid(), "-STOP");
+        let port = m.s.relays[hung].0;
+        assert!(
+            e2e::relay_command(("127.0.0.1", port), "V", Duration::from_millis(300)).is_none(),
+            "{f}: relay {port} still answers after SIGSTOP"
+        );
+        // the function on the hung relay ends (bounded by the timeouts), the relay is out
+        let fwd = m
+            .run(f, "", &call, wait)
+            .unwrap_or_else(|| panic!("{f} on the hung relay never resumed"));
+        let rc = header(&fwd, "X-RC").unwrap_or("");
+        match *f {
+            // the offer of the call fails over to the other relay
+            "offer" => {
+                assert_eq!(rc, "1", "{fwd}");
+                assert_eq!(header(&fwd, "X-Sock"), Some(other.as_str()), "{fwd}");
+            }
+            // the reply does not matter to the unforce
+            "unforce" => assert_eq!(rc, "1", "{fwd}"),
+            _ => assert!(rc.starts_with('-'), "{f} on a hung relay: $rc {rc}: {fwd}"),
+        }
+        assert!(
+            e2e::wait_for(wait, || shown(&m.s.os)
+                .iter()
+                .any(|(u, d)| *u == on && *d != 0)),
+            "{f}: the hung relay was not taken out: {:?}",
+            shown(&m.s.os)
+        );
+        // a new call goes to the other relay at once, and the function works there
+        let call2 = format!("g{k}");
+        let fwd = m.run("offer", "", &call2, wait).expect("offer resumed");
+        assert_eq!(header(&fwd, "X-RC"), Some("1"), "{fwd}");
+        assert_eq!(header(&fwd, "X-Sock"), Some(other.as_str()), "{fwd}");
+        if *f != "answer" && *f != "offer" {
+            assert_eq!(m.rc("answer", &call2), "1");
+        }
+        if *f == "stoprec" {
+            assert_eq!(m.rc("rec", &call2), "1");
+        }
+        if *f != "offer" {
+            let fwd = m.run(f, "", &call2, wait).expect("resumed");
+            assert_eq!(
+                header(&fwd, "X-RC"),
+                Some("1"),
+                "{f} on the other relay: {fwd}"
+            );
+            assert_eq!(header(&fwd, "X-Sock"), Some(other.as_str()), "{fwd}");
+        }
+        signal(m.s.relays[hung].1.pid(), "-CONT");
+    }
+    let (_, log) = m.s.os.stop();
+    assert!(log.contains("does not respond, disable it"), "{log}");
+}
+
+#[test]
+fn every_async_function_resumes_at_the_script_timeout() {
+    const T: &str = "every_async_function_resumes_at_the_script_timeout";
+    let Some(env) = setup(T) else { return };
+    // a command alone could take 3 s x 3 attempts; the script allows 1 s
+    let Some(m) = Matrix::start(&env, "async-matrix-timeout", 1, &|r| {
+        matrix_modparams(r, "3", 3, 60)
+    }) else {
+        e2e::skip(T, "needs makeann beside RTPPROXY_BIN");
+        return;
+    };
+    signal(m.s.relays[0].1.pid(), "-STOP");
+    for f in FUNCTIONS {
+        let call = format!("t-{f}");
+        let fwd = m
+            .run(f, "timeout", &call, Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("{f} never resumed"));
+        assert_eq!(header(&fwd, "X-RC"), Some("-1"), "{f}: {fwd}");
+        if f == "offer" || f == "answer" {
+            assert_eq!(
+                media_port(&fwd),
+                Some(40000),
+                "SDP must be untouched: {fwd}"
+            );
+        }
+    }
+    // the relay was never taken out: every command was abandoned before its attempt was lost
+    assert!(
+        shown(&m.s.os).iter().all(|(_, d)| *d == 0),
+        "{:?}",
+        shown(&m.s.os)
+    );
+    signal(m.s.relays[0].1.pid(), "-CONT");
+    let (_, log) = m.s.os.stop();
+    assert_eq!(
+        log.matches("script's timeout passed").count(),
+        FUNCTIONS.len(),
+        "{log}"
+    );
 }

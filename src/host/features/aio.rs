@@ -1,6 +1,9 @@
 //! Async script functions (`acmds`): `async(rtpproxy_offer(...), route)`,
-//! `async(rtpproxy_answer(...), route)`, `async(rtpproxy_unforce(...), route)` and the same
-//! under `launch()`.
+//! `async(rtpproxy_answer(...), route)`, `async(rtpproxy_unforce(...), route)`, the media
+//! functions (`rtpproxy_stream2uac/uas`, their stops, `rtpproxy_start_recording`,
+//! `rtpproxy_stop_recording`, `rtpproxy_stats`: the blocking functions' own request,
+//! `features::media::MediaRequest`, sent command after command to the call's node) and the
+//! same under `launch()`.
 //!
 //! The command runs on the engine through [`AsyncRun`] (the non-blocking driver), so node
 //! choice, retransmissions, the lost-attempt rule and failover are those of the blocking
@@ -24,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use crate::core::control::{Failover, OpKind};
 use crate::core::offer::{
-    truncate_script_param, Direction, Flags, NodeInfo, OfferAnswer, OfferAnswerInput,
-    OfferAnswerOutcome, PacketInfo, ReplyOutcome, RetryReason, SipMessage,
+    truncate_script_param, Direction, Flags, OfferAnswer, OfferAnswerInput, OfferAnswerOutcome,
+    PacketInfo, SipMessage,
 };
 use crate::core::proto::command::Command;
 use crate::Error;
@@ -33,14 +36,19 @@ use crate::Error;
 use crate::core::stats::{Event as StatEvent, Op};
 
 use super::functions::{self, OfferParams};
+use super::media::{self, MediaDone, MediaRequest};
+use crate::core::media::PromptTarget;
 use crate::error::other as err;
 use crate::host::bind::msg::{self, Bodies, Msg, MsgKind};
 use crate::host::bind::params::{opt_int, opt_str, Params};
 use crate::host::ffi::api::api;
+use crate::host::ffi::cstr;
 use crate::host::ffi::guard;
+use crate::host::ffi::sys::host_str;
 use crate::host::ffi::sys::{self, async_ctx, sip_msg};
 use crate::host::runtime::control::{self, AsyncRun, Progress, Steps, Verdict};
 use crate::host::runtime::state::{self, ModuleState, NodeView, SetView};
+use std::collections::VecDeque;
 
 /// Sets the core's `async_status`.
 fn set_status(v: i32) {
@@ -148,6 +156,7 @@ impl Waiter {
 enum Job {
     Unforce(Unforce),
     OfferAnswer(Box<OfferJob>),
+    Media(MediaJob),
 }
 
 /// One async command between its start and its end (the tm context's `resume_param`).
@@ -164,9 +173,15 @@ impl AsyncCmd {
             let progress = match &mut self.job {
                 Job::Unforce(u) => self.run.advance(st, u),
                 Job::OfferAnswer(j) => self.run.advance(st, j.as_mut()),
+                Job::Media(j) => self.run.advance(st, j),
             };
             match (progress, &mut self.job) {
                 (Progress::Waiting, _) => return None,
+                (Progress::Done(r), Job::Media(j)) => match j.next(st, r.is_ok()) {
+                    Some(run) => self.run = run,
+                    // SAFETY: `msg` is the message tm resumes with (or the one we started on).
+                    None => return Some(unsafe { j.finish(msg) }),
+                },
                 // the reply does not matter (as in the blocking function)
                 (Progress::Done(_), Job::Unforce(_)) => return Some(1),
                 (Progress::Done(Err(e)), Job::OfferAnswer(j)) => {
@@ -202,6 +217,121 @@ impl Steps for Unforce {
             Some(_) => Verdict::Accept(()),
             None => Verdict::NodeFailure(0),
         }
+    }
+}
+
+/// A media function in flight (`P`, `S`, `R`, `C`, `N`, `Q`): the request of
+/// `features::media` (the blocking function's own), sent one command after the other to the
+/// call's node; `N` support is asked first when this process does not know it.
+struct MediaJob {
+    name: &'static str,
+    node: &'static NodeView,
+    /// Taken when the result is made.
+    req: Option<MediaRequest>,
+    /// The `VF` for `N` support is in flight.
+    probing: bool,
+    /// The commands still to send, the first one in flight.
+    todo: VecDeque<Command>,
+    replies: Vec<Option<Vec<u8>>>,
+    /// The reply of the command in flight.
+    reply: Option<Vec<u8>>,
+    /// `rtpproxy_stats`' four variables.
+    stats_vars: Option<[*mut c_void; 4]>,
+}
+
+impl Steps for MediaJob {
+    fn build(&mut self, _node: &NodeView) -> Result<Command, Error> {
+        if self.probing {
+            return Ok(media::stop_copy_probe());
+        }
+        self.todo
+            .front()
+            .cloned()
+            .ok_or_else(|| err("internal: no media command"))
+    }
+    fn judge(&mut self, _node: &NodeView, body: Option<&[u8]>) -> Verdict<()> {
+        // as `send_raw`: any reply is the node's answer, none is a node failure
+        match body {
+            Some(b) => {
+                self.reply = Some(b.to_vec());
+                Verdict::Accept(())
+            }
+            None => Verdict::NodeFailure(0),
+        }
+    }
+}
+
+impl MediaJob {
+    /// Prepares `req` for `node` (capabilities, known `N` support); `None` when the blocking
+    /// path gives the answer without a relay (nothing to send).
+    fn new(
+        st: &ModuleState,
+        name: &'static str,
+        node: &'static NodeView,
+        mut req: MediaRequest,
+        stats_vars: Option<[*mut c_void; 4]>,
+    ) -> (Self, Option<AsyncRun>) {
+        req.check(st, node);
+        let probing = req.needs_stop_copy()
+            && match media::stop_copy_known(node) {
+                Some(yes) => {
+                    req.stop_copy_support(yes);
+                    false
+                }
+                None => true,
+            };
+        let mut job = Self {
+            name,
+            node,
+            todo: req.sendable().into(),
+            req: Some(req),
+            probing,
+            replies: Vec::new(),
+            reply: None,
+            stats_vars,
+        };
+        let run = job.run(st);
+        (job, run)
+    }
+
+    /// The engine command for the next command to send, if any.
+    fn run(&mut self, st: &ModuleState) -> Option<AsyncRun> {
+        let letter = if self.probing {
+            b'V'
+        } else {
+            self.todo.front()?.letter()
+        };
+        Some(AsyncRun::to_node(st, self.node, OpKind::of_letter(letter)))
+    }
+
+    /// The command in flight is over (`ok`: the node answered): on to the next one.
+    fn next(&mut self, st: &ModuleState, ok: bool) -> Option<AsyncRun> {
+        let reply = self.reply.take().filter(|_| ok);
+        if self.probing {
+            self.probing = false;
+            let yes = media::stop_copy_learn(self.node, reply.as_deref());
+            let req = self.req.as_mut()?;
+            req.stop_copy_support(yes);
+            self.todo = req.sendable().into();
+        } else {
+            self.todo.pop_front();
+            self.replies.push(reply);
+        }
+        self.run(st)
+    }
+
+    /// Every command is done: the result as the blocking function makes it.
+    ///
+    /// # Safety
+    /// `msg` is the message the function runs on (or resumes with).
+    unsafe fn finish(&mut self, msg: *mut sip_msg) -> i32 {
+        let r = self
+            .req
+            .take()
+            .ok_or_else(|| err("internal: no media request"))
+            .and_then(|req| req.finish(std::mem::take(&mut self.replies)));
+        // SAFETY: per the contract; the variables are this call's parameters.
+        unsafe { media_code(msg, self.name, r, self.stats_vars) }
     }
 }
 
@@ -246,26 +376,17 @@ impl Steps for OfferJob {
     fn build(&mut self, node: &NodeView) -> Result<Command, Error> {
         self.last_node = Some(node.spec.url.clone());
         let st = state::get().ok_or_else(|| err("module not initialized"))?;
-        let info = NodeInfo {
-            caps: control::capabilities(st, node),
-            advertised: node.spec.adv_address.as_deref(),
-        };
-        self.oa
+        let oa = self
+            .oa
             .as_mut()
-            .ok_or_else(|| err("internal: no planner"))?
-            .build_command(info)
-            .map_err(|e| err(e.to_string()))
+            .ok_or_else(|| err("internal: no planner"))?;
+        functions::planner_command(st, oa, node)
     }
 
     fn judge(&mut self, _node: &NodeView, reply: Option<&[u8]>) -> Verdict<()> {
-        let Some(oa) = self.oa.as_mut() else {
-            return Verdict::Fail(err("internal: no planner"));
-        };
-        match oa.handle_reply(reply) {
-            Ok(ReplyOutcome::Done(_)) => Verdict::Accept(()),
-            Ok(ReplyOutcome::Retry(RetryReason::RelayError(code))) => Verdict::NodeFailure(code),
-            Ok(ReplyOutcome::Retry(RetryReason::NoReply)) => Verdict::NodeFailure(0),
-            Err(e) => Verdict::Fail(err(e.to_string())),
+        match self.oa.as_mut() {
+            Some(oa) => functions::planner_verdict(oa, reply),
+            None => Verdict::Fail(err("internal: no planner")),
         }
     }
 }
@@ -376,16 +497,8 @@ impl OfferJob {
             direction,
         );
         input.ip_address = i.ip.as_deref().filter(|s| !s.is_empty());
-        input.marker = st.config.marker.as_deref().unwrap_or("").as_bytes();
-        input.notify_socket = st.config.notify.as_ref();
         input.bind_local = i.bind_local.as_deref();
-        let mut oa = OfferAnswer::new(input).map_err(|e| err(e.to_string()))?;
-        if let Some(did) = &dialog_id {
-            oa.set_dialog_id(did).map_err(|e| err(e.to_string()))?;
-        } else if oa.needs_dialog_for_notify() {
-            tracing::warn!("flag n without a dialog: no timeout notification is requested");
-        }
-        job.oa = Some(oa);
+        job.oa = Some(functions::new_planner(st, input, dialog_id.as_deref())?);
         match job.next_command(st) {
             Some(run) => Ok(Some((job, run))),
             // nothing to send (the marker says another proxy did it): the blocking
@@ -398,12 +511,7 @@ impl OfferJob {
     fn next_command(&mut self, st: &ModuleState) -> Option<AsyncRun> {
         let oa = self.oa.as_ref()?;
         oa.current_stream()?;
-        // U may fail over to the next node; L stays on the call's node (as in C)
-        let failover = if oa.letter() == b'U' {
-            Failover::NextNode
-        } else {
-            Failover::Never
-        };
+        let failover = functions::planner_failover(oa);
         // SAFETY: see `OfferJob::new`.
         let call_id = unsafe { &(*self.inputs).call_id };
         Some(AsyncRun::new(
@@ -454,6 +562,16 @@ impl OfferJob {
                 Bodies::Sdp(mut parts) if parts.len() == 1 && parts[0].bytes == i.body => {
                     parts.remove(0)
                 }
+                // `launch()` resumes with the core's dummy message (no body): the request
+                // went on long ago, there is nothing left to rewrite
+                Bodies::NoBody | Bodies::NoSdp => {
+                    tracing::debug!("{}: no message to rewrite (a launched job)", self.name);
+                    if let Some(v) = out.ret_var() {
+                        // SAFETY: `ret_var` is NULL or the variable parameter of this call.
+                        unsafe { msg::set_var_str(msg, self.params.ret_var, v) };
+                    }
+                    return Ok(1);
+                }
                 _ => return Err(err("the message's SDP changed while the relay answered")),
             };
             let me = (std::process::id(), m.identity().0, m.identity().1);
@@ -467,11 +585,7 @@ impl OfferJob {
                 );
                 return Ok(1);
             }
-            for (offset, len, bytes) in
-                functions::lump_plan(&out.edits, part.offset, m.len(), m.last_byte())
-            {
-                m.splice(offset, len, &bytes).map_err(err)?;
-            }
+            functions::splice_part(m, part.offset, &out.edits)?;
             *last = Some(me);
         }
         if let Some(v) = out.ret_var() {
@@ -716,6 +830,211 @@ pub(crate) unsafe fn answer(
     unsafe { offer_answer(msg, ctx, params, Direction::Answer) }
 }
 
+/// The script code of a media function's result; `rtpproxy_stats` stores its counters.
+///
+/// # Safety
+/// `msg` is the call's message; `stats_vars` its four `pv_spec_t*` parameters (or `None`).
+unsafe fn media_code(
+    msg: *mut sip_msg,
+    name: &str,
+    r: Result<MediaDone, Error>,
+    stats_vars: Option<[*mut c_void; 4]>,
+) -> i32 {
+    let r = r.map(|done| match (done, stats_vars) {
+        (MediaDone::Stats(s), Some(vars)) => {
+            // SAFETY: per the contract.
+            unsafe { media::store_stats(msg, vars, &s) };
+            1
+        }
+        (done, _) => done.code(),
+    });
+    guard::script_code(name, r)
+}
+
+/// Runs a media request on `node`: parked when the route can suspend and the node can be
+/// waited on, else with the blocking driver (`ASYNC_SYNC`), as the blocking function does.
+///
+/// # Safety
+/// `msg`, `ctx` are those of the call; `stats_vars` its variables (or `None`).
+unsafe fn media_start(
+    msg: *mut sip_msg,
+    ctx: *mut async_ctx,
+    name: &'static str,
+    node: &'static NodeView,
+    req: MediaRequest,
+    stats_vars: Option<[*mut c_void; 4]>,
+) -> Result<i32, Error> {
+    set_status(sys::ASYNC_SYNC);
+    let st = state::get().ok_or_else(|| err("module not initialized"))?;
+    // SAFETY: per the contract.
+    let m = unsafe { Msg::from_ptr(msg) };
+    if !can_suspend(m) || !AsyncRun::can_park(std::slice::from_ref(node)) {
+        // SAFETY: per the contract.
+        return Ok(unsafe { media_code(msg, name, media::run_request(st, node, req), stats_vars) });
+    }
+    let (mut job, run) = MediaJob::new(st, name, node, req, stats_vars);
+    Ok(match run {
+        // SAFETY: per the contract.
+        None => unsafe { job.finish(msg) },
+        // SAFETY: per the contract.
+        Some(run) => unsafe { start(st, msg, ctx, run, Job::Media(job)) },
+    })
+}
+
+/// The message of a media function (as the blocking one, which needs one).
+///
+/// # Safety
+/// `msg` is the call's message pointer.
+unsafe fn media_msg(msg: *mut sip_msg) -> Result<(Msg, &'static ModuleState), Error> {
+    // SAFETY: per the contract.
+    let m =
+        unsafe { Msg::from_ptr(msg) }.ok_or_else(|| err("no SIP message (or a faked reply)"))?;
+    let st = state::get().ok_or_else(|| err("module not initialized"))?;
+    Ok((m, st))
+}
+
+/// `async(rtpproxy_stream2uac/uas(prompt, count, [set_id], [sock_var]), route)`.
+///
+/// # Safety
+/// The arguments are those of the call.
+unsafe fn stream(
+    msg: *mut sip_msg,
+    ctx: *mut async_ctx,
+    params: &Params,
+    target: PromptTarget,
+    name: &'static str,
+) -> Result<i32, Error> {
+    set_status(sys::ASYNC_SYNC);
+    let [prompt, count, set, sock_var, ..] = *params;
+    // SAFETY: per the contract.
+    let (m, st) = unsafe { media_msg(msg) }?;
+    // SAFETY: `prompt` is the mandatory `str*` parameter, valid for the call.
+    let prompt = unsafe { cstr::str_bytes(prompt.cast::<host_str>()) }.to_vec();
+    // SAFETY: `count` is the mandatory `int*` parameter.
+    let count = unsafe { opt_int(count) }.ok_or_else(|| err("missing play count"))?;
+    let ids = media::call_ids(m)?;
+    let req = MediaRequest::play(&ids, &prompt, count, target)?;
+    // SAFETY: the set and sock_var parameters of this call.
+    let node = unsafe { functions::pick_node(st, msg, set, sock_var, &ids.call_id) }?;
+    // SAFETY: per the contract.
+    unsafe { media_start(msg, ctx, name, node, req, None) }
+}
+
+/// `async(rtpproxy_stop_stream2uac/uas([set_id], [sock_var]), route)`.
+///
+/// # Safety
+/// The arguments are those of the call.
+unsafe fn stop_stream(
+    msg: *mut sip_msg,
+    ctx: *mut async_ctx,
+    params: &Params,
+    target: PromptTarget,
+    name: &'static str,
+) -> Result<i32, Error> {
+    set_status(sys::ASYNC_SYNC);
+    let [set, sock_var, ..] = *params;
+    // SAFETY: per the contract.
+    let (m, st) = unsafe { media_msg(msg) }?;
+    let ids = media::call_ids(m)?;
+    let req = MediaRequest::stop_play(&ids, target)?;
+    // SAFETY: the set and sock_var parameters of this call.
+    let node = unsafe { functions::pick_node(st, msg, set, sock_var, &ids.call_id) }?;
+    // SAFETY: per the contract.
+    unsafe { media_start(msg, ctx, name, node, req, None) }
+}
+
+macro_rules! prompt_fns {
+    ($($f:ident => $body:ident, $target:ident, $name:literal;)*) => {$(
+        #[doc = concat!("`async(", $name, "(...), route)`.")]
+        ///
+        /// # Safety
+        /// The arguments are those of the call.
+        unsafe fn $f(msg: *mut sip_msg, ctx: *mut async_ctx, params: &Params) -> Result<i32, Error> {
+            // SAFETY: per the contract.
+            unsafe { $body(msg, ctx, params, PromptTarget::$target, $name) }
+        }
+    )*};
+}
+
+prompt_fns! {
+    stream2uac => stream, Uac, "rtpproxy_stream2uac";
+    stream2uas => stream, Uas, "rtpproxy_stream2uas";
+    stop_stream2uac => stop_stream, Uac, "rtpproxy_stop_stream2uac";
+    stop_stream2uas => stop_stream, Uas, "rtpproxy_stop_stream2uas";
+}
+
+/// `async(rtpproxy_start_recording([set_id], [sock_var], [flags], [destination],
+/// [mediastream]), route)`.
+///
+/// # Safety
+/// The arguments are those of the call.
+unsafe fn start_recording(
+    msg: *mut sip_msg,
+    ctx: *mut async_ctx,
+    params: &Params,
+) -> Result<i32, Error> {
+    set_status(sys::ASYNC_SYNC);
+    let [set, sock_var, flags, destination, mediastream, ..] = *params;
+    // SAFETY: per the contract.
+    let (m, st) = unsafe { media_msg(msg) }?;
+    // SAFETY: optional `str*` / `int*` parameters of this call (or NULL).
+    let (flags, destination, mediastream) =
+        unsafe { (opt_str(flags), opt_str(destination), opt_int(mediastream)) };
+    let ids = media::call_ids(m)?;
+    let req = media::start_recording_request(
+        m,
+        &ids,
+        flags.as_deref(),
+        destination.as_deref(),
+        mediastream,
+    )?;
+    // SAFETY: the set and sock_var parameters of this call.
+    let node = unsafe { functions::pick_node(st, msg, set, sock_var, &ids.call_id) }?;
+    // SAFETY: per the contract.
+    unsafe { media_start(msg, ctx, "rtpproxy_start_recording", node, req, None) }
+}
+
+/// `async(rtpproxy_stop_recording([set_id], [sock_var], [mediastream]), route)`.
+///
+/// # Safety
+/// The arguments are those of the call.
+unsafe fn stop_recording(
+    msg: *mut sip_msg,
+    ctx: *mut async_ctx,
+    params: &Params,
+) -> Result<i32, Error> {
+    set_status(sys::ASYNC_SYNC);
+    let [set, sock_var, mediastream, ..] = *params;
+    // SAFETY: per the contract.
+    let (m, st) = unsafe { media_msg(msg) }?;
+    // SAFETY: optional `int*` parameter of this call (or NULL).
+    let mediastream = unsafe { opt_int(mediastream) };
+    let ids = media::call_ids(m)?;
+    let req = media::stop_recording_request(m, &ids, mediastream)?;
+    // SAFETY: the set and sock_var parameters of this call.
+    let node = unsafe { functions::pick_node(st, msg, set, sock_var, &ids.call_id) }?;
+    // SAFETY: per the contract.
+    unsafe { media_start(msg, ctx, "rtpproxy_stop_recording", node, req, None) }
+}
+
+/// `async(rtpproxy_stats(up_var, down_var, sent_var, fail_var, [set_id], [sock_var]), route)`.
+///
+/// # Safety
+/// The arguments are those of the call.
+unsafe fn stats(msg: *mut sip_msg, ctx: *mut async_ctx, params: &Params) -> Result<i32, Error> {
+    set_status(sys::ASYNC_SYNC);
+    let [up, down, sent, fail, set, sock_var, ..] = *params;
+    // SAFETY: per the contract.
+    let (m, st) = unsafe { media_msg(msg) }?;
+    let ids = media::call_ids(m)?;
+    let req = MediaRequest::stats(&ids)?;
+    // SAFETY: the set and sock_var parameters of this call.
+    let node = unsafe { functions::pick_node(st, msg, set, sock_var, &ids.call_id) }?;
+    let vars = Some([up, down, sent, fail]);
+    // SAFETY: per the contract; the four variables are this call's parameters.
+    unsafe { media_start(msg, ctx, "rtpproxy_stats", node, req, vars) }
+}
+
 /// Writes the `acmd` entry points: the guarded shell around a body returning
 /// `Result<i32, Error>`, mapped to the script code as the blocking functions are.
 /// The C type of an async script function (`acmd_function`).
@@ -753,6 +1072,13 @@ async_fn! {
     rtpproxy_unforce_af => "rtpproxy_unforce" => unforce,
     rtpproxy_offer_af => "rtpproxy_offer" => offer,
     rtpproxy_answer_af => "rtpproxy_answer" => answer,
+    rtpproxy_stream2uac_af => "rtpproxy_stream2uac" => stream2uac,
+    rtpproxy_stream2uas_af => "rtpproxy_stream2uas" => stream2uas,
+    rtpproxy_stop_stream2uac_af => "rtpproxy_stop_stream2uac" => stop_stream2uac,
+    rtpproxy_stop_stream2uas_af => "rtpproxy_stop_stream2uas" => stop_stream2uas,
+    rtpproxy_start_recording_af => "rtpproxy_start_recording" => start_recording,
+    rtpproxy_stop_recording_af => "rtpproxy_stop_recording" => stop_recording,
+    rtpproxy_stats_af => "rtpproxy_stats" => stats,
 }
 
 #[cfg(test)]

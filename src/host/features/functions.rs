@@ -220,7 +220,6 @@ fn offer_answer_body(
         Some(Some(MsgKind::Reply)) => SipMessage::Reply(packet),
         Some(_) => SipMessage::Request(packet),
     };
-    let marker = st.config.marker.as_deref().unwrap_or("").as_bytes();
 
     // Autobridge (spec §4.12): a request waits for its next hop; a reply learns where it goes.
     let mut bridge_address = req.bridge_address.clone();
@@ -262,23 +261,11 @@ fn offer_answer_body(
             req.direction,
         );
         input.ip_address = ip.as_deref().filter(|s| !s.is_empty());
-        input.marker = marker;
-        input.notify_socket = st.config.notify.as_ref();
         input.bridge_address = bridge_address.as_deref();
         input.bind_local = req.bind_local;
-        let mut oa = OfferAnswer::new(input).map_err(|e| err(e.to_string()))?;
-        if let Some(did) = &req.dialog_id {
-            oa.set_dialog_id(did).map_err(|e| err(e.to_string()))?;
-        } else if oa.needs_dialog_for_notify() {
-            tracing::warn!("flag n without a dialog: no timeout notification is requested");
-        }
+        let mut oa = new_planner(st, input, req.dialog_id.as_deref())?;
         while oa.current_stream().is_some() {
-            // U may fail over to the next node; L stays on the call's node (as in C)
-            let failover = if oa.letter() == b'U' {
-                Failover::NextNode
-            } else {
-                Failover::Never
-            };
+            let failover = planner_failover(&oa);
             let op = OpKind::of_letter(oa.letter());
             let oa_cell = std::cell::RefCell::new(&mut oa);
             let last = std::cell::RefCell::new(&mut *last_node);
@@ -293,23 +280,9 @@ fn offer_answer_body(
                 },
                 &mut |node| {
                     **last.borrow_mut() = Some(node.spec.url.clone());
-                    let info = NodeInfo {
-                        caps: control::capabilities(st, node),
-                        advertised: node.spec.adv_address.as_deref(),
-                    };
-                    oa_cell
-                        .borrow_mut()
-                        .build_command(info)
-                        .map_err(|e| err(e.to_string()))
+                    planner_command(st, &mut oa_cell.borrow_mut(), node)
                 },
-                &mut |_, reply| match oa_cell.borrow_mut().handle_reply(reply) {
-                    Ok(ReplyOutcome::Done(_)) => Verdict::Accept(()),
-                    Ok(ReplyOutcome::Retry(RetryReason::RelayError(code))) => {
-                        Verdict::NodeFailure(code)
-                    }
-                    Ok(ReplyOutcome::Retry(RetryReason::NoReply)) => Verdict::NodeFailure(0),
-                    Err(e) => Verdict::Fail(err(e.to_string())),
-                },
+                &mut |_, reply| planner_verdict(&mut oa_cell.borrow_mut(), reply),
             )?;
         }
         oa.finish().map_err(|e| err(e.to_string()))
@@ -360,11 +333,7 @@ fn offer_answer_body(
                 if flags.keep_body {
                     continue;
                 }
-                for (offset, len, bytes) in
-                    lump_plan(&out.edits, part.offset, m.len(), m.last_byte())
-                {
-                    m.splice(offset, len, &bytes).map_err(err)?;
-                }
+                splice_part(m, part.offset, &out.edits)?;
             }
             *LAST_REWRITTEN.lock().unwrap_or_else(|e| e.into_inner()) = Some(me);
             Ok(OfferResult {
@@ -433,6 +402,65 @@ unsafe fn offer_answer(
         }
     }
     Ok(1)
+}
+
+/// The planner of one SDP body with the module's settings and the dialog id (both drivers
+/// of offer/answer: the blocking functions and their async variants).
+pub(crate) fn new_planner<'a>(
+    st: &'a ModuleState,
+    mut input: OfferAnswerInput<'a>,
+    dialog_id: Option<&[u8]>,
+) -> Result<OfferAnswer<'a>, Error> {
+    input.marker = st.config.marker.as_deref().unwrap_or("").as_bytes();
+    input.notify_socket = st.config.notify.as_ref();
+    let mut oa = OfferAnswer::new(input).map_err(|e| err(e.to_string()))?;
+    if let Some(did) = dialog_id {
+        oa.set_dialog_id(did).map_err(|e| err(e.to_string()))?;
+    } else if oa.needs_dialog_for_notify() {
+        tracing::warn!("flag n without a dialog: no timeout notification is requested");
+    }
+    Ok(oa)
+}
+
+/// Whether the planner's next command may fail over: `U` moves to the next node, `L` stays
+/// on the call's node (as in C).
+pub(crate) fn planner_failover(oa: &OfferAnswer<'_>) -> Failover {
+    if oa.letter() == b'U' {
+        Failover::NextNode
+    } else {
+        Failover::Never
+    }
+}
+
+/// The planner's command for `node` (its probed capabilities, its advertised address).
+pub(crate) fn planner_command(
+    st: &ModuleState,
+    oa: &mut OfferAnswer<'_>,
+    node: &NodeView,
+) -> Result<Command, Error> {
+    let info = NodeInfo {
+        caps: control::capabilities(st, node),
+        advertised: node.spec.adv_address.as_deref(),
+    };
+    oa.build_command(info).map_err(|e| err(e.to_string()))
+}
+
+/// What the engine makes of the planner's reading of a reply.
+pub(crate) fn planner_verdict(oa: &mut OfferAnswer<'_>, reply: Option<&[u8]>) -> Verdict<()> {
+    match oa.handle_reply(reply) {
+        Ok(ReplyOutcome::Done(_)) => Verdict::Accept(()),
+        Ok(ReplyOutcome::Retry(RetryReason::RelayError(code))) => Verdict::NodeFailure(code),
+        Ok(ReplyOutcome::Retry(RetryReason::NoReply)) => Verdict::NodeFailure(0),
+        Err(e) => Verdict::Fail(err(e.to_string())),
+    }
+}
+
+/// Splices the SDP edits of the part at `part_offset` into the message.
+pub(crate) fn splice_part(m: Msg, part_offset: usize, edits: &[SdpEdit]) -> Result<(), Error> {
+    for (offset, len, bytes) in lump_plan(edits, part_offset, m.len(), m.last_byte()) {
+        m.splice(offset, len, &bytes).map_err(err)?;
+    }
+    Ok(())
 }
 
 /// Turns SDP edits of a part starting at `base` into message splices. OpenSIPS ignores an

@@ -13,8 +13,8 @@ use std::sync::Mutex;
 
 use crate::core::config::SetId;
 use crate::core::media::{
-    self as cm, MediaError, Operation, PromptTarget, Tags, ALL_STATS_COUNTERS, COUNTERS_PER_QUERY,
-    STOP_COPY_FEATURE_DATE,
+    self as cm, CallStats, MediaError, Operation, PromptTarget, Tags, ALL_STATS_COUNTERS,
+    COUNTERS_PER_QUERY, STOP_COPY_FEATURE_DATE,
 };
 use crate::core::proto::caps::Capabilities;
 use crate::core::proto::command::Command;
@@ -46,7 +46,7 @@ pub(crate) struct CallIds {
     pub(crate) is_reply: bool,
 }
 
-fn call_ids(m: Msg) -> Result<CallIds, Error> {
+pub(crate) fn call_ids(m: Msg) -> Result<CallIds, Error> {
     Ok(CallIds {
         call_id: m
             .call_id()
@@ -100,22 +100,23 @@ fn require(
 /// Per process: the answer of each node (by URL) to `VF 20200226`.
 static STOP_COPY_SUPPORT: Mutex<Vec<(String, bool)>> = Mutex::new(Vec::new());
 
-/// Whether the node supports `N` (feature 20200226), asked once per process and node.
-fn supports_stop_copy(st: &ModuleState, node: &NodeView) -> bool {
-    let known = STOP_COPY_SUPPORT
+/// What this process learnt of the node's support for `N` (`None`: not asked yet).
+pub(crate) fn stop_copy_known(node: &NodeView) -> Option<bool> {
+    STOP_COPY_SUPPORT
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
         .find(|(url, _)| *url == node.spec.url)
-        .map(|(_, yes)| *yes);
-    if let Some(yes) = known {
-        return yes;
-    }
-    let Some(body) = control::send_raw(st, node, &Command::version_feature(STOP_COPY_FEATURE_DATE))
-    else {
-        return false; // no reply: ask again next time
+        .map(|(_, yes)| *yes)
+}
+
+/// Learns the node's support for `N` from its reply to `VF 20200226`; no reply (`None`)
+/// means no, this time, and it is asked again next time.
+pub(crate) fn stop_copy_learn(node: &NodeView, reply: Option<&[u8]>) -> bool {
+    let Some(body) = reply else {
+        return false;
     };
-    let yes = Reply::parse(&body).is_ok_and(|r| r.feature_supported());
+    let yes = Reply::parse(body).is_ok_and(|r| r.feature_supported());
     STOP_COPY_SUPPORT
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -127,6 +128,22 @@ fn supports_stop_copy(st: &ModuleState, node: &NodeView) -> bool {
         );
     }
     yes
+}
+
+/// The command that asks a node for `N` support.
+pub(crate) fn stop_copy_probe() -> Command {
+    Command::version_feature(STOP_COPY_FEATURE_DATE)
+}
+
+/// Whether the node supports `N` (feature 20200226), asked once per process and node.
+fn supports_stop_copy(st: &ModuleState, node: &NodeView) -> bool {
+    if let Some(yes) = stop_copy_known(node) {
+        return yes;
+    }
+    stop_copy_learn(
+        node,
+        control::send_raw(st, node, &stop_copy_probe()).as_deref(),
+    )
 }
 
 /// Sends one media command and checks its reply.
@@ -191,7 +208,7 @@ fn sdp_parts(m: Msg) -> Vec<Vec<u8>> {
 
 /// The streams `C`/`N` go to: `mediastream` when positive, else every stream offer/answer gave
 /// to the relay in the message's SDP (stream 1 when there is none).
-fn streams_of(m: Option<Msg>, mediastream: Option<i32>) -> Vec<u32> {
+pub(crate) fn streams_of(m: Option<Msg>, mediastream: Option<i32>) -> Vec<u32> {
     match mediastream {
         Some(n) if n > 0 => vec![n as u32],
         _ => {
@@ -225,6 +242,268 @@ fn some_succeeded(results: &[Result<(), MediaError>]) -> Result<i32, Error> {
     }
 }
 
+// ---- requests: shared by the blocking functions, their async variants and the API ----------
+
+/// How the replies of a [`MediaRequest`] become the function's result.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// One command; its reply decides (`P`, `S`, `R`).
+    One,
+    /// One command per stream; success when at least one succeeded (`C`, `N`).
+    SomeStream,
+    /// The short `Q` of `rtpproxy_stats`: counters, or the C module's negative codes.
+    Stats,
+}
+
+/// What one media function sends to its node (spec §7), built from plain values so that the
+/// blocking functions, their async variants (`features::aio`) and the `load_rtpproxy` API
+/// share it: build it, [`MediaRequest::check`] it against the node, ask the node for `N`
+/// support when [`MediaRequest::needs_stop_copy`] says so, send [`MediaRequest::sendable`]
+/// in order, and give the replies to [`MediaRequest::finish`].
+pub(crate) struct MediaRequest {
+    op: Operation,
+    outcome: Outcome,
+    /// One entry per command: the command, or why it is not sent.
+    cmds: Vec<Result<Command, MediaError>>,
+}
+
+/// What a media function ended with.
+pub(crate) enum MediaDone {
+    /// The script code.
+    Code(i32),
+    /// `rtpproxy_stats`' counters, to store in its variables (code 1).
+    Stats(CallStats),
+}
+
+impl MediaDone {
+    /// The script code, for a request whose result has no variables.
+    pub(crate) fn code(self) -> i32 {
+        match self {
+            Self::Code(c) => c,
+            Self::Stats(_) => 1,
+        }
+    }
+}
+
+impl MediaRequest {
+    fn one(op: Operation, cmd: Result<Command, MediaError>) -> Self {
+        Self {
+            op,
+            outcome: Outcome::One,
+            cmds: vec![cmd],
+        }
+    }
+
+    /// `P` (`rtpproxy_stream2uac/uas`): play `prompt` `count` times to `target`.
+    pub(crate) fn play(
+        ids: &CallIds,
+        prompt: &[u8],
+        count: i32,
+        target: PromptTarget,
+    ) -> Result<Self, Error> {
+        let tags = target.tags(&ids.from_tag, &ids.to_tag)?;
+        let cmd = cm::play(&ids.call_id, prompt, count, &tags)?;
+        Ok(Self::one(Operation::Play, Ok(cmd)))
+    }
+
+    /// `S` (`rtpproxy_stop_stream2uac/uas`).
+    pub(crate) fn stop_play(ids: &CallIds, target: PromptTarget) -> Result<Self, Error> {
+        let tags = target.tags(&ids.from_tag, &ids.to_tag)?;
+        let cmd = cm::stop_play(&ids.call_id, &tags)?;
+        Ok(Self::one(Operation::StopPlay, Ok(cmd)))
+    }
+
+    /// `R` when there is no destination, else one `C` per stream (spec §7.4).
+    pub(crate) fn record(
+        call_id: &[u8],
+        tags: &Tags<'_>,
+        flags: &[u8],
+        destination: Option<&[u8]>,
+        streams: &[u32],
+    ) -> Self {
+        match destination {
+            None => Self::one(Operation::Record, cm::record(flags, call_id, tags)),
+            Some(dest) => Self {
+                op: Operation::Copy,
+                outcome: Outcome::SomeStream,
+                cmds: streams
+                    .iter()
+                    .map(|&s| cm::copy(flags, call_id, dest, tags, s))
+                    .collect(),
+            },
+        }
+    }
+
+    /// One `N` per stream (`rtpproxy_stop_recording`).
+    pub(crate) fn stop_copy(call_id: &[u8], tags: &Tags<'_>, streams: &[u32]) -> Self {
+        Self {
+            op: Operation::StopCopy,
+            outcome: Outcome::SomeStream,
+            cmds: streams
+                .iter()
+                .map(|&s| cm::stop_copy(call_id, tags, s))
+                .collect(),
+        }
+    }
+
+    /// The short `Q` of `rtpproxy_stats`.
+    pub(crate) fn stats(ids: &CallIds) -> Result<Self, Error> {
+        let tags = cm::message_tags(
+            ids.is_reply,
+            &ids.from_tag,
+            &ids.to_tag,
+            "statistics of a reply",
+        )?;
+        let cmd = cm::query(&ids.call_id, &tags, &[])?;
+        Ok(Self {
+            op: Operation::Query,
+            outcome: Outcome::Stats,
+            cmds: vec![Ok(cmd)],
+        })
+    }
+
+    /// Checks the node's capabilities (as probed; no I/O): nothing is sent to a node that
+    /// lacks the one the commands need.
+    pub(crate) fn check(&mut self, st: &ModuleState, node: &NodeView) {
+        let (cap, what, date) = match self.op {
+            Operation::Play | Operation::StopPlay => {
+                (Capabilities::CODECS, "prompts", cm::CODECS_FEATURE_DATE)
+            }
+            Operation::Record | Operation::Copy | Operation::StopCopy => {
+                (Capabilities::RECORD, "recording", cm::RECORD_FEATURE_DATE)
+            }
+            Operation::Query => (Capabilities::STATS, "statistics", cm::STATS_FEATURE_DATE),
+        };
+        if let Err(e) = require(st, node, cap, what, date) {
+            for c in &mut self.cmds {
+                *c = Err(e.clone());
+            }
+        }
+    }
+
+    /// Whether the node's support for `N` decides what is sent (`N` about to go out).
+    pub(crate) fn needs_stop_copy(&self) -> bool {
+        self.op == Operation::StopCopy && self.cmds.iter().any(Result::is_ok)
+    }
+
+    /// Applies the node's support for `N`: without it, no `N` is sent.
+    pub(crate) fn stop_copy_support(&mut self, yes: bool) {
+        if self.op != Operation::StopCopy || yes {
+            return;
+        }
+        for c in self.cmds.iter_mut().filter(|c| c.is_ok()) {
+            *c = Err(MediaError::Unsupported {
+                what: "stopping a recording",
+                date: STOP_COPY_FEATURE_DATE,
+            });
+        }
+    }
+
+    /// The commands to send, in order.
+    pub(crate) fn sendable(&self) -> Vec<Command> {
+        self.cmds
+            .iter()
+            .filter_map(|c| c.as_ref().ok())
+            .cloned()
+            .collect()
+    }
+
+    /// The result, from the replies to [`MediaRequest::sendable`] in order (`None`: the node
+    /// gave none).
+    pub(crate) fn finish(
+        self,
+        replies: impl IntoIterator<Item = Option<Vec<u8>>>,
+    ) -> Result<MediaDone, Error> {
+        let op = self.op;
+        let mut replies = replies.into_iter();
+        let results: Vec<Result<Option<Vec<u8>>, MediaError>> = self
+            .cmds
+            .into_iter()
+            .map(|c| c.map(|_| replies.next().flatten()))
+            .collect();
+        let first = || {
+            results
+                .first()
+                .cloned()
+                .unwrap_or(Err(MediaError::NoReply(op)))
+        };
+        match self.outcome {
+            Outcome::One => {
+                cm::check_reply(op, first()?.as_deref())?;
+                Ok(MediaDone::Code(1))
+            }
+            Outcome::SomeStream => {
+                let checked: Vec<Result<(), MediaError>> = results
+                    .iter()
+                    .map(|r| {
+                        r.as_ref()
+                            .map_err(Clone::clone)
+                            .and_then(|b| cm::check_reply(op, b.as_deref()))
+                    })
+                    .collect();
+                some_succeeded(&checked).map(MediaDone::Code)
+            }
+            Outcome::Stats => match cm::parse_stats(first()?.as_deref()) {
+                Ok(s) => Ok(MediaDone::Stats(s)),
+                Err(e) => {
+                    tracing::error!("rtpproxy_stats: {e}");
+                    Ok(MediaDone::Code(
+                        match e {
+                            MediaError::NoReply(_) => -1,
+                            MediaError::Relay { error, .. } => {
+                                -(error.code().min(i32::MAX as u32) as i32)
+                            }
+                            _ => -2,
+                        }
+                        .min(-1),
+                    ))
+                }
+            },
+        }
+    }
+}
+
+/// Runs a request on `node` with the blocking driver.
+pub(crate) fn run_request(
+    st: &ModuleState,
+    node: &NodeView,
+    mut req: MediaRequest,
+) -> Result<MediaDone, Error> {
+    req.check(st, node);
+    if req.needs_stop_copy() {
+        req.stop_copy_support(supports_stop_copy(st, node));
+    }
+    let replies: Vec<Option<Vec<u8>>> = req
+        .sendable()
+        .iter()
+        .map(|cmd| {
+            tracing::debug!("sending to {}: {cmd}", node.spec.url);
+            control::send_raw(st, node, cmd)
+        })
+        .collect();
+    req.finish(replies)
+}
+
+/// Stores `rtpproxy_stats`' counters in `up_var`, `down_var`, `sent_var`, `fail_var`.
+///
+/// # Safety
+/// `vars` are the four `pv_spec_t*` parameters of the call on `msg`.
+pub(crate) unsafe fn store_stats(msg: *mut sip_msg, vars: [*mut c_void; 4], s: &CallStats) {
+    for (var, value, name) in [
+        (vars[0], s.npkts_ina, "up_var"),
+        (vars[1], s.npkts_ino, "down_var"),
+        (vars[2], s.nrelayed, "sent_var"),
+        (vars[3], s.ndropped, "fail_var"),
+    ] {
+        let text = value.to_string();
+        let n = i32::try_from(value).unwrap_or(i32::MAX);
+        // SAFETY: per the contract, `var` is a `pv_spec_t*` parameter of this call.
+        if !unsafe { msg::set_var_int(msg, var, n, text.as_bytes()) } {
+            tracing::error!("rtpproxy_stats: cannot store {name}");
+        }
+    }
+}
+
 // ---- prompts --------------------------------------------------------------------------------
 
 /// `rtpproxy_stream2uac/uas(prompt, count, [set_id], [sock_var])`.
@@ -240,19 +519,10 @@ unsafe fn stream(msg: *mut sip_msg, params: &Params, target: PromptTarget) -> Re
     // SAFETY: `count` is the mandatory `int*` parameter.
     let count = unsafe { opt_int(count) }.ok_or_else(|| err("missing play count"))?;
     let ids = call_ids(m)?;
-    let tags = target.tags(&ids.from_tag, &ids.to_tag)?;
-    let cmd = cm::play(&ids.call_id, &prompt, count, &tags)?;
+    let req = MediaRequest::play(&ids, &prompt, count, target)?;
     // SAFETY: the set and sock_var parameters of this call.
     let node = unsafe { pick_node(st, msg, set, sock_var, &ids.call_id) }?;
-    require(
-        st,
-        node,
-        Capabilities::CODECS,
-        "prompts",
-        cm::CODECS_FEATURE_DATE,
-    )?;
-    run(st, node, Operation::Play, &cmd)?;
-    Ok(1)
+    run_request(st, node, req).map(MediaDone::code)
 }
 
 /// `rtpproxy_stop_stream2uac/uas([set_id], [sock_var])`.
@@ -268,19 +538,10 @@ unsafe fn stop_stream(
     let m = message(msg)?;
     let st = state()?;
     let ids = call_ids(m)?;
-    let tags = target.tags(&ids.from_tag, &ids.to_tag)?;
-    let cmd = cm::stop_play(&ids.call_id, &tags)?;
+    let req = MediaRequest::stop_play(&ids, target)?;
     // SAFETY: the set and sock_var parameters of this call.
     let node = unsafe { pick_node(st, msg, set, sock_var, &ids.call_id) }?;
-    require(
-        st,
-        node,
-        Capabilities::CODECS,
-        "prompts",
-        cm::CODECS_FEATURE_DATE,
-    )?;
-    run(st, node, Operation::StopPlay, &cmd)?;
-    Ok(1)
+    run_request(st, node, req).map(MediaDone::code)
 }
 
 /// `rtpproxy_stream2uac(prompt, count, [set_id], [sock_var])`: plays a prompt to the caller.
@@ -321,43 +582,49 @@ pub(crate) unsafe fn stop_stream2uas(msg: *mut sip_msg, params: &Params) -> Resu
 
 // ---- recording ------------------------------------------------------------------------------
 
-/// What a recording start needs besides the node.
-struct RecordRequest<'a> {
-    call_id: &'a [u8],
-    tags: Tags<'a>,
-    flags: &'a [u8],
-    destination: Option<&'a [u8]>,
-    streams: Vec<u32>,
+/// The request of `rtpproxy_start_recording` on message `m`: tags From, To on a request and
+/// To, From on a reply; with a destination, the streams `mediastream` names.
+pub(crate) fn start_recording_request(
+    m: Msg,
+    ids: &CallIds,
+    flags: Option<&[u8]>,
+    destination: Option<&[u8]>,
+    mediastream: Option<i32>,
+) -> Result<MediaRequest, Error> {
+    let tags = cm::message_tags(
+        ids.is_reply,
+        &ids.from_tag,
+        &ids.to_tag,
+        "recording from a reply",
+    )?;
+    let streams = if destination.is_some() {
+        streams_of(Some(m), mediastream)
+    } else {
+        Vec::new()
+    };
+    Ok(MediaRequest::record(
+        &ids.call_id,
+        &tags,
+        flags.unwrap_or(b""),
+        destination,
+        &streams,
+    ))
 }
 
-/// `R` (no destination) or one `C` per stream (spec §7.4).
-fn start_recording_on(
-    st: &ModuleState,
-    node: &NodeView,
-    r: &RecordRequest<'_>,
-) -> Result<i32, Error> {
-    require(
-        st,
-        node,
-        Capabilities::RECORD,
-        "recording",
-        cm::RECORD_FEATURE_DATE,
+/// The request of `rtpproxy_stop_recording` on message `m`.
+pub(crate) fn stop_recording_request(
+    m: Msg,
+    ids: &CallIds,
+    mediastream: Option<i32>,
+) -> Result<MediaRequest, Error> {
+    let tags = cm::message_tags(
+        ids.is_reply,
+        &ids.from_tag,
+        &ids.to_tag,
+        "stopping a recording from a reply",
     )?;
-    match r.destination {
-        None => {
-            let cmd = cm::record(r.flags, r.call_id, &r.tags)?;
-            run(st, node, Operation::Record, &cmd)?;
-            Ok(1)
-        }
-        Some(dest) => {
-            let results: Vec<_> = r
-                .streams
-                .iter()
-                .map(|&s| send_copy(st, node, r.flags, r.call_id, dest, &r.tags, s))
-                .collect();
-            some_succeeded(&results)
-        }
-    }
+    let streams = streams_of(Some(m), mediastream);
+    Ok(MediaRequest::stop_copy(&ids.call_id, &tags, &streams))
 }
 
 /// `rtpproxy_start_recording([set_id], [sock_var], [flags], [destination], [mediastream])`.
@@ -376,30 +643,16 @@ pub(crate) unsafe fn start_recording(msg: *mut sip_msg, params: &Params) -> Resu
     let (flags, destination, mediastream) =
         unsafe { (opt_str(flags), opt_str(destination), opt_int(mediastream)) };
     let ids = call_ids(m)?;
-    let tags = cm::message_tags(
-        ids.is_reply,
-        &ids.from_tag,
-        &ids.to_tag,
-        "recording from a reply",
+    let req = start_recording_request(
+        m,
+        &ids,
+        flags.as_deref(),
+        destination.as_deref(),
+        mediastream,
     )?;
-    let streams = if destination.is_some() {
-        streams_of(Some(m), mediastream)
-    } else {
-        Vec::new()
-    };
     // SAFETY: the set and sock_var parameters of this call.
     let node = unsafe { pick_node(st, msg, set, sock_var, &ids.call_id) }?;
-    start_recording_on(
-        st,
-        node,
-        &RecordRequest {
-            call_id: &ids.call_id,
-            tags,
-            flags: flags.as_deref().unwrap_or(b""),
-            destination: destination.as_deref(),
-            streams,
-        },
-    )
+    run_request(st, node, req).map(MediaDone::code)
 }
 
 /// `rtpproxy_stop_recording([set_id], [sock_var], [mediastream])` (our addition: RTPProxy's
@@ -415,20 +668,10 @@ pub(crate) unsafe fn stop_recording(msg: *mut sip_msg, params: &Params) -> Resul
     // SAFETY: optional `int*` parameter of this call (or NULL).
     let mediastream = unsafe { opt_int(mediastream) };
     let ids = call_ids(m)?;
-    let tags = cm::message_tags(
-        ids.is_reply,
-        &ids.from_tag,
-        &ids.to_tag,
-        "stopping a recording from a reply",
-    )?;
-    let streams = streams_of(Some(m), mediastream);
+    let req = stop_recording_request(m, &ids, mediastream)?;
     // SAFETY: the set and sock_var parameters of this call.
     let node = unsafe { pick_node(st, msg, set, sock_var, &ids.call_id) }?;
-    let results: Vec<_> = streams
-        .iter()
-        .map(|&s| send_stop_copy(st, node, &ids.call_id, &tags, s))
-        .collect();
-    some_succeeded(&results)
+    run_request(st, node, req).map(MediaDone::code)
 }
 
 // ---- statistics -----------------------------------------------------------------------------
@@ -442,50 +685,17 @@ pub(crate) unsafe fn stats(msg: *mut sip_msg, params: &Params) -> Result<i32, Er
     let m = message(msg)?;
     let st = state()?;
     let ids = call_ids(m)?;
-    let tags = cm::message_tags(
-        ids.is_reply,
-        &ids.from_tag,
-        &ids.to_tag,
-        "statistics of a reply",
-    )?;
-    let cmd = cm::query(&ids.call_id, &tags, &[])?;
+    let req = MediaRequest::stats(&ids)?;
     // SAFETY: the set and sock_var parameters of this call.
     let node = unsafe { pick_node(st, msg, set, sock_var, &ids.call_id) }?;
-    require(
-        st,
-        node,
-        Capabilities::STATS,
-        "statistics",
-        cm::STATS_FEATURE_DATE,
-    )?;
-    tracing::debug!("sending to {}: {cmd}", node.spec.url);
-    let reply = control::send_raw(st, node, &cmd);
-    let s = match cm::parse_stats(reply.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("rtpproxy_stats: {e}");
-            return Ok(match e {
-                MediaError::NoReply(_) => -1,
-                MediaError::Relay { error, .. } => -(error.code().min(i32::MAX as u32) as i32),
-                _ => -2,
-            }
-            .min(-1));
+    match run_request(st, node, req)? {
+        MediaDone::Stats(s) => {
+            // SAFETY: the four variables are the `pv_spec_t*` parameters of this call.
+            unsafe { store_stats(msg, [up, down, sent, fail], &s) };
+            Ok(1)
         }
-    };
-    for (var, value, name) in [
-        (up, s.npkts_ina, "up_var"),
-        (down, s.npkts_ino, "down_var"),
-        (sent, s.nrelayed, "sent_var"),
-        (fail, s.ndropped, "fail_var"),
-    ] {
-        let text = value.to_string();
-        let n = i32::try_from(value).unwrap_or(i32::MAX);
-        // SAFETY: the four variables are the `pv_spec_t*` parameters of this call.
-        if !unsafe { msg::set_var_int(msg, var, n, text.as_bytes()) } {
-            tracing::error!("rtpproxy_stats: cannot store {name}");
-        }
+        MediaDone::Code(c) => Ok(c),
     }
-    Ok(1)
 }
 
 /// `rtpproxy_all_stats(stats_avp, [set_id], [sock_var])`: ten counters into the AVP, index 0
@@ -656,17 +866,14 @@ unsafe extern "C" fn api_start_recording(
                 )
             };
             let node = api_node(st, url.as_deref(), &call_id)?;
-            start_recording_on(
-                st,
-                node,
-                &RecordRequest {
-                    call_id: &call_id,
-                    tags: Tags::new(&from, &to),
-                    flags: &flags,
-                    destination: dest.as_deref(),
-                    streams: vec![if medianum > 0 { medianum as u32 } else { 1 }],
-                },
-            )
+            let req = MediaRequest::record(
+                &call_id,
+                &Tags::new(&from, &to),
+                &flags,
+                dest.as_deref(),
+                &[if medianum > 0 { medianum as u32 } else { 1 }],
+            );
+            run_request(st, node, req).map(MediaDone::code)
         })();
         api_code("rtpproxy API start_recording", r)
     })

@@ -174,23 +174,58 @@ modparams! {
     "call_map_size": INT_PARAM => mp_call_map_size;
 }
 
-/// An async script function's row: the same name and parameters as the blocking function; the
-/// body is one of `features::aio`'s (they run the command without holding the worker).
-const fn acmd<const N: usize>(
-    name: &'static std::ffi::CStr,
-    f: aio::AsyncFn,
-    list: [cmd_param; N],
-) -> sys::acmd_export_t {
-    sys::acmd_export_ {
-        name: name.as_ptr(),
-        function: f as *mut c_void,
-        params: params(list),
+/// Whether two NUL-terminated names are equal (for the rows below, at compile time).
+const fn same_name(a: *const c_char, b: &std::ffi::CStr) -> bool {
+    let b = b.to_bytes_with_nul();
+    let mut i = 0;
+    while i < b.len() {
+        // SAFETY: `a` is a row's name, a NUL-terminated literal; we stop at its NUL (or
+        // earlier, at the first difference).
+        if unsafe { *a.add(i) } as u8 != b[i] {
+            return false;
+        }
+        i += 1;
     }
+    true
+}
+
+/// An async script function's row: the name and parameters of the blocking function of the
+/// same name in [`CMD_ROWS`] (declared once, there); the body is one of `features::aio`'s
+/// (they run the command without holding the worker).
+const fn acmd(name: &'static std::ffi::CStr, f: aio::AsyncFn) -> sys::acmd_export_t {
+    let mut i = 0;
+    while i < CMD_ROWS.len() {
+        if same_name(CMD_ROWS[i].name, name) {
+            return sys::acmd_export_ {
+                name: name.as_ptr(),
+                function: f as *mut c_void,
+                params: CMD_ROWS[i].params,
+            };
+        }
+        i += 1;
+    }
+    panic!("an async function without a blocking one of the same name");
 }
 
 /// The async script functions' rows (`async()`/`launch()`), no terminator.
-pub(crate) const ACMD_ROWS: [sys::acmd_export_t; 3] = [
-    acmd(c"rtpproxy_unforce", aio::rtpproxy_unforce_af, UNFORCE),
-    acmd(c"rtpproxy_offer", aio::rtpproxy_offer_af, OFFER_ANSWER),
-    acmd(c"rtpproxy_answer", aio::rtpproxy_answer_af, OFFER_ANSWER),
+pub(crate) const ACMD_ROWS: [sys::acmd_export_t; 10] = [
+    acmd(c"rtpproxy_unforce", aio::rtpproxy_unforce_af),
+    acmd(c"rtpproxy_offer", aio::rtpproxy_offer_af),
+    acmd(c"rtpproxy_answer", aio::rtpproxy_answer_af),
+    acmd(c"rtpproxy_stream2uac", aio::rtpproxy_stream2uac_af),
+    acmd(c"rtpproxy_stream2uas", aio::rtpproxy_stream2uas_af),
+    acmd(
+        c"rtpproxy_stop_stream2uac",
+        aio::rtpproxy_stop_stream2uac_af,
+    ),
+    acmd(
+        c"rtpproxy_stop_stream2uas",
+        aio::rtpproxy_stop_stream2uas_af,
+    ),
+    acmd(
+        c"rtpproxy_start_recording",
+        aio::rtpproxy_start_recording_af,
+    ),
+    acmd(c"rtpproxy_stop_recording", aio::rtpproxy_stop_recording_af),
+    acmd(c"rtpproxy_stats", aio::rtpproxy_stats_af),
 ];

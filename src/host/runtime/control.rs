@@ -1099,6 +1099,8 @@ pub(crate) struct AsyncRun {
     call_id: Vec<u8>,
     /// The node URL the caller named as the call's own node.
     own_url: Option<String>,
+    /// The command goes to exactly `nodes[0]` (media commands, as [`send_raw`]).
+    pinned: bool,
     failover: Failover,
     op: OpKind,
     run: CommandRun,
@@ -1124,9 +1126,29 @@ impl AsyncRun {
             nodes,
             call_id: call_id.to_vec(),
             own_url: own_url.map(str::to_owned),
+            pinned: false,
             failover,
             op,
             run: CommandRun::new(op, route, failover),
+            client: None,
+            started: Instant::now(),
+            caller_error: None,
+        }
+    }
+
+    /// A command of `op` for exactly `node`, outside the call map (as [`send_raw`]): it
+    /// fails when the node is disabled or gives no reply.
+    pub(crate) fn to_node(st: &ModuleState, node: &'static NodeView, op: OpKind) -> Self {
+        let nodes = std::slice::from_ref(node);
+        let route = own_index(st, nodes, b"", Target::Node(node));
+        Self {
+            nodes,
+            call_id: Vec::new(),
+            own_url: None,
+            pinned: true,
+            failover: Failover::Never,
+            op,
+            run: CommandRun::new(op, route, Failover::Never),
             client: None,
             started: Instant::now(),
             caller_error: None,
@@ -1276,7 +1298,11 @@ impl AsyncRun {
         let plan = Plan {
             nodes: self.nodes,
             call_id: &self.call_id,
-            target: Target::Call(self.own_url.as_deref()),
+            target: if self.pinned {
+                Target::Node(&self.nodes[0])
+            } else {
+                Target::Call(self.own_url.as_deref())
+            },
             failover: self.failover,
             op: self.op,
         };
