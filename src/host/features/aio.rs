@@ -35,7 +35,8 @@ use crate::core::stats::{Event as StatEvent, Op};
 use super::functions::{self, OfferParams};
 use crate::error::other as err;
 use crate::host::bind::msg::{self, Bodies, Msg, MsgKind};
-use crate::host::bind::params::{opt_int, opt_str, Params};
+use crate::host::bind::params::kind::{OptInt, OptVar};
+use crate::host::bind::params::{opt_int, opt_str, Decoder, Params};
 use crate::host::ffi::api::api;
 use crate::host::ffi::guard;
 use crate::host::ffi::sys::{self, async_ctx, sip_msg};
@@ -327,15 +328,19 @@ impl OfferJob {
             unsafe { msg::get_var_text(msg, p.bind_local) }
                 .map_err(|()| err("bind_local has no usable value (string or integer)"))?
         };
-        let dialog_id = super::dialog::dialog_id_for_flags(m, &flags_s, direction)?;
+        let dialog_id = super::dialog::dialog_id_for_flags(&m, &flags_s, direction)?;
         let inputs = Box::new(OfferInputs {
             body,
             flags,
             call_id: m
                 .call_id()
-                .ok_or_else(|| err("no Call-ID in the message"))?,
-            from_tag: m.ftag().ok_or_else(|| err("no From-tag in the message"))?,
-            to_tag: m.ttag().unwrap_or_default(),
+                .ok_or_else(|| err("no Call-ID in the message"))?
+                .to_vec(),
+            from_tag: m
+                .ftag()
+                .ok_or_else(|| err("no From-tag in the message"))?
+                .to_vec(),
+            to_tag: m.ttag().unwrap_or_default().to_vec(),
             ip: ip.map(|v| String::from_utf8_lossy(truncate_script_param(&v)).into_owned()),
             src: m.source_ip().map(msg::opensips_ip_text).unwrap_or_default(),
             local: m.local_ip().map(msg::opensips_ip_text).unwrap_or_default(),
@@ -483,7 +488,7 @@ impl OfferJob {
 }
 
 /// Whether tm can suspend the route running now: a request route, not an ACK.
-fn can_suspend(m: Option<Msg>) -> bool {
+fn can_suspend(m: Option<&Msg<'_>>) -> bool {
     // SAFETY: `route_type` is the core's current route type variable.
     let route = unsafe { *api().route_type };
     route == sys::REQUEST_ROUTE as c_int
@@ -631,24 +636,26 @@ pub(crate) unsafe fn unforce(
     // SAFETY: per the contract.
     let m = unsafe { Msg::from_ptr(msg) };
     let st = state::get().ok_or_else(|| err("module not initialized"))?;
-    let [set, sock_var, ..] = *params;
-    // SAFETY: `set` is this call's `int*` parameter or NULL.
-    let set_view = control::set_or_error(st, unsafe { opt_int(set) })?;
-    let Some(m) = m.filter(|m| can_suspend(Some(*m)) && AsyncRun::can_park(&set_view.nodes)) else {
-        // SAFETY: per the contract.
-        return unsafe { functions::unforce(msg, params) };
+    let mut d = Decoder::new(msg, params);
+    // SAFETY: the parameters of `rtpproxy_unforce`, in the declared order.
+    let (set, sock_var) = unsafe { (d.next::<OptInt>(), d.next::<OptVar>()) };
+    let set_view = control::set_or_error(st, set)?;
+    let Some(m) = m
+        .as_ref()
+        .filter(|m| can_suspend(Some(m)) && AsyncRun::can_park(&set_view.nodes))
+    else {
+        return functions::unforce(m.as_ref(), set, sock_var);
     };
     let call_id = m
         .call_id()
         .ok_or_else(|| err("no Call-ID in the message"))?;
     let from_tag = m.ftag().ok_or_else(|| err("no From-tag in the message"))?;
-    let cmd = Command::delete(&call_id, &from_tag, m.ttag().as_deref())?;
-    // SAFETY: `set` and `sock_var` are this call's parameters (or NULL).
-    unsafe { functions::pick_node(st, msg, set, sock_var, &call_id) }?;
+    let cmd = Command::delete(call_id, from_tag, m.ttag())?;
+    functions::pick_node(st, set, sock_var.as_ref(), call_id)?;
     let run = AsyncRun::new(
         st,
         &set_view.nodes,
-        &call_id,
+        call_id,
         None,
         Failover::Never,
         OpKind::Delete,
@@ -668,16 +675,12 @@ unsafe fn offer_answer(
     direction: Direction,
 ) -> Result<i32, Error> {
     set_status(sys::ASYNC_SYNC);
-    let sync = || match direction {
-        // SAFETY: per the contract.
-        Direction::Offer => unsafe { functions::offer(msg, params) },
-        // SAFETY: per the contract.
-        Direction::Answer => unsafe { functions::answer(msg, params) },
-    };
+    // SAFETY: per the contract.
+    let sync = || unsafe { functions::offer_answer_raw(msg, params, direction) };
     // SAFETY: per the contract.
     let m = unsafe { Msg::from_ptr(msg) };
     let st = state::get().ok_or_else(|| err("module not initialized"))?;
-    let Some(m) = m.filter(|m| can_suspend(Some(*m))) else {
+    let Some(m) = m.filter(|m| can_suspend(Some(m))) else {
         return sync();
     };
     // SAFETY: per the contract.

@@ -72,11 +72,11 @@ use super::dlg_node;
 use super::functions::run_offer_answer;
 use super::request::{OfferRequest, SdpSource};
 use crate::host::bind::dlg_api::{
-    self, DlgCbParams, DlgCell, DlgValue, DLGCB_EXPIRED, DLGCB_FAILED, DLGCB_LOADED,
+    self, Dlg, DlgCbParams, DlgCell, DlgValue, DLGCB_EXPIRED, DLGCB_FAILED, DLGCB_LOADED,
     DLGCB_PROCESS_VARS, DLGCB_REQ_WITHIN, DLGCB_RESPONSE_WITHIN, DLGCB_TERMINATED,
 };
 use crate::host::bind::msg::{self, Bodies, Msg, MsgKind};
-use crate::host::bind::params::{opt_int, opt_str, Params};
+use crate::host::bind::params::Var;
 use crate::host::bind::tm_api::{self, Cell, TmcbParams, TMCB_RESPONSE_FWDED};
 use crate::host::ffi::api::api;
 use crate::host::ffi::cstr::borrowed_str;
@@ -150,29 +150,20 @@ pub(crate) fn child_init(_rank: c_int) -> Result<(), String> {
     Ok(())
 }
 
-/// A `CMD_PARAM_STR` parameter, truncated to 63 bytes as the C module copies it; `None`
-/// when omitted.
-///
-/// # Safety
-/// `p` must be NULL or the `str*` the host passed for that parameter.
-unsafe fn opt_str63(p: *mut c_void) -> Option<Vec<u8>> {
-    // SAFETY: per the contract.
-    unsafe { opt_str(p) }.map(|s| truncate_script_param(&s).to_vec())
-}
-
 /// `rtpproxy_engage([flags], [ip_address], [set_id], [sock_var], [ret_var])` (spec §5.1).
-///
-/// # Safety
-/// `msg` and `params` are those of the script-function call.
-pub(crate) unsafe fn engage(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
-    let [flags_p, ip_p, set_p, sock_var, ret_var, ..] = *params;
+pub(crate) fn engage(
+    msg: Option<&Msg<'_>>,
+    flags: Option<&[u8]>,
+    ip: Option<&[u8]>,
+    set: Option<i32>,
+    sock_var: Option<Var<'_>>,
+    ret_var: Option<Var<'_>>,
+) -> Result<i32, Error> {
     let st = state::get().ok_or_else(|| Error::from(HostError::NotInitialized))?;
     let d = dlg_api::binds()
         .ok_or_else(|| err("rtpproxy_engage needs the dialog module, which is not loaded"))?;
     let tm = tm_api::binds().ok_or_else(|| err("rtpproxy_engage needs the tm module"))?;
-    // SAFETY: per the contract.
-    let m = unsafe { Msg::from_ptr(msg) }
-        .ok_or_else(|| err("this function can only be called from an INVITE"))?;
+    let m = msg.ok_or_else(|| err("this function can only be called from an INVITE"))?;
     if m.kind() != Some(MsgKind::Request) || m.method() != msg::METHOD_INVITE {
         return Err(err("this function can only be called from an INVITE"));
     }
@@ -181,13 +172,14 @@ pub(crate) unsafe fn engage(msg: *mut sip_msg, params: &Params) -> Result<i32, E
             "this function can only be called from the initial INVITE",
         ));
     }
-    // SAFETY: `msg` is the initial INVITE of this call.
-    if !unsafe { d.create(msg) } {
+    // SAFETY: `m` is the initial INVITE of this call.
+    if !unsafe { d.create(m) } {
         return Err(err("error creating the dialog"));
     }
-    let dlg = d.current().ok_or_else(|| err("cannot get the dialog"))?;
-    // SAFETY: per the contract, for each parameter.
-    let (flags, ip, set) = unsafe { (opt_str63(flags_p), opt_str63(ip_p), opt_int(set_p)) };
+    let dlg = &d.current(m).ok_or_else(|| err("cannot get the dialog"))?;
+    // Copied and truncated to 63 bytes, as the C module copies them.
+    let flags = flags.map(|s| truncate_script_param(s).to_vec());
+    let ip = ip.map(|s| truncate_script_param(s).to_vec());
     let ip_text = ip
         .as_deref()
         .map(|v| String::from_utf8_lossy(v).into_owned());
@@ -200,12 +192,12 @@ pub(crate) unsafe fn engage(msg: *mut sip_msg, params: &Params) -> Result<i32, E
         let out = run_offer_answer(Some(m), &req, SdpSource::Message)?;
         if let Some(url) = &out.node_url {
             dlg_node::store_call_node(d, dlg, url);
-            // SAFETY: `sock_var` is NULL or the variable parameter of this call.
-            unsafe { msg::set_var_str(msg, sock_var, url.as_bytes()) };
+            if let Some(v) = &sock_var {
+                v.set_str(url.as_bytes());
+            }
         }
-        if let Some(v) = &out.ret_var {
-            // SAFETY: `ret_var` is NULL or the variable parameter of this call.
-            unsafe { msg::set_var_str(msg, ret_var, v) };
+        if let (Some(value), Some(v)) = (&out.ret_var, &ret_var) {
+            v.set_str(value);
         }
     } else if !d.store_str(dlg, VAL_LATE, VAL_LATE) {
         return Err(err("cannot store late_negotiation into the dialog"));
@@ -223,8 +215,8 @@ pub(crate) unsafe fn engage(msg: *mut sip_msg, params: &Params) -> Result<i32, E
     // SAFETY: `route_type` is the core's current route type variable.
     let route_type = unsafe { *api().route_type };
     if route_type & sys::BRANCH_ROUTE as c_int != 0 {
-        // SAFETY: `msg` is the current message.
-        unsafe { store_branch_params(msg, flags.as_deref(), ip.as_deref(), set_id)? };
+        // SAFETY: `m` is the current message.
+        unsafe { store_branch_params(m.as_ptr(), flags.as_deref(), ip.as_deref(), set_id)? };
     } else {
         if let Some(f) = &flags {
             if !d.store_str(dlg, VAL_FLAGS, f) {
@@ -248,8 +240,8 @@ pub(crate) unsafe fn engage(msg: *mut sip_msg, params: &Params) -> Result<i32, E
         return Ok(1);
     }
     m.add_msg_flags(msg::FL_USE_RTPPROXY);
-    // SAFETY: `msg` is the INVITE being processed.
-    if !unsafe { tm.register(msg, TMCB_RESPONSE_FWDED, engage_reply_cb) } {
+    // SAFETY: `m` is the INVITE being processed.
+    if !unsafe { tm.register(m.as_ptr(), TMCB_RESPONSE_FWDED, engage_reply_cb) } {
         return Err(err("failed to install the TM callback"));
     }
     register_dialog_callbacks(d, dlg)?;
@@ -258,7 +250,7 @@ pub(crate) unsafe fn engage(msg: *mut sip_msg, params: &Params) -> Result<i32, E
 
 /// The per-dialog callbacks of an engaged call: at engage, and again on every instance that
 /// restores or receives the dialog (per-dialog callbacks are neither stored nor replicated).
-fn register_dialog_callbacks(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg) -> Result<(), Error> {
+fn register_dialog_callbacks(d: &dlg_api::DlgBinds, dlg: &Dlg<'_>) -> Result<(), Error> {
     if !d.register(
         dlg,
         DLGCB_RESPONSE_WITHIN | DLGCB_REQ_WITHIN,
@@ -323,7 +315,7 @@ struct EngageParams {
 }
 
 /// The set id of `rtpproxy_3`: 4 raw native-endian bytes (an integer value is accepted too).
-fn dialog_set(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg) -> Option<SetId> {
+fn dialog_set(d: &dlg_api::DlgBinds, dlg: &Dlg<'_>) -> Option<SetId> {
     match d.fetch(dlg, VAL_SET)? {
         DlgValue::Str(b) if b.len() >= 4 => Some(SetId::from_ne_bytes([b[0], b[1], b[2], b[3]])),
         DlgValue::Int(n) => Some(n),
@@ -334,7 +326,7 @@ fn dialog_set(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg) -> Option<SetId> {
     }
 }
 
-fn dialog_params(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg, default_set: SetId) -> EngageParams {
+fn dialog_params(d: &dlg_api::DlgBinds, dlg: &Dlg<'_>, default_set: SetId) -> EngageParams {
     let text = |name| match d.fetch(dlg, name) {
         Some(DlgValue::Str(v)) => Some(v),
         _ => None,
@@ -380,8 +372,8 @@ unsafe fn bavp(msg: *mut sip_msg, spec: *mut pv_spec_t) -> Option<(Vec<u8>, Opti
 /// a 1xx only uses them; `None` when there are none or for other replies.
 fn branch_params(
     d: &dlg_api::DlgBinds,
-    dlg: dlg_api::Dlg,
-    m: Msg,
+    dlg: &Dlg<'_>,
+    m: &Msg<'_>,
     default_set: SetId,
 ) -> Result<Option<EngageParams>, Error> {
     let Some(Some(Bavps(specs))) = BAVPS.get() else {
@@ -432,7 +424,7 @@ fn branch_params(
 
 /// One message of an engaged dialog (spec §5.2): replies to the INVITE, sequential requests
 /// and their replies.
-fn on_message(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg, m: Msg) -> Result<(), Error> {
+fn on_message(d: &dlg_api::DlgBinds, dlg: &Dlg<'_>, m: &Msg<'_>) -> Result<(), Error> {
     let st = state::get().ok_or_else(|| Error::from(HostError::NotInitialized))?;
     let late = d.fetch(dlg, VAL_LATE).is_some();
     let has_sdp = matches!(m.sdp_parts(), Bodies::Sdp(_));
@@ -480,7 +472,7 @@ fn on_message(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg, m: Msg) -> Result<(), Er
     let call_node = dlg_node::call_node_from_dialog(d, dlg);
     let preset = call_node.as_deref().filter(|url| {
         control::find_set(st, Some(p.set))
-            .is_some_and(|set| dlg_node::resolve(st, set, url, &dlg.call_id()).is_some())
+            .is_some_and(|set| dlg_node::resolve(st, set, url, dlg.call_id()).is_some())
     });
     let mut req = OfferRequest::new(&p.flags, direction);
     req.ip = p.ip.as_deref();
@@ -495,17 +487,27 @@ fn on_message(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg, m: Msg) -> Result<(), Er
 }
 
 /// Processes `msg` for `dlg` (or the current dialog), logging any failure.
-fn engaged_message(dlg: Option<dlg_api::Dlg>, msg: *mut sip_msg) {
+fn engaged_message(dlg: Option<&Dlg<'_>>, msg: *mut sip_msg) {
     let Some(d) = dlg_api::binds() else { return };
     // SAFETY: `msg` comes from a tm or dialog callback, live for the callback.
     let Some(m) = (unsafe { Msg::from_ptr(msg) }) else {
         return;
     };
-    let Some(dlg) = dlg.or_else(|| d.current()) else {
-        tracing::debug!("dialog not found: cannot engage rtpproxy");
-        return;
+    let current;
+    let dlg = match dlg {
+        Some(dlg) => dlg,
+        None => match d.current(&m) {
+            Some(c) => {
+                current = c;
+                &current
+            }
+            None => {
+                tracing::debug!("dialog not found: cannot engage rtpproxy");
+                return;
+            }
+        },
     };
-    if let Err(e) = on_message(d, dlg, m) {
+    if let Err(e) = on_message(d, dlg, &m) {
         tracing::error!("rtpproxy_engage: {e}");
     }
 }
@@ -530,7 +532,7 @@ unsafe extern "C" fn engage_dialog_cb(dlg: *mut DlgCell, _ty: c_int, p: *mut Dlg
         }
         // SAFETY: the dialog module passes a live cell and live parameters.
         let (dlg, msg) = unsafe { (dlg_api::Dlg::from_ptr(dlg), (*p).msg) };
-        if let Some(dlg) = dlg {
+        if let Some(dlg) = &dlg {
             engaged_message(Some(dlg), msg);
         }
     })
@@ -543,13 +545,13 @@ unsafe extern "C" fn engage_close_cb(dlg: *mut DlgCell, _ty: c_int, _p: *mut Dlg
         let Some(dlg) = (unsafe { dlg_api::Dlg::from_ptr(dlg) }) else {
             return;
         };
-        if let Err(e) = teardown(dlg) {
+        if let Err(e) = teardown(&dlg) {
             tracing::error!("rtpproxy_engage: cannot delete the sessions: {e}");
         }
     })
 }
 
-fn teardown(dlg: dlg_api::Dlg) -> Result<(), Error> {
+fn teardown(dlg: &Dlg<'_>) -> Result<(), Error> {
     let st = state::get().ok_or_else(|| Error::from(HostError::NotInitialized))?;
     let d = dlg_api::binds().ok_or_else(|| err("no dialog module"))?;
     let set_id = dialog_set(d, dlg).unwrap_or(st.config.default_set);
@@ -558,13 +560,13 @@ fn teardown(dlg: dlg_api::Dlg) -> Result<(), Error> {
     let call_id = dlg.call_id();
     let from_tag = dlg.caller_tag().unwrap_or_default();
     let to_tag = dlg.callee_tag();
-    let cmd = Command::delete(&call_id, &from_tag, to_tag.as_deref())?;
+    let cmd = Command::delete(call_id, from_tag, to_tag)?;
     // The call's node (the dialog's stored node, else the call map, else the hash); the
     // reply does not matter (the relay may have deleted a timed-out session already). The
     // call is forgotten afterwards.
     let url = dlg_node::call_node_from_dialog(d, dlg)
-        .filter(|url| dlg_node::resolve(st, set, url, &call_id).is_some());
-    let _ = control::send_for_call(st, set, &call_id, url.as_deref(), &cmd);
+        .filter(|url| dlg_node::resolve(st, set, url, call_id).is_some());
+    let _ = control::send_for_call(st, set, call_id, url.as_deref(), &cmd);
     Ok(())
 }
 
@@ -585,7 +587,7 @@ pub(crate) fn register_loaded_callback() {
 
 /// Whether a dialog that came from elsewhere was engaged: it carries any of our values (a
 /// call engaged by the C module without parameters and with an SDP offer carries none).
-fn is_engaged(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg) -> bool {
+fn is_engaged(d: &dlg_api::DlgBinds, dlg: &Dlg<'_>) -> bool {
     [dlg_node::VAL_NODE, VAL_FLAGS, VAL_IP, VAL_SET, VAL_LATE]
         .iter()
         .any(|name| d.fetch(dlg, name).is_some())
@@ -600,6 +602,7 @@ unsafe extern "C" fn engage_loaded_cb(dlg: *mut DlgCell, _ty: c_int, _p: *mut Dl
             return;
         };
         let Some(d) = dlg_api::binds() else { return };
+        let dlg = &dlg;
         if !is_engaged(d, dlg) {
             return;
         }
@@ -607,7 +610,7 @@ unsafe extern "C" fn engage_loaded_cb(dlg: *mut DlgCell, _ty: c_int, _p: *mut Dl
         if let Err(e) = register_dialog_callbacks(d, dlg) {
             tracing::error!(
                 "rtpproxy_engage: call {} restored without its callbacks: {e}",
-                String::from_utf8_lossy(&call_id)
+                String::from_utf8_lossy(call_id)
             );
             return;
         }
@@ -617,7 +620,7 @@ unsafe extern "C" fn engage_loaded_cb(dlg: *mut DlgCell, _ty: c_int, _p: *mut Dl
         }
         tracing::debug!(
             "rtpproxy_engage: call {} restored (node {:?})",
-            String::from_utf8_lossy(&call_id),
+            String::from_utf8_lossy(call_id),
             dlg_node::call_node_from_dialog(d, dlg)
         );
     })
@@ -638,6 +641,7 @@ unsafe extern "C" fn engage_vars_cb(dlg: *mut DlgCell, _ty: c_int, p: *mut DlgCb
         let (Some(d), Some(st)) = (dlg_api::binds(), state::get()) else {
             return;
         };
+        let dlg = &dlg;
         // SAFETY: `p` is NULL or the live parameters of this PROCESS_VARS callback.
         let name = (!p.is_null())
             .then(|| unsafe { (*p).replicated_value_name() })
@@ -647,7 +651,7 @@ unsafe extern "C" fn engage_vars_cb(dlg: *mut DlgCell, _ty: c_int, p: *mut DlgCb
                 if d.fetch(dlg, VAL_LATE) == Some(DlgValue::Flag) {
                     tracing::debug!(
                         "late negotiation of call {} ended on another instance",
-                        String::from_utf8_lossy(&dlg.call_id())
+                        String::from_utf8_lossy(dlg.call_id())
                     );
                     d.delete(dlg, VAL_LATE);
                 }
@@ -667,7 +671,7 @@ unsafe extern "C" fn engage_vars_cb(dlg: *mut DlgCell, _ty: c_int, p: *mut DlgCb
 /// cannot be had; with `d`, the current dialog if there is one (else the DTMF tag uses the
 /// Call-ID). `None` when neither applies or the dialog module is not loaded.
 pub(crate) fn dialog_id_for_flags(
-    m: Msg,
+    m: &Msg<'_>,
     flags: &[u8],
     direction: Direction,
 ) -> Result<Option<Vec<u8>>, Error> {
@@ -684,15 +688,15 @@ pub(crate) fn dialog_id_for_flags(
     if f.notify && direction == Direction::Offer && !f.lookup {
         if m.kind() == Some(MsgKind::Request) && m.ttag().is_none() {
             // SAFETY: `m` is the initial request being processed by the script function.
-            unsafe { d.create(m.as_ptr()) };
+            unsafe { d.create(m) };
         }
         let dlg = d
-            .current()
+            .current(m)
             .ok_or_else(|| err("failed to get the dialog for the timeout notification"))?;
-        return Ok(d.did(dlg));
+        return Ok(d.did(&dlg));
     }
     if f.dtmf {
-        return Ok(d.current().and_then(|dlg| d.did(dlg)));
+        return Ok(d.current(m).and_then(|dlg| d.did(&dlg)));
     }
     Ok(None)
 }

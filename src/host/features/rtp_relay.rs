@@ -244,18 +244,30 @@ unsafe fn call_args(
     };
     let from_tag = match from {
         Some(f) => f,
-        None => m.and_then(Msg::ftag).unwrap_or_default(),
+        None => m
+            .as_ref()
+            .and_then(Msg::ftag)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default(),
     };
     if require_from && from_tag.is_empty() {
         return Err(err("can't get the From-tag"));
     }
     let to_tag = match to {
         Some(t) => t,
-        None => m.and_then(Msg::ttag).unwrap_or_default(),
+        None => m
+            .as_ref()
+            .and_then(Msg::ttag)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default(),
     };
     let mut call_id = match callid {
         Some(c) => c,
-        None => m.and_then(Msg::call_id).unwrap_or_default(),
+        None => m
+            .as_ref()
+            .and_then(Msg::call_id)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default(),
     };
     if call_id.is_empty() {
         return Err(err("can't get the Call-ID"));
@@ -408,7 +420,7 @@ unsafe fn offer_answer(
                 if start < buf || start + body.len() > buf + m.len() {
                     return Err(err("the session body is not part of the message"));
                 }
-                let out = run_offer_answer(Some(m), &req, SdpSource::Body(body.clone()))?;
+                let out = run_offer_answer(Some(&m), &req, SdpSource::Body(body.clone()))?;
                 if let Some(new_body) = &out.body {
                     if new_body != &body {
                         m.splice(start - buf, body.len(), new_body).map_err(err)?;
@@ -416,19 +428,20 @@ unsafe fn offer_answer(
                 }
                 out
             }
-            _ => run_offer_answer(Some(m), &req, SdpSource::Message)?,
+            _ => run_offer_answer(Some(&m), &req, SdpSource::Message)?,
         }
     } else {
         let body = match given {
             Some(b) => b,
             None => m
+                .as_ref()
                 .and_then(|m| match m.sdp_parts() {
                     Bodies::Sdp(mut parts) => Some(parts.swap_remove(0).bytes),
                     _ => None,
                 })
                 .ok_or_else(|| err("no SDP to work on"))?,
         };
-        let out = run_offer_answer(m, &req, SdpSource::Body(body))?;
+        let out = run_offer_answer(m.as_ref(), &req, SdpSource::Body(body))?;
         let new_body = out.body.as_deref().unwrap_or_default();
         let p = mem::pkg_copy(new_body).ok_or_else(|| Error::from(HostError::OutOfPkgMemory))?;
         // SAFETY: `body_out` is rtp_relay's writable `str`; it takes ownership of the pkg copy.
@@ -563,9 +576,12 @@ unsafe extern "C" fn engine_delete(
 
 /// The caller's tag of the dialog being processed, when its Call-ID is `call_id`.
 fn dialog_caller_tag(call_id: &[u8]) -> Option<Vec<u8>> {
-    let dlg = crate::host::bind::dlg_api::binds()?.current()?;
-    (call_id.is_empty() || dlg.call_id() == call_id)
-        .then(|| dlg.caller_tag())
+    crate::host::bind::dlg_api::binds()?
+        .with_current(|dlg| {
+            (call_id.is_empty() || dlg.call_id() == call_id)
+                .then(|| dlg.caller_tag().map(<[u8]>::to_vec))
+                .flatten()
+        })
         .flatten()
 }
 
