@@ -8,6 +8,7 @@ use std::marker::PhantomData;
 use std::net::IpAddr;
 use std::ptr::NonNull;
 
+use crate::error::HostError;
 use crate::host::ffi::api::api;
 use crate::host::ffi::cstr;
 use crate::host::ffi::sys::{self, host_str, pv_spec_t, pv_value_t, sip_msg};
@@ -282,64 +283,72 @@ impl<'a> Msg<'a> {
         if !self.parse(HDR_EOH_F) {
             return Bodies::NoBody;
         }
-        // SAFETY: `parse_sip_body` fills `msg->body`; the parts it lists point into the
-        // message buffer (received parts) and stay valid for the call.
-        unsafe {
-            if (api().parse_sip_body)(self.as_ptr()) < 0 {
-                return Bodies::NoBody;
+        // SAFETY: `parse_sip_body` parses the body of the live message into `msg->body`.
+        if unsafe { (api().parse_sip_body)(self.as_ptr()) } < 0 {
+            return Bodies::NoBody;
+        }
+        // SAFETY: `body` is a `struct sip_msg_body*` (NULL without a body) at the profile's
+        // offset, filled by the call above.
+        let body = unsafe { self.field::<*mut u8>(body_off::BODY) };
+        if body.is_null() {
+            return Bodies::NoBody;
+        }
+        // SAFETY: `buf` is the message buffer pointer at the profile's offset.
+        let buf = unsafe { self.field::<*const u8>(body_off::BUF) } as usize;
+        let len = self.len();
+        let mut parts = Vec::new();
+        // SAFETY: the first `struct body_part` is embedded in the live `struct sip_msg_body`
+        // at the profile's offset (an address inside the same allocation).
+        let mut part = unsafe { body.add(body_off::FIRST_PART) };
+        while !part.is_null() {
+            // SAFETY: `part` is a live `struct body_part` of this message's list; `mime` (int),
+            // `flags` (unsigned) and `next` (pointer) are read at the profile's offsets.
+            let (mime, flags, next) = unsafe {
+                (
+                    part.add(body_off::PART_MIME)
+                        .cast::<c_int>()
+                        .read_unaligned(),
+                    part.add(body_off::PART_FLAGS)
+                        .cast::<u32>()
+                        .read_unaligned(),
+                    part.add(body_off::PART_NEXT)
+                        .cast::<*mut u8>()
+                        .read_unaligned(),
+                )
+            };
+            // SAFETY: the part's `body` str describes its bytes: inside the message buffer for
+            // a received part, in pkg memory for one a script added; valid for the call, and
+            // copied below before the borrow ends.
+            let bytes =
+                unsafe { cstr::str_bytes(part.add(body_off::PART_BODY).cast::<host_str>()) };
+            let start = bytes.as_ptr() as usize;
+            let inside = start >= buf && start + bytes.len() <= buf + len;
+            if mime == MIME_APPLICATION_SDP
+                && flags & PART_FLAG_NEW_OR_DELETED == 0
+                && !bytes.is_empty()
+                && inside
+            {
+                parts.push(SdpPart {
+                    offset: start - buf,
+                    bytes: bytes.to_vec(),
+                });
             }
-            let body = self.field::<*mut u8>(body_off::BODY);
-            if body.is_null() {
-                return Bodies::NoBody;
-            }
-            let buf = self.field::<*const u8>(body_off::BUF);
-            let len = self.field::<u32>(body_off::LEN) as usize;
-            let mut parts = Vec::new();
-            let mut part = body.add(body_off::FIRST_PART);
-            while !part.is_null() {
-                let mime = part
-                    .add(body_off::PART_MIME)
-                    .cast::<c_int>()
-                    .read_unaligned();
-                let flags = part
-                    .add(body_off::PART_FLAGS)
-                    .cast::<u32>()
-                    .read_unaligned();
-                let bytes = cstr::str_bytes(part.add(body_off::PART_BODY).cast::<host_str>());
-                let start = bytes.as_ptr() as usize;
-                let inside = start >= buf as usize && start + bytes.len() <= buf as usize + len;
-                if mime == MIME_APPLICATION_SDP
-                    && flags & PART_FLAG_NEW_OR_DELETED == 0
-                    && !bytes.is_empty()
-                    && inside
-                {
-                    parts.push(SdpPart {
-                        offset: start - buf as usize,
-                        bytes: bytes.to_vec(),
-                    });
-                }
-                part = part
-                    .add(body_off::PART_NEXT)
-                    .cast::<*mut u8>()
-                    .read_unaligned();
-            }
-            if parts.is_empty() {
-                Bodies::NoSdp
-            } else {
-                Bodies::Sdp(parts)
-            }
+            part = next;
+        }
+        if parts.is_empty() {
+            Bodies::NoSdp
+        } else {
+            Bodies::Sdp(parts)
         }
     }
 
     /// Replaces `len` bytes at `offset` of the message buffer with `with` (a deletion plus an
     /// insertion lump; `len == 0` is a pure insertion). Content-Length follows automatically.
-    pub(crate) fn splice(&self, offset: usize, len: usize, with: &[u8]) -> Result<(), String> {
+    pub(crate) fn splice(&self, offset: usize, len: usize, with: &[u8]) -> Result<(), HostError> {
         // SAFETY: reading the message length field.
         let total = unsafe { self.field::<u32>(body_off::LEN) } as usize;
         if offset.checked_add(len).is_none_or(|end| end > total) {
-            return Err(format!(
-                "edit {offset}+{len} outside the message ({total} bytes)"
-            ));
+            return Err(HostError::EditOutside { offset, len, total });
         }
         let a = api();
         // SAFETY: the range is inside the buffer (checked above: `del_lump` aborts otherwise);
@@ -352,18 +361,18 @@ impl<'a> Msg<'a> {
             }
         };
         if anchor.is_null() {
-            return Err("cannot create a lump".into());
+            return Err(HostError::Lump("create"));
         }
         if with.is_empty() {
             return Ok(());
         }
-        let copy = crate::host::ffi::mem::pkg_copy(with).ok_or("out of pkg memory")?;
+        let copy = crate::host::ffi::mem::pkg_copy(with).ok_or(HostError::OutOfPkgMemory)?;
         // SAFETY: `anchor` is a live lump of this message; on success the lump owns `copy`.
         let l = unsafe { (a.insert_new_lump_after)(anchor, copy, with.len() as u32, 0) };
         if l.is_null() {
             // SAFETY: the lump did not take the copy, so it is still ours to free.
             unsafe { crate::host::ffi::mem::pkg_free(copy.cast()) };
-            return Err("cannot insert a lump".into());
+            return Err(HostError::Lump("insert"));
         }
         Ok(())
     }

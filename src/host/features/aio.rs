@@ -475,7 +475,7 @@ impl OfferJob {
             for (offset, len, bytes) in
                 functions::lump_plan(&out.edits, part.offset, m.len(), m.last_byte())
             {
-                m.splice(offset, len, &bytes).map_err(err)?;
+                m.splice(offset, len, &bytes)?;
             }
             *last = Some(me);
         }

@@ -63,7 +63,6 @@ use crate::core::config::{ModuleConfig, SetId, Transport};
 use crate::core::notify::{DialogId, DtmfEvent, Notification};
 use crate::core::offer::{truncate_script_param, Direction, Flags};
 use crate::core::proto::command::Command;
-use crate::error::other as err;
 use crate::error::HostError;
 use crate::io::listener::{self, ListenAddr, ListenerOptions, ListenerStats, NotifySink, Peer};
 use crate::Error;
@@ -160,23 +159,20 @@ pub(crate) fn engage(
     ret_var: Option<Var<'_>>,
 ) -> Result<i32, Error> {
     let st = state::get().ok_or_else(|| Error::from(HostError::NotInitialized))?;
-    let d = dlg_api::binds()
-        .ok_or_else(|| err("rtpproxy_engage needs the dialog module, which is not loaded"))?;
-    let tm = tm_api::binds().ok_or_else(|| err("rtpproxy_engage needs the tm module"))?;
-    let m = msg.ok_or_else(|| err("this function can only be called from an INVITE"))?;
+    let d = dlg_api::binds().ok_or(HostError::EngageWithoutDialog)?;
+    let tm = tm_api::binds().ok_or(HostError::EngageWithoutTm)?;
+    let m = msg.ok_or(HostError::NotInvite)?;
     if m.kind() != Some(MsgKind::Request) || m.method() != msg::METHOD_INVITE {
-        return Err(err("this function can only be called from an INVITE"));
+        return Err(HostError::NotInvite.into());
     }
     if m.ttag().is_some() {
-        return Err(err(
-            "this function can only be called from the initial INVITE",
-        ));
+        return Err(HostError::NotInitialInvite.into());
     }
     // SAFETY: `m` is the initial INVITE of this call.
     if !unsafe { d.create(m) } {
-        return Err(err("error creating the dialog"));
+        return Err(HostError::DialogCreate.into());
     }
-    let dlg = &d.current(m).ok_or_else(|| err("cannot get the dialog"))?;
+    let dlg = &d.current(m).ok_or(HostError::NoDialog)?;
     // Copied and truncated to 63 bytes, as the C module copies them.
     let flags = flags.map(|s| truncate_script_param(s).to_vec());
     let ip = ip.map(|s| truncate_script_param(s).to_vec());
@@ -200,7 +196,7 @@ pub(crate) fn engage(
             v.set_str(value);
         }
     } else if !d.store_str(dlg, VAL_LATE, VAL_LATE) {
-        return Err(err("cannot store late_negotiation into the dialog"));
+        return Err(HostError::DialogStore("late_negotiation").into());
     }
 
     let set_id = set.map(|id| {
@@ -220,17 +216,17 @@ pub(crate) fn engage(
     } else {
         if let Some(f) = &flags {
             if !d.store_str(dlg, VAL_FLAGS, f) {
-                return Err(err("cannot store the flags into the dialog"));
+                return Err(HostError::DialogStore("the flags").into());
             }
         }
         if let Some(ip) = &ip {
             if !d.store_str(dlg, VAL_IP, ip) {
-                return Err(err("cannot store the ip address into the dialog"));
+                return Err(HostError::DialogStore("the ip address").into());
             }
         }
         if let Some(id) = set_id {
             if !d.store_str(dlg, VAL_SET, &id.to_ne_bytes()) {
-                return Err(err("cannot store the set into the dialog"));
+                return Err(HostError::DialogStore("the set").into());
             }
         }
     }
@@ -242,7 +238,7 @@ pub(crate) fn engage(
     m.add_msg_flags(msg::FL_USE_RTPPROXY);
     // SAFETY: `m` is the INVITE being processed.
     if !unsafe { tm.register(m.as_ptr(), TMCB_RESPONSE_FWDED, engage_reply_cb) } {
-        return Err(err("failed to install the TM callback"));
+        return Err(HostError::TmCallback.into());
     }
     register_dialog_callbacks(d, dlg)?;
     Ok(1)
@@ -256,17 +252,17 @@ fn register_dialog_callbacks(d: &dlg_api::DlgBinds, dlg: &Dlg<'_>) -> Result<(),
         DLGCB_RESPONSE_WITHIN | DLGCB_REQ_WITHIN,
         engage_dialog_cb,
     ) {
-        return Err(err("cannot register the dialog callback"));
+        return Err(HostError::DialogCallback("callback").into());
     }
     if !d.register(
         dlg,
         DLGCB_FAILED | DLGCB_TERMINATED | DLGCB_EXPIRED,
         engage_close_cb,
     ) {
-        return Err(err("cannot register the dialog close callback"));
+        return Err(HostError::DialogCallback("close callback").into());
     }
     if !d.register(dlg, DLGCB_PROCESS_VARS, engage_vars_cb) {
-        return Err(err("cannot register the dialog values callback"));
+        return Err(HostError::DialogCallback("values callback").into());
     }
     Ok(())
 }
@@ -282,13 +278,13 @@ unsafe fn store_branch_params(
     set: Option<SetId>,
 ) -> Result<(), Error> {
     let Some(Some(Bavps(specs))) = BAVPS.get() else {
-        return Err(err("branch AVPs are not available (tm's $bavp)"));
+        return Err(HostError::NoBranchAvps.into());
     };
     for (spec, value) in specs[..2].iter().zip([flags, ip]) {
         if let Some(v) = value {
             // SAFETY: `spec` is a parsed `$bavp` spec; the value is copied by the core.
             if !unsafe { msg::set_var_str(msg, spec.cast(), v) } {
-                return Err(err("cannot store an engage parameter in a branch AVP"));
+                return Err(HostError::BranchAvpStore("an engage parameter").into());
             }
         }
     }
@@ -301,7 +297,7 @@ unsafe fn store_branch_params(
         };
         // SAFETY: as above.
         if unsafe { (api().pv_set_value)(msg, specs[2], sys::EQ_T as c_int, &mut v) } < 0 {
-            return Err(err("cannot store the set in a branch AVP"));
+            return Err(HostError::BranchAvpStore("the set").into());
         }
     }
     Ok(())
@@ -399,17 +395,17 @@ fn branch_params(
     if (200..300).contains(&code) {
         if let Some((f, _)) = &flags {
             if !d.store_str(dlg, VAL_FLAGS, f) {
-                return Err(err("cannot store the flags into the dialog"));
+                return Err(HostError::DialogStore("the flags").into());
             }
         }
         if let Some((ip, _)) = &ip {
             if !d.store_str(dlg, VAL_IP, ip) {
-                return Err(err("cannot store the ip address into the dialog"));
+                return Err(HostError::DialogStore("the ip address").into());
             }
         }
         if let Some(id) = set {
             if !d.store_str(dlg, VAL_SET, &id.to_ne_bytes()) {
-                return Err(err("cannot store the set into the dialog"));
+                return Err(HostError::DialogStore("the set").into());
             }
         }
     } else if code >= 300 {
@@ -428,21 +424,11 @@ fn on_message(d: &dlg_api::DlgBinds, dlg: &Dlg<'_>, m: &Msg<'_>) -> Result<(), E
     let st = state::get().ok_or_else(|| Error::from(HostError::NotInitialized))?;
     let late = d.fetch(dlg, VAL_LATE).is_some();
     let has_sdp = matches!(m.sdp_parts(), Bodies::Sdp(_));
-    let method = m
-        .cseq_method()
-        .ok_or_else(|| err("cannot parse the CSeq header"))?;
+    let method = m.cseq_method().ok_or(HostError::BadCseq)?;
     if method == msg::METHOD_ACK {
         match (late, has_sdp) {
-            (false, true) => {
-                return Err(err(
-                    "not a late negotiation: an ACK cannot carry an SDP body",
-                ))
-            }
-            (true, false) => {
-                return Err(err(
-                    "the ACK of a late negotiation does not carry an SDP body",
-                ))
-            }
+            (false, true) => return Err(HostError::UnexpectedAckSdp.into()),
+            (true, false) => return Err(HostError::MissingAckSdp.into()),
             (false, false) => return Ok(()),
             (true, true) => {
                 d.delete(dlg, VAL_LATE);
@@ -454,7 +440,7 @@ fn on_message(d: &dlg_api::DlgBinds, dlg: &Dlg<'_>, m: &Msg<'_>) -> Result<(), E
             && method == msg::METHOD_INVITE
             && !d.store_str(dlg, VAL_LATE, VAL_LATE)
         {
-            return Err(err("cannot store late_negotiation into the dialog"));
+            return Err(HostError::DialogStore("late_negotiation").into());
         }
         return Ok(());
     }
@@ -553,10 +539,9 @@ unsafe extern "C" fn engage_close_cb(dlg: *mut DlgCell, _ty: c_int, _p: *mut Dlg
 
 fn teardown(dlg: &Dlg<'_>) -> Result<(), Error> {
     let st = state::get().ok_or_else(|| Error::from(HostError::NotInitialized))?;
-    let d = dlg_api::binds().ok_or_else(|| err("no dialog module"))?;
+    let d = dlg_api::binds().ok_or(HostError::NoDialogModule)?;
     let set_id = dialog_set(d, dlg).unwrap_or(st.config.default_set);
-    let set = control::find_set(st, Some(set_id))
-        .ok_or_else(|| err(format!("could not find RTPProxy set {set_id}")))?;
+    let set = control::find_set(st, Some(set_id)).ok_or(HostError::NoSuchSet(set_id))?;
     let call_id = dlg.call_id();
     let from_tag = dlg.caller_tag().unwrap_or_default();
     let to_tag = dlg.callee_tag();
@@ -690,9 +675,7 @@ pub(crate) fn dialog_id_for_flags(
             // SAFETY: `m` is the initial request being processed by the script function.
             unsafe { d.create(m) };
         }
-        let dlg = d
-            .current(m)
-            .ok_or_else(|| err("failed to get the dialog for the timeout notification"))?;
+        let dlg = d.current(m).ok_or(HostError::NoNotifyDialog)?;
         return Ok(d.did(&dlg));
     }
     if f.dtmf {

@@ -429,7 +429,7 @@ fn offer_answer_body(
                 for (offset, len, bytes) in
                     lump_plan(&out.edits, part.offset, m.len(), m.last_byte())
                 {
-                    m.splice(offset, len, &bytes).map_err(err)?;
+                    m.splice(offset, len, &bytes)?;
                 }
             }
             *LAST_REWRITTEN.lock().unwrap_or_else(|e| e.into_inner()) = Some(me);
