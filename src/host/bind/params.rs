@@ -101,7 +101,13 @@ pub(crate) mod kind {
         const SPEC: Option<cmd_param> = Some(param(sys::CMD_PARAM_INT));
         type Value<'a> = i32;
         unsafe fn decode<'a>(_msg: *mut sip_msg, p: *mut c_void) -> Self::Value<'a> {
-            // SAFETY: per the contract, the host's fixed-up `int*` of a mandatory parameter.
+            // The host refuses a script that omits a mandatory parameter; should it pass NULL
+            // anyway, the guard turns this panic into a logged -1.
+            assert!(
+                !p.is_null(),
+                "the host passed no value for a mandatory integer"
+            );
+            // SAFETY: per the contract, the host's fixed-up `int*` (non-NULL, checked above).
             unsafe { *p.cast::<c_int>() }
         }
     }
