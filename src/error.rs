@@ -111,6 +111,29 @@ pub enum HostError {
     #[error("cannot {0} a lump")]
     Lump(&'static str),
 
+    // ---- the notification process ----
+    /// The core's process table is not there.
+    #[error("no process table")]
+    NoProcessTable,
+    /// This process's entry of the process table names another pid (a wrong layout).
+    #[error("process table entry does not describe this process (pid {0})")]
+    ProcessEntry(i32),
+    /// The descriptor of the process table entry is not a pipe.
+    #[error("descriptor {0} is not an IPC pipe")]
+    NotAPipe(i32),
+    /// The notification socket cannot be bound.
+    #[error("cannot listen: {0}")]
+    Listen(#[source] std::io::Error),
+    /// The notification listener stopped on an error.
+    #[error(transparent)]
+    Listener(std::io::Error),
+    /// A fault injected by a test build.
+    #[error("injected {0}")]
+    Injected(&'static str),
+    /// The guard caught a panic.
+    #[error("panic")]
+    Panicked,
+
     // ---- rtpproxy_engage and engaged dialogs ----
     /// The dialog module is not loaded.
     #[error("rtpproxy_engage needs the dialog module, which is not loaded")]

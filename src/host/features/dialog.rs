@@ -63,7 +63,7 @@ use crate::core::config::{ModuleConfig, SetId, Transport};
 use crate::core::notify::{DialogId, DtmfEvent, Notification};
 use crate::core::offer::{truncate_script_param, Direction, Flags};
 use crate::core::proto::command::Command;
-use crate::error::HostError;
+use crate::error::{HostError, LifecycleError};
 use crate::io::listener::{self, ListenAddr, ListenerOptions, ListenerStats, NotifySink, Peer};
 use crate::Error;
 
@@ -109,13 +109,13 @@ unsafe impl Sync for Bavps {}
 static BAVPS: OnceLock<Option<Bavps>> = OnceLock::new();
 
 /// Pre-fork set-up: binds the tm and dialog APIs and parses the branch AVP specs.
-pub(crate) fn mod_init(config: &ModuleConfig) -> Result<(), String> {
+pub(crate) fn mod_init(config: &ModuleConfig) -> Result<(), LifecycleError> {
     if !tm_api::load() {
         tracing::debug!("tm API not found: rtpproxy_engage is not available");
     }
     if !dlg_api::load() {
         if config.notify.is_some() {
-            return Err("you need to load the dialog module to use rtpp_notify_socket".into());
+            return Err(LifecycleError::NotifyNeedsDialog);
         }
         tracing::debug!("dialog module not loaded: rtpproxy_engage and flag n are not available");
     }
@@ -145,7 +145,7 @@ fn parse_bavps() -> Option<Bavps> {
 }
 
 /// Per-process set-up after fork (nothing: control clients are opened on first use).
-pub(crate) fn child_init(_rank: c_int) -> Result<(), String> {
+pub(crate) fn child_init(_rank: c_int) -> Result<(), LifecycleError> {
     Ok(())
 }
 
@@ -749,7 +749,7 @@ const PT_IPC_PIPE: usize = sys::probed::PROCESS_TABLE_IPC_PIPE;
 
 /// This process's IPC read descriptor (`IPC_FD_READ_SELF`), found through the process table
 /// and checked: the entry's pid must be ours and the descriptor a pipe.
-fn ipc_read_fd() -> Result<c_int, String> {
+fn ipc_read_fd() -> Result<c_int, HostError> {
     let a = api();
     // SAFETY: `pt` and `process_no` are core variables; the entry of this process is read at
     // the measured layout, and the pid check below rejects a wrong layout before the
@@ -758,7 +758,7 @@ fn ipc_read_fd() -> Result<c_int, String> {
         let table = *a.pt;
         let no = *a.process_no;
         if table.is_null() || no < 0 {
-            return Err("no process table".into());
+            return Err(HostError::NoProcessTable);
         }
         let entry = table.add(no as usize * PT_ENTRY_SIZE);
         (
@@ -767,9 +767,7 @@ fn ipc_read_fd() -> Result<c_int, String> {
         )
     };
     if pid != std::process::id() as c_int {
-        return Err(format!(
-            "process table entry does not describe this process (pid {pid})"
-        ));
+        return Err(HostError::ProcessEntry(pid));
     }
     // SAFETY: `fstat` only fills the local struct.
     let is_pipe = unsafe {
@@ -777,7 +775,7 @@ fn ipc_read_fd() -> Result<c_int, String> {
         libc::fstat(fd, &mut sb) == 0 && sb.st_mode & libc::S_IFMT == libc::S_IFIFO
     };
     if !is_pipe {
-        return Err(format!("descriptor {fd} is not an IPC pipe"));
+        return Err(HostError::NotAPipe(fd));
     }
     Ok(fd)
 }
@@ -935,7 +933,7 @@ pub(crate) fn notify_process(_no: c_int) {
     // started again, with a growing pause, for the life of the process.
     let mut pause = Duration::from_millis(400);
     loop {
-        let served = guard::call("notification listener", Err(String::from("panic")), || {
+        let served = guard::call("notification listener", Err(HostError::Panicked), || {
             serve_notifications(st, &addr)
         });
         match served {
@@ -954,8 +952,8 @@ pub(crate) fn notify_process(_no: c_int) {
 }
 
 /// Binds the notification socket and serves it until the listener fails.
-fn serve_notifications(st: &'static ModuleState, addr: &ListenAddr) -> Result<(), String> {
-    let bound = listener::bind(addr).map_err(|e| format!("cannot listen: {e}"))?;
+fn serve_notifications(st: &'static ModuleState, addr: &ListenAddr) -> Result<(), HostError> {
+    let bound = listener::bind(addr).map_err(HostError::Listen)?;
     #[cfg(feature = "fault-injection")]
     {
         use std::sync::atomic::{AtomicU32, Ordering};
@@ -966,7 +964,7 @@ fn serve_notifications(st: &'static ModuleState, addr: &ListenAddr) -> Result<()
             .unwrap_or(0);
         if RUNS.fetch_add(1, Ordering::Relaxed) < n {
             drop(bound);
-            return Err("injected listener socket error".into());
+            return Err(HostError::Injected("listener socket error"));
         }
     }
     let ipc_fd = match ipc_read_fd() {
@@ -995,7 +993,7 @@ fn serve_notifications(st: &'static ModuleState, addr: &ListenAddr) -> Result<()
         stats,
         std::future::pending(),
     )
-    .map_err(|e| e.to_string())
+    .map_err(HostError::Listener)
 }
 
 /// Main-process clean-up at shutdown: removes the UNIX notification socket file (the C module

@@ -18,7 +18,7 @@ use crate::core::media::{
 use crate::core::offer::Direction;
 use crate::core::proto::command::Command;
 use crate::core::proto::reply::Reply;
-use crate::error::HostError;
+use crate::error::{HostError, LifecycleError};
 use crate::host::ffi::cstr::opt_str;
 use crate::Error;
 
@@ -151,7 +151,7 @@ fn get_sdp_hook() -> Option<GetSdpF> {
 }
 
 /// Registers the engine `rtpproxy` with rtp_relay, when that module is loaded.
-pub(crate) fn register() -> Result<(), String> {
+pub(crate) fn register() -> Result<(), LifecycleError> {
     // SAFETY: `find_export` only reads the loaded modules' tables.
     let f = unsafe { (api::api().find_export)(c"register_rtp_relay".as_ptr(), 0) };
     if f.is_null() {
@@ -187,10 +187,10 @@ pub(crate) fn register() -> Result<(), String> {
 static PORT_COUNTER: AtomicPtr<AtomicU32> = AtomicPtr::new(std::ptr::null_mut());
 
 /// Allocates the shared port counter, starting at `generated_sdp_port_min`.
-pub(crate) fn mod_init(config: &ModuleConfig) -> Result<(), String> {
+pub(crate) fn mod_init(config: &ModuleConfig) -> Result<(), HostError> {
     let p = mem::shm_malloc_zeroed(std::mem::size_of::<AtomicU32>()).cast::<AtomicU32>();
     if p.is_null() {
-        return Err("out of shared memory for the generated-SDP port counter".into());
+        return Err(HostError::OutOfShm("generated-SDP port counter"));
     }
     // SAFETY: `p` is a fresh, zeroed, suitably aligned shm block; nobody else sees it yet.
     unsafe { (*p).store(u32::from(config.gen_port_min), Ordering::Relaxed) };
