@@ -97,6 +97,139 @@ pub enum HostError {
     /// A state the code relies on does not hold (a bug, logged instead of a panic).
     #[error("internal: {0}")]
     Internal(&'static str),
+    /// A set id that is not (or no longer) configured.
+    #[error("could not find RTPProxy set {0}")]
+    NoSuchSet(i32),
+    /// An SDP edit outside the message buffer.
+    #[error("edit {offset}+{len} outside the message ({total} bytes)")]
+    EditOutside {
+        offset: usize,
+        len: usize,
+        total: usize,
+    },
+    /// The core refused to create (`"create"`) or to fill (`"insert"`) a lump.
+    #[error("cannot {0} a lump")]
+    Lump(&'static str),
+
+    // ---- the notification process ----
+    /// The core's process table is not there.
+    #[error("no process table")]
+    NoProcessTable,
+    /// This process's entry of the process table names another pid (a wrong layout).
+    #[error("process table entry does not describe this process (pid {0})")]
+    ProcessEntry(i32),
+    /// The descriptor of the process table entry is not a pipe.
+    #[error("descriptor {0} is not an IPC pipe")]
+    NotAPipe(i32),
+    /// The notification socket cannot be bound.
+    #[error("cannot listen: {0}")]
+    Listen(#[source] std::io::Error),
+    /// The notification listener stopped on an error.
+    #[error(transparent)]
+    Listener(std::io::Error),
+    /// A fault injected by a test build.
+    #[error("injected {0}")]
+    Injected(&'static str),
+    /// The guard caught a panic.
+    #[error("panic")]
+    Panicked,
+
+    // ---- rtpproxy_engage and engaged dialogs ----
+    /// The dialog module is not loaded.
+    #[error("rtpproxy_engage needs the dialog module, which is not loaded")]
+    EngageWithoutDialog,
+    /// The tm module is not loaded.
+    #[error("rtpproxy_engage needs the tm module")]
+    EngageWithoutTm,
+    /// Engage on anything but an INVITE.
+    #[error("this function can only be called from an INVITE")]
+    NotInvite,
+    /// Engage on an INVITE within a dialog.
+    #[error("this function can only be called from the initial INVITE")]
+    NotInitialInvite,
+    /// `create_dlg` failed.
+    #[error("error creating the dialog")]
+    DialogCreate,
+    /// No dialog for the message being processed.
+    #[error("cannot get the dialog")]
+    NoDialog,
+    /// No dialog for a requested timeout notification.
+    #[error("failed to get the dialog for the timeout notification")]
+    NoNotifyDialog,
+    /// A callback on a dialog without the dialog module.
+    #[error("no dialog module")]
+    NoDialogModule,
+    /// `store_dlg_value` failed for this value (named as the log line says it).
+    #[error("cannot store {0} into the dialog")]
+    DialogStore(&'static str),
+    /// `register_dlgcb` failed for this callback.
+    #[error("cannot register the dialog {0}")]
+    DialogCallback(&'static str),
+    /// tm's `register_tmcb` failed.
+    #[error("failed to install the TM callback")]
+    TmCallback,
+    /// tm's `$bavp` could not be parsed at start-up.
+    #[error("branch AVPs are not available (tm's $bavp)")]
+    NoBranchAvps,
+    /// Writing a branch AVP failed for this value.
+    #[error("cannot store {0} in a branch AVP")]
+    BranchAvpStore(&'static str),
+    /// The CSeq header is missing or does not parse.
+    #[error("cannot parse the CSeq header")]
+    BadCseq,
+    /// An ACK with SDP outside a late negotiation.
+    #[error("not a late negotiation: an ACK cannot carry an SDP body")]
+    UnexpectedAckSdp,
+    /// The ACK of a late negotiation without SDP.
+    #[error("the ACK of a late negotiation does not carry an SDP body")]
+    MissingAckSdp,
+
+    // ---- the rtp_relay engine ----
+    /// rtp_relay passed no session.
+    #[error("no session")]
+    NoSession,
+    /// Neither the session nor its message has the From-tag.
+    #[error("can't get the From-tag")]
+    SessionNoFromTag,
+    /// Neither the session nor its message has the Call-ID.
+    #[error("can't get the Call-ID")]
+    SessionNoCallId,
+    /// The configured default set does not exist.
+    #[error("no default set {0}")]
+    NoDefaultSet(i32),
+    /// The session's set is gone.
+    #[error("RTPProxy set {0} not available")]
+    SetUnavailable(i32),
+    /// The session's node cannot be used for this operation (`"answer"`, `"delete"`).
+    #[error("cannot use RTPProxy {node} for the {op}")]
+    NodeUnusable { node: String, op: &'static str },
+    /// The session has no node for this operation (`"use"`, `"delete on"`).
+    #[error("no RTPProxy node to {0}")]
+    NoSessionNode(&'static str),
+    /// Message mode without a message.
+    #[error("no message and no body to return the SDP in")]
+    NoMessageNoBody,
+    /// The session's body does not lie in its message.
+    #[error("the session body is not part of the message")]
+    BodyOutsideMessage,
+    /// No SDP in the session nor in its message.
+    #[error("no SDP to work on")]
+    NoSdp,
+    /// The relay did not answer this command.
+    #[error("no reply to {0}")]
+    NoReplyTo(&'static str),
+    /// A copy callback without its context or body.
+    #[error("no context or body to fill")]
+    NoCopyContext,
+    /// A copy answer without a body.
+    #[error("no answer body")]
+    NoAnswerBody,
+    /// Every stream copy failed.
+    #[error("no stream could be copied")]
+    NothingCopied,
+    /// Every copy stop failed.
+    #[error("no copy could be stopped")]
+    NothingStopped,
 }
 
 /// A host string that is not UTF-8.

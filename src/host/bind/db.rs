@@ -9,6 +9,35 @@ use crate::host::ffi::api::api;
 use crate::host::ffi::cstr::{self, borrowed_str};
 use crate::host::ffi::sys::{self, db_func_t, db_res_t, db_val_t, host_str};
 
+/// Why the node table could not be loaded (the text is the log line).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DbError {
+    #[error("cannot bind a database module for db_url {0:?}")]
+    Bind(String),
+    #[error("the database module of {0:?} cannot run queries")]
+    NoQuery(String),
+    #[error("the database module lacks init/close/use_table/query")]
+    MissingFunctions,
+    #[error("the database module is not bound")]
+    NotBound,
+    #[error("cannot connect to the database {0:?}")]
+    Connect(String),
+    #[error("cannot use table {0:?}")]
+    UseTable(String),
+    #[error("query of {table}.{socket_col}/{set_col} failed")]
+    Query {
+        table: String,
+        socket_col: String,
+        set_col: String,
+    },
+    #[error("row {row} has {columns} columns, expected 2")]
+    Columns { row: usize, columns: i32 },
+    #[error("row {row}: {column} is not a set id")]
+    SetId { row: usize, column: String },
+    #[error("row {0} has a NULL socket")]
+    NullSocket(usize),
+}
+
 /// One row: the socket column and the set id column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Row {
@@ -17,16 +46,16 @@ pub(crate) struct Row {
 }
 
 /// Binds the DB module for `url` and checks it can run queries.
-pub(crate) fn bind(url: &str) -> Result<db_func_t, String> {
+pub(crate) fn bind(url: &str) -> Result<db_func_t, DbError> {
     // SAFETY: an all-zero db_func_t is a valid "unbound" value (NULL pointers, cap 0).
     let mut f: db_func_t = unsafe { std::mem::zeroed() };
     let u = borrowed_str(url.as_bytes());
     // SAFETY: `db_bind_mod` reads the url during the call and fills `f`.
     if unsafe { (api().db_bind_mod)(&u, &mut f) } < 0 {
-        return Err(format!("cannot bind a database module for db_url {url:?}"));
+        return Err(DbError::Bind(url.to_owned()));
     }
     if f.cap & crate::host::ffi::sys::DB_CAP_QUERY == 0 {
-        return Err(format!("the database module of {url:?} cannot run queries"));
+        return Err(DbError::NoQuery(url.to_owned()));
     }
     Ok(f)
 }
@@ -67,31 +96,33 @@ fn int(v: &db_val_t) -> Option<i64> {
 }
 
 /// Reads every row of the node table, ordered by the set id column.
-pub(crate) fn load(f: &db_func_t, cfg: &DbConfig) -> Result<Vec<Row>, String> {
+pub(crate) fn load(f: &db_func_t, cfg: &DbConfig) -> Result<Vec<Row>, DbError> {
     let (Some(init), Some(close), Some(use_table), Some(query), Some(free_result)) =
         (f.init, f.close, f.use_table, f.query, f.free_result)
     else {
-        return Err("the database module lacks init/close/use_table/query".into());
+        return Err(DbError::MissingFunctions);
     };
     let url = borrowed_str(cfg.url.as_bytes());
     // SAFETY: `init` copies the URL and returns a connection or NULL.
     let con = unsafe { init(&url) };
     if con.is_null() {
-        return Err(format!("cannot connect to the database {:?}", cfg.url));
+        return Err(DbError::Connect(cfg.url.clone()));
     }
     let table = borrowed_str(cfg.table.as_bytes());
     let mut socket_col = borrowed_str(cfg.socket_col.as_bytes());
     let mut set_col = borrowed_str(cfg.set_id_col.as_bytes());
     let cols: [*mut host_str; 2] = [&mut socket_col, &mut set_col];
     let mut res: *mut db_res_t = std::ptr::null_mut();
-    // SAFETY: live connection; the keys point at `str`s alive across the call; the result
-    // set is ours until `free_result`.
-    let rows = unsafe {
-        if use_table(con, &table) < 0 {
-            close(con);
-            return Err(format!("cannot use table {:?}", cfg.table));
-        }
-        if query(
+    // SAFETY: live connection; the table name is copied by the call.
+    if unsafe { use_table(con, &table) } < 0 {
+        // SAFETY: the live connection, closed once.
+        unsafe { close(con) };
+        return Err(DbError::UseTable(cfg.table.clone()));
+    }
+    // SAFETY: live connection; the column keys and the order key point at `str`s alive across
+    // the call; on success `res` is a result set that is ours until `free_result`.
+    let queried = unsafe {
+        query(
             con,
             std::ptr::null(),
             std::ptr::null(),
@@ -101,52 +132,67 @@ pub(crate) fn load(f: &db_func_t, cfg: &DbConfig) -> Result<Vec<Row>, String> {
             2,
             &mut set_col,
             &mut res,
-        ) < 0
-            || res.is_null()
-        {
-            close(con);
-            return Err(format!(
-                "query of {}.{}/{} failed",
-                cfg.table, cfg.socket_col, cfg.set_id_col
-            ));
-        }
-        let r = &*res;
-        let mut out = Vec::with_capacity(r.n.max(0) as usize);
-        let mut bad = None;
-        for i in 0..r.n.max(0) as usize {
-            let row = &*r.rows.add(i);
-            if row.n < 2 || row.values.is_null() {
-                bad = Some(format!("row {i} has {} columns, expected 2", row.n));
-                break;
-            }
-            let vals = std::slice::from_raw_parts(row.values, 2);
-            let Some(set_id) = int(&vals[1]).and_then(|v| SetId::try_from(v).ok()) else {
-                bad = Some(format!("row {i}: {} is not a set id", cfg.set_id_col));
-                break;
-            };
-            out.push(Row {
-                socket: text(&vals[0]),
-                set_id,
-            });
-        }
+        )
+    };
+    if queried < 0 || res.is_null() {
+        // SAFETY: the live connection, closed once.
+        unsafe { close(con) };
+        return Err(DbError::Query {
+            table: cfg.table.clone(),
+            socket_col: cfg.socket_col.clone(),
+            set_col: cfg.set_id_col.clone(),
+        });
+    }
+    // SAFETY: `res` is the live result set of the query above, freed only below.
+    let rows = unsafe { read_rows(&*res, cfg) };
+    // SAFETY: the result set and the connection of this load, each released once.
+    unsafe {
         free_result(con, res);
         close(con);
-        match bad {
-            Some(e) => return Err(e),
-            None => out,
+    }
+    rows
+}
+
+/// The rows of a result set, copied.
+///
+/// # Safety
+/// `r` must be a live result set of a two-column query (`rows` holds `n` rows).
+unsafe fn read_rows(r: &db_res_t, cfg: &DbConfig) -> Result<Vec<Row>, DbError> {
+    let n = r.n.max(0) as usize;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        // SAFETY: per the contract, `rows` has `n` rows.
+        let row = unsafe { &*r.rows.add(i) };
+        if row.n < 2 || row.values.is_null() {
+            return Err(DbError::Columns {
+                row: i,
+                columns: row.n,
+            });
         }
-    };
-    Ok(rows)
+        // SAFETY: the row has at least two values (checked above).
+        let vals = unsafe { std::slice::from_raw_parts(row.values, 2) };
+        let Some(set_id) = int(&vals[1]).and_then(|v| SetId::try_from(v).ok()) else {
+            return Err(DbError::SetId {
+                row: i,
+                column: cfg.set_id_col.clone(),
+            });
+        };
+        out.push(Row {
+            socket: text(&vals[0]),
+            set_id,
+        });
+    }
+    Ok(out)
 }
 
 /// Turns rows into `rtpproxy_sock` values (`N == nodes`; a negative set id uses the modparam
 /// grammar, as the C module does). A row with a NULL socket is an error (the C module skips
 /// every row when the first one is NULL; we refuse the table instead).
-pub(crate) fn sock_values(rows: &[Row]) -> Result<Vec<String>, String> {
+pub(crate) fn sock_values(rows: &[Row]) -> Result<Vec<String>, DbError> {
     rows.iter()
         .enumerate()
         .map(|(i, r)| match &r.socket {
-            None => Err(format!("row {i} has a NULL socket")),
+            None => Err(DbError::NullSocket(i)),
             Some(s) if r.set_id >= 0 => Ok(format!("{} == {s}", r.set_id)),
             Some(s) => Ok(s.clone()),
         })
@@ -164,7 +210,7 @@ unsafe impl Sync for Bound {}
 static BOUND: std::sync::OnceLock<Bound> = std::sync::OnceLock::new();
 
 /// Binds the DB module once (main process, `mod_init`).
-pub(crate) fn bind_once(url: &str) -> Result<(), String> {
+pub(crate) fn bind_once(url: &str) -> Result<(), DbError> {
     if BOUND.get().is_none() {
         let f = bind(url)?;
         let _ = BOUND.set(Bound(f));
@@ -173,7 +219,7 @@ pub(crate) fn bind_once(url: &str) -> Result<(), String> {
 }
 
 /// Loads the node list as `rtpproxy_sock` values, with a fresh connection.
-pub(crate) fn load_values(cfg: &DbConfig) -> Result<Vec<String>, String> {
-    let f = BOUND.get().ok_or("the database module is not bound")?;
+pub(crate) fn load_values(cfg: &DbConfig) -> Result<Vec<String>, DbError> {
+    let f = BOUND.get().ok_or(DbError::NotBound)?;
     sock_values(&load(&f.0, cfg)?)
 }

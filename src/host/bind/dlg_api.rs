@@ -6,9 +6,12 @@
 //! that produced it, never stored.
 
 use std::ffi::{c_int, c_uint, c_void};
+use std::marker::PhantomData;
+use std::ptr::NonNull;
 use std::sync::OnceLock;
 
 use super::avp::IntStr;
+use super::msg::Msg;
 use crate::host::ffi::api::api;
 use crate::host::ffi::cstr::{self, borrowed_str};
 use crate::host::ffi::sys::{host_str, sip_msg};
@@ -146,10 +149,11 @@ pub(crate) fn binds() -> Option<&'static DlgBinds> {
     BINDS.get().and_then(Option::as_ref)
 }
 
-/// A dialog cell the dialog module handed us for the current call or callback.
-#[derive(Clone, Copy)]
-pub(crate) struct Dlg {
-    ptr: *mut DlgCell,
+/// A dialog cell the dialog module handed us for the current call or callback, borrowed for
+/// it (`'a`): not `Copy`, and the host strings read from it (`&'a [u8]`) end with it.
+pub(crate) struct Dlg<'a> {
+    ptr: NonNull<DlgCell>,
+    _cell: PhantomData<&'a mut DlgCell>,
 }
 
 /// A dialog value as `fetch_dlg_value` returns it (copied).
@@ -161,25 +165,29 @@ pub(crate) enum DlgValue {
     Flag,
 }
 
-impl Dlg {
+impl<'a> Dlg<'a> {
     /// Wraps a dialog pointer from a callback or `get_dlg`.
     ///
     /// # Safety
     /// `ptr` must be NULL or a live dialog cell for the duration of the current call.
     pub(crate) unsafe fn from_ptr(ptr: *mut DlgCell) -> Option<Self> {
-        (!ptr.is_null()).then_some(Self { ptr })
+        NonNull::new(ptr).map(|ptr| Self {
+            ptr,
+            _cell: PhantomData,
+        })
     }
 
-    pub(crate) fn as_ptr(self) -> *mut DlgCell {
-        self.ptr
+    /// The cell, for host calls that take it.
+    pub(crate) fn as_ptr(&self) -> *mut DlgCell {
+        self.ptr.as_ptr()
     }
 
     /// # Safety
     /// `offset` must be the offset of a field of type `T` in the host's `dlg_cell`.
-    unsafe fn field<T: Copy>(self, offset: usize) -> T {
+    unsafe fn field<T: Copy>(&self, offset: usize) -> T {
         // SAFETY: per the contract; the cell is live for the call.
         unsafe {
-            self.ptr
+            self.as_ptr()
                 .cast::<u8>()
                 .add(offset)
                 .cast::<T>()
@@ -188,15 +196,20 @@ impl Dlg {
     }
 
     /// The Call-ID.
-    pub(crate) fn call_id(self) -> Vec<u8> {
+    pub(crate) fn call_id(&self) -> &'a [u8] {
         // SAFETY: `callid` is a `str` at 160 pointing into the cell's shm, live for the call.
         unsafe {
-            cstr::str_bytes(self.ptr.cast::<u8>().add(off::CALLID).cast::<host_str>()).to_vec()
+            cstr::str_bytes(
+                self.as_ptr()
+                    .cast::<u8>()
+                    .add(off::CALLID)
+                    .cast::<host_str>(),
+            )
         }
     }
 
     /// The tag of leg `idx`, if that leg is in use.
-    fn leg_tag(self, idx: usize) -> Option<Vec<u8>> {
+    fn leg_tag(&self, idx: usize) -> Option<&'a [u8]> {
         // SAFETY: `legs` is a `struct dlg_leg*` at 208 and `legs_no` an u8[4] at 216; legs
         // below `legs_no[DLG_LEGS_USED]` are initialised, each 1272 bytes with `tag` at 8.
         unsafe {
@@ -206,17 +219,17 @@ impl Dlg {
                 return None;
             }
             let tag = cstr::str_bytes(legs.add(idx * off::LEG_SIZE + off::LEG_TAG).cast());
-            Some(tag.to_vec()).filter(|t| !t.is_empty())
+            Some(tag).filter(|t| !t.is_empty())
         }
     }
 
     /// The caller's tag (From-tag of the initial request).
-    pub(crate) fn caller_tag(self) -> Option<Vec<u8>> {
+    pub(crate) fn caller_tag(&self) -> Option<&'a [u8]> {
         self.leg_tag(0)
     }
 
     /// The callee's tag: the leg that sent the 2xx, else the first callee leg (`callee_idx`).
-    pub(crate) fn callee_tag(self) -> Option<Vec<u8>> {
+    pub(crate) fn callee_tag(&self) -> Option<&'a [u8]> {
         // SAFETY: `legs_no` is an u8[4] at 216.
         let ok = unsafe { self.field::<[u8; 4]>(off::LEGS_NO) }[DLG_LEG_200OK] as usize;
         self.leg_tag(if ok == 0 { 1 } else { ok })
@@ -228,24 +241,34 @@ impl DlgBinds {
     ///
     /// # Safety
     /// `msg` must be the request being processed by the current script function.
-    pub(crate) unsafe fn create(&self, msg: *mut sip_msg) -> bool {
+    pub(crate) unsafe fn create(&self, msg: &Msg<'_>) -> bool {
         let Some(f) = self.create_dlg else {
             return false;
         };
         // SAFETY: per the contract.
-        unsafe { f(msg, 0) >= 0 }
+        unsafe { f(msg.as_ptr(), 0) >= 0 }
     }
 
-    /// The dialog of the message being processed (no reference taken).
-    pub(crate) fn current(&self) -> Option<Dlg> {
+    /// The dialog of the message being processed (no reference taken), borrowed as long as
+    /// that message.
+    pub(crate) fn current<'m>(&self, _msg: &Msg<'m>) -> Option<Dlg<'m>> {
         let f = self.get_dlg?;
         // SAFETY: `get_dlg` reads the current processing context; the cell it returns stays
         // live while the current message or callback is processed.
         unsafe { Dlg::from_ptr(f()) }
     }
 
+    /// Runs `f` on the dialog being processed (no reference taken; the borrow ends with `f`).
+    pub(crate) fn with_current<R>(&self, f: impl FnOnce(&Dlg<'_>) -> R) -> Option<R> {
+        let get = self.get_dlg?;
+        // SAFETY: `get_dlg` reads the current processing context; the cell it returns stays
+        // live while the current message or callback is processed, which outlasts `f`.
+        let dlg = unsafe { Dlg::from_ptr(get()) }?;
+        Some(f(&dlg))
+    }
+
     /// `$DLG_did` of a dialog (copied out of the module's static buffer at once).
-    pub(crate) fn did(&self, dlg: Dlg) -> Option<Vec<u8>> {
+    pub(crate) fn did(&self, dlg: &Dlg<'_>) -> Option<Vec<u8>> {
         let f = self.get_dlg_did?;
         // SAFETY: live cell; the returned `str` is a static buffer, copied before any other
         // dialog call.
@@ -255,7 +278,7 @@ impl DlgBinds {
         }
     }
 
-    fn store(&self, dlg: Dlg, name: &[u8], val: Option<IntStr>, ty: c_int) -> bool {
+    fn store(&self, dlg: &Dlg<'_>, name: &[u8], val: Option<IntStr>, ty: c_int) -> bool {
         let Some(f) = self.store_dlg_value else {
             return false;
         };
@@ -269,7 +292,7 @@ impl DlgBinds {
     }
 
     /// Stores a string value (replacing any value of that name).
-    pub(crate) fn store_str(&self, dlg: Dlg, name: &[u8], value: &[u8]) -> bool {
+    pub(crate) fn store_str(&self, dlg: &Dlg<'_>, name: &[u8], value: &[u8]) -> bool {
         let v = IntStr {
             s: borrowed_str(value),
         };
@@ -277,12 +300,12 @@ impl DlgBinds {
     }
 
     /// Deletes a value (no error when it does not exist).
-    pub(crate) fn delete(&self, dlg: Dlg, name: &[u8]) -> bool {
+    pub(crate) fn delete(&self, dlg: &Dlg<'_>, name: &[u8]) -> bool {
         self.store(dlg, name, None, DLG_VAL_TYPE_NONE)
     }
 
     /// Fetches a value; `None` when it does not exist.
-    pub(crate) fn fetch(&self, dlg: Dlg, name: &[u8]) -> Option<DlgValue> {
+    pub(crate) fn fetch(&self, dlg: &Dlg<'_>, name: &[u8]) -> Option<DlgValue> {
         let f = self.fetch_dlg_value?;
         let name = borrowed_str(name);
         let mut ty: c_int = 0;
@@ -302,7 +325,7 @@ impl DlgBinds {
     }
 
     /// Registers a callback on a dialog (no parameter). `false` on failure.
-    pub(crate) fn register(&self, dlg: Dlg, types: c_int, cb: DialogCb) -> bool {
+    pub(crate) fn register(&self, dlg: &Dlg<'_>, types: c_int, cb: DialogCb) -> bool {
         let Some(f) = self.register_dlgcb else {
             return false;
         };
@@ -404,14 +427,10 @@ mod tests {
         let ids: (u32, u32) = unsafe { (d.field(off::H_ENTRY), d.field(off::H_ID)) };
         assert_eq!(ids, (0x1a2, 7));
         assert_eq!(d.call_id(), callid);
-        assert_eq!(d.caller_tag(), Some(ft));
-        assert_eq!(
-            d.callee_tag(),
-            Some(tt1.clone()),
-            "no 2xx: first callee leg"
-        );
+        assert_eq!(d.caller_tag(), Some(&ft[..]));
+        assert_eq!(d.callee_tag(), Some(&tt1[..]), "no 2xx: first callee leg");
         cell[off::LEGS_NO + DLG_LEG_200OK] = 2;
-        assert_eq!(d.callee_tag(), Some(tt2), "the leg that sent the 2xx");
+        assert_eq!(d.callee_tag(), Some(&tt2[..]), "the leg that sent the 2xx");
         cell[off::LEGS_NO] = 1;
         cell[off::LEGS_NO + DLG_LEG_200OK] = 0;
         assert_eq!(d.callee_tag(), None, "early failure: no callee leg yet");

@@ -4,8 +4,11 @@
 //! tests/abi_probe; 4.0 moves every field after `rcv` by 64 bytes).
 
 use std::ffi::{c_int, c_void};
+use std::marker::PhantomData;
 use std::net::IpAddr;
+use std::ptr::NonNull;
 
+use crate::error::HostError;
 use crate::host::ffi::api::api;
 use crate::host::ffi::cstr;
 use crate::host::ffi::sys::{self, host_str, pv_spec_t, pv_value_t, sip_msg};
@@ -32,10 +35,12 @@ const HDR_CALLID_F: u64 = 1 << 6;
 const SIP_REQUEST: c_int = 1;
 const SIP_REPLY: c_int = 2;
 
-/// A SIP message the host passed to a script function, valid for the call.
-#[derive(Clone, Copy)]
-pub(crate) struct Msg {
-    ptr: *mut sip_msg,
+/// A SIP message the host passed to a script function or callback, borrowed for that call
+/// (`'a`): created only by the shell that received the pointer, not `Copy`, so neither it nor
+/// the host strings read from it (`&'a [u8]`) can outlive the call.
+pub(crate) struct Msg<'a> {
+    ptr: NonNull<sip_msg>,
+    _msg: PhantomData<&'a mut sip_msg>,
 }
 
 /// What kind of message a script function runs on.
@@ -45,32 +50,35 @@ pub(crate) enum MsgKind {
     Reply,
 }
 
-impl Msg {
+impl<'a> Msg<'a> {
     /// Wraps the message pointer of a script-function call. `None` for NULL and for the
     /// FAKED_REPLY marker (`(struct sip_msg*)-1`) of failure routes.
     ///
     /// # Safety
     /// `ptr` must be NULL, `-1`, or a message that stays valid for the whole call.
     pub(crate) unsafe fn from_ptr(ptr: *mut sip_msg) -> Option<Self> {
-        if ptr.is_null() || ptr as isize == -1 {
-            None
-        } else {
-            Some(Self { ptr })
+        if ptr as isize == -1 {
+            return None;
         }
+        NonNull::new(ptr).map(|ptr| Self {
+            ptr,
+            _msg: PhantomData,
+        })
     }
 
-    pub(crate) fn as_ptr(self) -> *mut sip_msg {
-        self.ptr
+    /// The message, for host calls that take it.
+    pub(crate) fn as_ptr(&self) -> *mut sip_msg {
+        self.ptr.as_ptr()
     }
 
     /// Reads a field at `offset`.
     ///
     /// # Safety
     /// `offset` must be the offset of a field of type `T` in the host's `sip_msg`.
-    unsafe fn field<T: Copy>(self, offset: usize) -> T {
+    unsafe fn field<T: Copy>(&self, offset: usize) -> T {
         // SAFETY: per the contract and the validity of the message for the call.
         unsafe {
-            self.ptr
+            self.as_ptr()
                 .cast::<u8>()
                 .add(offset)
                 .cast::<T>()
@@ -79,7 +87,7 @@ impl Msg {
     }
 
     /// Request or reply.
-    pub(crate) fn kind(self) -> Option<MsgKind> {
+    pub(crate) fn kind(&self) -> Option<MsgKind> {
         // SAFETY: `first_line.type` is an int at offset 8.
         match unsafe { self.field::<c_int>(off::FIRST_LINE_TYPE) } {
             SIP_REQUEST => Some(MsgKind::Request),
@@ -89,7 +97,7 @@ impl Msg {
     }
 
     /// The request method bit (`METHOD_INVITE` = 1, ...); 0 for replies.
-    pub(crate) fn method(self) -> u32 {
+    pub(crate) fn method(&self) -> u32 {
         if self.kind() != Some(MsgKind::Request) {
             return 0;
         }
@@ -97,13 +105,13 @@ impl Msg {
         unsafe { self.field::<u32>(off::METHOD_VALUE) }
     }
 
-    fn parse(self, flags: u64) -> bool {
+    fn parse(&self, flags: u64) -> bool {
         // SAFETY: `parse_headers_aux` parses the live message up to the wanted headers.
-        unsafe { (api().parse_headers_aux)(self.ptr, flags, 0, 1) >= 0 }
+        unsafe { (api().parse_headers_aux)(self.as_ptr(), flags, 0, 1) >= 0 }
     }
 
     /// The body of a header field pointer read at `offset`, trimmed of whitespace.
-    fn header_body(self, offset: usize) -> Option<Vec<u8>> {
+    fn header_body(&self, offset: usize) -> Option<&'a [u8]> {
         // SAFETY: offsets 120/128/144 hold `struct hdr_field*`; the header's body `str` is at
         // offset 24 and points into the message buffer, valid for the call.
         unsafe {
@@ -112,12 +120,12 @@ impl Msg {
                 return None;
             }
             let body = hdr.add(off::HDR_BODY).cast::<host_str>();
-            Some(cstr::str_bytes(body).trim_ascii().to_vec())
+            Some(cstr::str_bytes(body).trim_ascii())
         }
     }
 
     /// The Call-ID, trimmed; `None` when missing or empty.
-    pub(crate) fn call_id(self) -> Option<Vec<u8>> {
+    pub(crate) fn call_id(&self) -> Option<&'a [u8]> {
         if !self.parse(HDR_CALLID_F) {
             return None;
         }
@@ -125,7 +133,7 @@ impl Msg {
     }
 
     /// The tag of the parsed To/From body behind the header at `offset`.
-    fn tag(self, offset: usize) -> Option<Vec<u8>> {
+    fn tag(&self, offset: usize) -> Option<&'a [u8]> {
         // SAFETY: the header exists and was parsed (checked by the callers), so `parsed`
         // points at a `struct to_body` whose `tag_value` str is at offset 56.
         unsafe {
@@ -138,28 +146,28 @@ impl Msg {
                 return None;
             }
             let tag = cstr::str_bytes(parsed.add(off::TO_TAG).cast::<host_str>());
-            Some(tag.to_vec()).filter(|t| !t.is_empty())
+            Some(tag).filter(|t| !t.is_empty())
         }
     }
 
     /// The From-tag (`ftag`); `None` when the header or the tag is missing.
-    pub(crate) fn ftag(self) -> Option<Vec<u8>> {
+    pub(crate) fn ftag(&self) -> Option<&'a [u8]> {
         // SAFETY: parses the From header of the live message.
-        if unsafe { (api().parse_from_header)(self.ptr) } != 0 {
+        if unsafe { (api().parse_from_header)(self.as_ptr()) } != 0 {
             return None;
         }
         self.tag(off::FROM)
     }
 
     /// The To-tag; `None` when missing (e.g. an initial request).
-    pub(crate) fn ttag(self) -> Option<Vec<u8>> {
+    pub(crate) fn ttag(&self) -> Option<&'a [u8]> {
         if !self.parse(HDR_TO_F) {
             return None;
         }
         self.tag(off::TO)
     }
 
-    fn ip_at(self, offset: usize) -> Option<IpAddr> {
+    fn ip_at(&self, offset: usize) -> Option<IpAddr> {
         // SAFETY: `struct ip_addr` at `offset`: af u32, len u32, 16 address bytes.
         let (af, bytes) = unsafe {
             (
@@ -175,12 +183,12 @@ impl Msg {
     }
 
     /// The address the message came from.
-    pub(crate) fn source_ip(self) -> Option<IpAddr> {
+    pub(crate) fn source_ip(&self) -> Option<IpAddr> {
         self.ip_at(off::RCV_SRC_IP)
     }
 
     /// The local address the message was received on.
-    pub(crate) fn local_ip(self) -> Option<IpAddr> {
+    pub(crate) fn local_ip(&self) -> Option<IpAddr> {
         self.ip_at(off::RCV_DST_IP)
     }
 }
@@ -242,9 +250,9 @@ pub(crate) enum Bodies {
     Sdp(Vec<SdpPart>),
 }
 
-impl Msg {
+impl<'a> Msg<'a> {
     /// The per-process message id (with the buffer address, identifies one message).
-    pub(crate) fn identity(self) -> (u32, usize) {
+    pub(crate) fn identity(&self) -> (u32, usize) {
         // SAFETY: `id` is an unsigned int and `buf` a pointer, at the profile's offsets.
         unsafe {
             (
@@ -255,13 +263,13 @@ impl Msg {
     }
 
     /// Length of the received message buffer.
-    pub(crate) fn len(self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         // SAFETY: `len` is an unsigned int at the profile's offset.
         unsafe { self.field::<u32>(body_off::LEN) as usize }
     }
 
     /// The last byte of the received message buffer (0 for an empty one).
-    pub(crate) fn last_byte(self) -> u8 {
+    pub(crate) fn last_byte(&self) -> u8 {
         let len = self.len();
         if len == 0 {
             return 0;
@@ -271,92 +279,100 @@ impl Msg {
     }
 
     /// Every `application/sdp` part received with the message (spec §4.10).
-    pub(crate) fn sdp_parts(self) -> Bodies {
+    pub(crate) fn sdp_parts(&self) -> Bodies {
         if !self.parse(HDR_EOH_F) {
             return Bodies::NoBody;
         }
-        // SAFETY: `parse_sip_body` fills `msg->body`; the parts it lists point into the
-        // message buffer (received parts) and stay valid for the call.
-        unsafe {
-            if (api().parse_sip_body)(self.ptr) < 0 {
-                return Bodies::NoBody;
+        // SAFETY: `parse_sip_body` parses the body of the live message into `msg->body`.
+        if unsafe { (api().parse_sip_body)(self.as_ptr()) } < 0 {
+            return Bodies::NoBody;
+        }
+        // SAFETY: `body` is a `struct sip_msg_body*` (NULL without a body) at the profile's
+        // offset, filled by the call above.
+        let body = unsafe { self.field::<*mut u8>(body_off::BODY) };
+        if body.is_null() {
+            return Bodies::NoBody;
+        }
+        // SAFETY: `buf` is the message buffer pointer at the profile's offset.
+        let buf = unsafe { self.field::<*const u8>(body_off::BUF) } as usize;
+        let len = self.len();
+        let mut parts = Vec::new();
+        // SAFETY: the first `struct body_part` is embedded in the live `struct sip_msg_body`
+        // at the profile's offset (an address inside the same allocation).
+        let mut part = unsafe { body.add(body_off::FIRST_PART) };
+        while !part.is_null() {
+            // SAFETY: `part` is a live `struct body_part` of this message's list; `mime` (int),
+            // `flags` (unsigned) and `next` (pointer) are read at the profile's offsets.
+            let (mime, flags, next) = unsafe {
+                (
+                    part.add(body_off::PART_MIME)
+                        .cast::<c_int>()
+                        .read_unaligned(),
+                    part.add(body_off::PART_FLAGS)
+                        .cast::<u32>()
+                        .read_unaligned(),
+                    part.add(body_off::PART_NEXT)
+                        .cast::<*mut u8>()
+                        .read_unaligned(),
+                )
+            };
+            // SAFETY: the part's `body` str describes its bytes: inside the message buffer for
+            // a received part, in pkg memory for one a script added; valid for the call, and
+            // copied below before the borrow ends.
+            let bytes =
+                unsafe { cstr::str_bytes(part.add(body_off::PART_BODY).cast::<host_str>()) };
+            let start = bytes.as_ptr() as usize;
+            let inside = start >= buf && start + bytes.len() <= buf + len;
+            if mime == MIME_APPLICATION_SDP
+                && flags & PART_FLAG_NEW_OR_DELETED == 0
+                && !bytes.is_empty()
+                && inside
+            {
+                parts.push(SdpPart {
+                    offset: start - buf,
+                    bytes: bytes.to_vec(),
+                });
             }
-            let body = self.field::<*mut u8>(body_off::BODY);
-            if body.is_null() {
-                return Bodies::NoBody;
-            }
-            let buf = self.field::<*const u8>(body_off::BUF);
-            let len = self.field::<u32>(body_off::LEN) as usize;
-            let mut parts = Vec::new();
-            let mut part = body.add(body_off::FIRST_PART);
-            while !part.is_null() {
-                let mime = part
-                    .add(body_off::PART_MIME)
-                    .cast::<c_int>()
-                    .read_unaligned();
-                let flags = part
-                    .add(body_off::PART_FLAGS)
-                    .cast::<u32>()
-                    .read_unaligned();
-                let bytes = cstr::str_bytes(part.add(body_off::PART_BODY).cast::<host_str>());
-                let start = bytes.as_ptr() as usize;
-                let inside = start >= buf as usize && start + bytes.len() <= buf as usize + len;
-                if mime == MIME_APPLICATION_SDP
-                    && flags & PART_FLAG_NEW_OR_DELETED == 0
-                    && !bytes.is_empty()
-                    && inside
-                {
-                    parts.push(SdpPart {
-                        offset: start - buf as usize,
-                        bytes: bytes.to_vec(),
-                    });
-                }
-                part = part
-                    .add(body_off::PART_NEXT)
-                    .cast::<*mut u8>()
-                    .read_unaligned();
-            }
-            if parts.is_empty() {
-                Bodies::NoSdp
-            } else {
-                Bodies::Sdp(parts)
-            }
+            part = next;
+        }
+        if parts.is_empty() {
+            Bodies::NoSdp
+        } else {
+            Bodies::Sdp(parts)
         }
     }
 
     /// Replaces `len` bytes at `offset` of the message buffer with `with` (a deletion plus an
     /// insertion lump; `len == 0` is a pure insertion). Content-Length follows automatically.
-    pub(crate) fn splice(self, offset: usize, len: usize, with: &[u8]) -> Result<(), String> {
+    pub(crate) fn splice(&self, offset: usize, len: usize, with: &[u8]) -> Result<(), HostError> {
         // SAFETY: reading the message length field.
         let total = unsafe { self.field::<u32>(body_off::LEN) } as usize;
         if offset.checked_add(len).is_none_or(|end| end > total) {
-            return Err(format!(
-                "edit {offset}+{len} outside the message ({total} bytes)"
-            ));
+            return Err(HostError::EditOutside { offset, len, total });
         }
         let a = api();
         // SAFETY: the range is inside the buffer (checked above: `del_lump` aborts otherwise);
         // headers were parsed to EOH by `sdp_parts`, so the lumps go to the body list.
         let anchor = unsafe {
             if len == 0 {
-                (a.anchor_lump)(self.ptr, offset as u32, 0)
+                (a.anchor_lump)(self.as_ptr(), offset as u32, 0)
             } else {
-                (a.del_lump)(self.ptr, offset as u32, len as u32, 0)
+                (a.del_lump)(self.as_ptr(), offset as u32, len as u32, 0)
             }
         };
         if anchor.is_null() {
-            return Err("cannot create a lump".into());
+            return Err(HostError::Lump("create"));
         }
         if with.is_empty() {
             return Ok(());
         }
-        let copy = crate::host::ffi::mem::pkg_copy(with).ok_or("out of pkg memory")?;
+        let copy = crate::host::ffi::mem::pkg_copy(with).ok_or(HostError::OutOfPkgMemory)?;
         // SAFETY: `anchor` is a live lump of this message; on success the lump owns `copy`.
         let l = unsafe { (a.insert_new_lump_after)(anchor, copy, with.len() as u32, 0) };
         if l.is_null() {
             // SAFETY: the lump did not take the copy, so it is still ours to free.
             unsafe { crate::host::ffi::mem::pkg_free(copy.cast()) };
-            return Err("cannot insert a lump".into());
+            return Err(HostError::Lump("insert"));
         }
         Ok(())
     }
@@ -476,10 +492,10 @@ mod dlg_off {
 
 const HDR_CSEQ_F: u64 = 1 << 5;
 
-impl Msg {
+impl<'a> Msg<'a> {
     /// The method id of the CSeq header (`METHOD_*`), for requests and replies alike; `None`
     /// when the header is missing or does not parse.
-    pub(crate) fn cseq_method(self) -> Option<u32> {
+    pub(crate) fn cseq_method(&self) -> Option<u32> {
         if !self.parse(HDR_CSEQ_F) {
             return None;
         }
@@ -503,7 +519,7 @@ impl Msg {
     }
 
     /// The status code of a reply; 0 for a request.
-    pub(crate) fn status_code(self) -> u32 {
+    pub(crate) fn status_code(&self) -> u32 {
         if self.kind() != Some(MsgKind::Reply) {
             return 0;
         }
@@ -512,18 +528,18 @@ impl Msg {
     }
 
     /// `msg_flags`.
-    pub(crate) fn msg_flags(self) -> u32 {
+    pub(crate) fn msg_flags(&self) -> u32 {
         // SAFETY: `msg_flags` is an unsigned int at the profile's offset.
         unsafe { self.field::<u32>(dlg_off::MSG_FLAGS) }
     }
 
     /// Sets bits in `msg_flags`.
-    pub(crate) fn add_msg_flags(self, bits: u32) {
+    pub(crate) fn add_msg_flags(&self, bits: u32) {
         let v = self.msg_flags() | bits;
         // SAFETY: `msg_flags` is an unsigned int (profile offset) of the live message, which the
         // current process owns while it handles it.
         unsafe {
-            self.ptr
+            self.as_ptr()
                 .cast::<u8>()
                 .add(dlg_off::MSG_FLAGS)
                 .cast::<u32>()
@@ -541,11 +557,11 @@ const PARSE_OK: c_int = 1;
 /// `struct sip_msg`: `via2` (`struct via_body*`) at 80; `struct via_body`: `error` int at 0.
 const VIA2: usize = sys::probed::SIP_MSG_VIA2;
 
-impl Msg {
+impl<'a> Msg<'a> {
     /// Where the second Via of a reply says to send it (its `received`/`rport`, `maddr` or
     /// host, resolved as the core resolves it for forwarding, `update_sock_struct_from_via`);
     /// `None` without a usable second Via.
-    pub(crate) fn via2_destination(self) -> Option<IpAddr> {
+    pub(crate) fn via2_destination(&self) -> Option<IpAddr> {
         if !self.parse(HDR_VIA2_F) {
             return None;
         }
@@ -566,7 +582,7 @@ impl Msg {
         let r = unsafe {
             (api().update_sock_struct_from_via)(
                 std::ptr::from_mut(&mut su).cast::<c_void>(),
-                self.ptr,
+                self.as_ptr(),
                 via,
             )
         };

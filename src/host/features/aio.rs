@@ -40,11 +40,10 @@ use super::media::{self, MediaDone, MediaRequest};
 use crate::core::media::PromptTarget;
 use crate::error::other as err;
 use crate::host::bind::msg::{self, Bodies, Msg, MsgKind};
-use crate::host::bind::params::{opt_int, opt_str, Params};
+use crate::host::bind::params::kind::{Int, OptInt, OptStr, OptVar, Str, Var as VarKind};
+use crate::host::bind::params::{opt_int, opt_str, Decoder, Params, Var};
 use crate::host::ffi::api::api;
-use crate::host::ffi::cstr;
 use crate::host::ffi::guard;
-use crate::host::ffi::sys::host_str;
 use crate::host::ffi::sys::{self, async_ctx, sip_msg};
 use crate::host::runtime::control::{self, AsyncRun, Progress, Steps, Verdict};
 use crate::host::runtime::state::{self, ModuleState, NodeView, SetView};
@@ -448,15 +447,19 @@ impl OfferJob {
             unsafe { msg::get_var_text(msg, p.bind_local) }
                 .map_err(|()| err("bind_local has no usable value (string or integer)"))?
         };
-        let dialog_id = super::dialog::dialog_id_for_flags(m, &flags_s, direction)?;
+        let dialog_id = super::dialog::dialog_id_for_flags(&m, &flags_s, direction)?;
         let inputs = Box::new(OfferInputs {
             body,
             flags,
             call_id: m
                 .call_id()
-                .ok_or_else(|| err("no Call-ID in the message"))?,
-            from_tag: m.ftag().ok_or_else(|| err("no From-tag in the message"))?,
-            to_tag: m.ttag().unwrap_or_default(),
+                .ok_or_else(|| err("no Call-ID in the message"))?
+                .to_vec(),
+            from_tag: m
+                .ftag()
+                .ok_or_else(|| err("no From-tag in the message"))?
+                .to_vec(),
+            to_tag: m.ttag().unwrap_or_default().to_vec(),
             ip: ip.map(|v| String::from_utf8_lossy(truncate_script_param(&v)).into_owned()),
             src: m.source_ip().map(msg::opensips_ip_text).unwrap_or_default(),
             local: m.local_ip().map(msg::opensips_ip_text).unwrap_or_default(),
@@ -585,7 +588,7 @@ impl OfferJob {
                 );
                 return Ok(1);
             }
-            functions::splice_part(m, part.offset, &out.edits)?;
+            functions::splice_part(&m, part.offset, &out.edits)?;
             *last = Some(me);
         }
         if let Some(v) = out.ret_var() {
@@ -597,7 +600,7 @@ impl OfferJob {
 }
 
 /// Whether tm can suspend the route running now: a request route, not an ACK.
-fn can_suspend(m: Option<Msg>) -> bool {
+fn can_suspend(m: Option<&Msg<'_>>) -> bool {
     // SAFETY: `route_type` is the core's current route type variable.
     let route = unsafe { *api().route_type };
     route == sys::REQUEST_ROUTE as c_int
@@ -745,24 +748,26 @@ pub(crate) unsafe fn unforce(
     // SAFETY: per the contract.
     let m = unsafe { Msg::from_ptr(msg) };
     let st = state::get().ok_or_else(|| err("module not initialized"))?;
-    let [set, sock_var, ..] = *params;
-    // SAFETY: `set` is this call's `int*` parameter or NULL.
-    let set_view = control::set_or_error(st, unsafe { opt_int(set) })?;
-    let Some(m) = m.filter(|m| can_suspend(Some(*m)) && AsyncRun::can_park(&set_view.nodes)) else {
-        // SAFETY: per the contract.
-        return unsafe { functions::unforce(msg, params) };
+    let mut d = Decoder::new(msg, params);
+    // SAFETY: the parameters of `rtpproxy_unforce`, in the declared order.
+    let (set, sock_var) = unsafe { (d.next::<OptInt>(), d.next::<OptVar>()) };
+    let set_view = control::set_or_error(st, set)?;
+    let Some(m) = m
+        .as_ref()
+        .filter(|m| can_suspend(Some(m)) && AsyncRun::can_park(&set_view.nodes))
+    else {
+        return functions::unforce(m.as_ref(), set, sock_var);
     };
     let call_id = m
         .call_id()
         .ok_or_else(|| err("no Call-ID in the message"))?;
     let from_tag = m.ftag().ok_or_else(|| err("no From-tag in the message"))?;
-    let cmd = Command::delete(&call_id, &from_tag, m.ttag().as_deref())?;
-    // SAFETY: `set` and `sock_var` are this call's parameters (or NULL).
-    unsafe { functions::pick_node(st, msg, set, sock_var, &call_id) }?;
+    let cmd = Command::delete(call_id, from_tag, m.ttag())?;
+    functions::pick_node(st, set, sock_var.as_ref(), call_id)?;
     let run = AsyncRun::new(
         st,
         &set_view.nodes,
-        &call_id,
+        call_id,
         None,
         Failover::Never,
         OpKind::Delete,
@@ -782,16 +787,12 @@ unsafe fn offer_answer(
     direction: Direction,
 ) -> Result<i32, Error> {
     set_status(sys::ASYNC_SYNC);
-    let sync = || match direction {
-        // SAFETY: per the contract.
-        Direction::Offer => unsafe { functions::offer(msg, params) },
-        // SAFETY: per the contract.
-        Direction::Answer => unsafe { functions::answer(msg, params) },
-    };
+    // SAFETY: per the contract.
+    let sync = || unsafe { functions::offer_answer_raw(msg, params, direction) };
     // SAFETY: per the contract.
     let m = unsafe { Msg::from_ptr(msg) };
     let st = state::get().ok_or_else(|| err("module not initialized"))?;
-    let Some(m) = m.filter(|m| can_suspend(Some(*m))) else {
+    let Some(m) = m.filter(|m| can_suspend(Some(m))) else {
         return sync();
     };
     // SAFETY: per the contract.
@@ -833,7 +834,8 @@ pub(crate) unsafe fn answer(
 /// The script code of a media function's result; `rtpproxy_stats` stores its counters.
 ///
 /// # Safety
-/// `msg` is the call's message; `stats_vars` its four `pv_spec_t*` parameters (or `None`).
+/// `msg` is the call's message (the one the job resumes on); `stats_vars` the four
+/// `pv_spec_t*` parameters of the call (or `None`).
 unsafe fn media_code(
     msg: *mut sip_msg,
     name: &str,
@@ -841,9 +843,16 @@ unsafe fn media_code(
     stats_vars: Option<[*mut c_void; 4]>,
 ) -> i32 {
     let r = r.map(|done| match (done, stats_vars) {
-        (MediaDone::Stats(s), Some(vars)) => {
-            // SAFETY: per the contract.
-            unsafe { media::store_stats(msg, vars, &s) };
+        (MediaDone::Stats(s), Some(specs)) => {
+            // SAFETY: per the contract, each spec is a variable parameter of this call,
+            // accessed against `msg`.
+            let vars = specs.map(|spec| unsafe { Var::from_ptr(msg, spec) });
+            match vars {
+                [Some(up), Some(down), Some(sent), Some(fail)] => {
+                    media::store_stats([&up, &down, &sent, &fail], &s);
+                }
+                _ => tracing::error!("{name}: a statistics variable is missing"),
+            }
             1
         }
         (done, _) => done.code(),
@@ -868,7 +877,7 @@ unsafe fn media_start(
     let st = state::get().ok_or_else(|| err("module not initialized"))?;
     // SAFETY: per the contract.
     let m = unsafe { Msg::from_ptr(msg) };
-    if !can_suspend(m) || !AsyncRun::can_park(std::slice::from_ref(node)) {
+    if !can_suspend(m.as_ref()) || !AsyncRun::can_park(std::slice::from_ref(node)) {
         // SAFETY: per the contract.
         return Ok(unsafe { media_code(msg, name, media::run_request(st, node, req), stats_vars) });
     }
@@ -881,16 +890,21 @@ unsafe fn media_start(
     })
 }
 
-/// The message of a media function (as the blocking one, which needs one).
+/// What every async media function needs first: the call's message (as the blocking one,
+/// which needs one), the module state and the call's identifiers.
 ///
 /// # Safety
-/// `msg` is the call's message pointer.
-unsafe fn media_msg(msg: *mut sip_msg) -> Result<(Msg, &'static ModuleState), Error> {
+/// `msg` is the call's message pointer, valid for `'m`.
+unsafe fn media_call<'m>(
+    msg: *mut sip_msg,
+) -> Result<(Msg<'m>, &'static ModuleState, media::CallIds), Error> {
+    set_status(sys::ASYNC_SYNC);
     // SAFETY: per the contract.
     let m =
         unsafe { Msg::from_ptr(msg) }.ok_or_else(|| err("no SIP message (or a faked reply)"))?;
     let st = state::get().ok_or_else(|| err("module not initialized"))?;
-    Ok((m, st))
+    let ids = media::call_ids(&m)?;
+    Ok((m, st, ids))
 }
 
 /// `async(rtpproxy_stream2uac/uas(prompt, count, [set_id], [sock_var]), route)`.
@@ -904,18 +918,20 @@ unsafe fn stream(
     target: PromptTarget,
     name: &'static str,
 ) -> Result<i32, Error> {
-    set_status(sys::ASYNC_SYNC);
-    let [prompt, count, set, sock_var, ..] = *params;
+    let mut d = Decoder::new(msg, params);
+    // SAFETY: decoded in the order of the blocking function's row, which this one shares.
+    let (prompt, count, set, sock_var) = unsafe {
+        (
+            d.next::<Str>(),
+            d.next::<Int>(),
+            d.next::<OptInt>(),
+            d.next::<OptVar>(),
+        )
+    };
     // SAFETY: per the contract.
-    let (m, st) = unsafe { media_msg(msg) }?;
-    // SAFETY: `prompt` is the mandatory `str*` parameter, valid for the call.
-    let prompt = unsafe { cstr::str_bytes(prompt.cast::<host_str>()) }.to_vec();
-    // SAFETY: `count` is the mandatory `int*` parameter.
-    let count = unsafe { opt_int(count) }.ok_or_else(|| err("missing play count"))?;
-    let ids = media::call_ids(m)?;
-    let req = MediaRequest::play(&ids, &prompt, count, target)?;
-    // SAFETY: the set and sock_var parameters of this call.
-    let node = unsafe { functions::pick_node(st, msg, set, sock_var, &ids.call_id) }?;
+    let (_m, st, ids) = unsafe { media_call(msg) }?;
+    let req = MediaRequest::play(&ids, prompt, count, target)?;
+    let node = functions::pick_node(st, set, sock_var.as_ref(), &ids.call_id)?;
     // SAFETY: per the contract.
     unsafe { media_start(msg, ctx, name, node, req, None) }
 }
@@ -931,14 +947,13 @@ unsafe fn stop_stream(
     target: PromptTarget,
     name: &'static str,
 ) -> Result<i32, Error> {
-    set_status(sys::ASYNC_SYNC);
-    let [set, sock_var, ..] = *params;
+    let mut d = Decoder::new(msg, params);
+    // SAFETY: decoded in the order of the blocking function's row, which this one shares.
+    let (set, sock_var) = unsafe { (d.next::<OptInt>(), d.next::<OptVar>()) };
     // SAFETY: per the contract.
-    let (m, st) = unsafe { media_msg(msg) }?;
-    let ids = media::call_ids(m)?;
+    let (_m, st, ids) = unsafe { media_call(msg) }?;
     let req = MediaRequest::stop_play(&ids, target)?;
-    // SAFETY: the set and sock_var parameters of this call.
-    let node = unsafe { functions::pick_node(st, msg, set, sock_var, &ids.call_id) }?;
+    let node = functions::pick_node(st, set, sock_var.as_ref(), &ids.call_id)?;
     // SAFETY: per the contract.
     unsafe { media_start(msg, ctx, name, node, req, None) }
 }
@@ -973,23 +988,21 @@ unsafe fn start_recording(
     ctx: *mut async_ctx,
     params: &Params,
 ) -> Result<i32, Error> {
-    set_status(sys::ASYNC_SYNC);
-    let [set, sock_var, flags, destination, mediastream, ..] = *params;
+    let mut d = Decoder::new(msg, params);
+    // SAFETY: decoded in the order of the blocking function's row, which this one shares.
+    let (set, sock_var, flags, destination, mediastream) = unsafe {
+        (
+            d.next::<OptInt>(),
+            d.next::<OptVar>(),
+            d.next::<OptStr>(),
+            d.next::<OptStr>(),
+            d.next::<OptInt>(),
+        )
+    };
     // SAFETY: per the contract.
-    let (m, st) = unsafe { media_msg(msg) }?;
-    // SAFETY: optional `str*` / `int*` parameters of this call (or NULL).
-    let (flags, destination, mediastream) =
-        unsafe { (opt_str(flags), opt_str(destination), opt_int(mediastream)) };
-    let ids = media::call_ids(m)?;
-    let req = media::start_recording_request(
-        m,
-        &ids,
-        flags.as_deref(),
-        destination.as_deref(),
-        mediastream,
-    )?;
-    // SAFETY: the set and sock_var parameters of this call.
-    let node = unsafe { functions::pick_node(st, msg, set, sock_var, &ids.call_id) }?;
+    let (m, st, ids) = unsafe { media_call(msg) }?;
+    let req = media::start_recording_request(&m, &ids, flags, destination, mediastream)?;
+    let node = functions::pick_node(st, set, sock_var.as_ref(), &ids.call_id)?;
     // SAFETY: per the contract.
     unsafe { media_start(msg, ctx, "rtpproxy_start_recording", node, req, None) }
 }
@@ -1003,16 +1016,14 @@ unsafe fn stop_recording(
     ctx: *mut async_ctx,
     params: &Params,
 ) -> Result<i32, Error> {
-    set_status(sys::ASYNC_SYNC);
-    let [set, sock_var, mediastream, ..] = *params;
+    let mut d = Decoder::new(msg, params);
+    // SAFETY: decoded in the order of the blocking function's row, which this one shares.
+    let (set, sock_var, mediastream) =
+        unsafe { (d.next::<OptInt>(), d.next::<OptVar>(), d.next::<OptInt>()) };
     // SAFETY: per the contract.
-    let (m, st) = unsafe { media_msg(msg) }?;
-    // SAFETY: optional `int*` parameter of this call (or NULL).
-    let mediastream = unsafe { opt_int(mediastream) };
-    let ids = media::call_ids(m)?;
-    let req = media::stop_recording_request(m, &ids, mediastream)?;
-    // SAFETY: the set and sock_var parameters of this call.
-    let node = unsafe { functions::pick_node(st, msg, set, sock_var, &ids.call_id) }?;
+    let (m, st, ids) = unsafe { media_call(msg) }?;
+    let req = media::stop_recording_request(&m, &ids, mediastream)?;
+    let node = functions::pick_node(st, set, sock_var.as_ref(), &ids.call_id)?;
     // SAFETY: per the contract.
     unsafe { media_start(msg, ctx, "rtpproxy_stop_recording", node, req, None) }
 }
@@ -1022,15 +1033,25 @@ unsafe fn stop_recording(
 /// # Safety
 /// The arguments are those of the call.
 unsafe fn stats(msg: *mut sip_msg, ctx: *mut async_ctx, params: &Params) -> Result<i32, Error> {
-    set_status(sys::ASYNC_SYNC);
-    let [up, down, sent, fail, set, sock_var, ..] = *params;
+    let mut d = Decoder::new(msg, params);
+    // SAFETY: decoded in the order of the blocking function's row, which this one shares.
+    let (up, down, sent, fail, set, sock_var) = unsafe {
+        (
+            d.next::<VarKind>(),
+            d.next::<VarKind>(),
+            d.next::<VarKind>(),
+            d.next::<VarKind>(),
+            d.next::<OptInt>(),
+            d.next::<OptVar>(),
+        )
+    };
     // SAFETY: per the contract.
-    let (m, st) = unsafe { media_msg(msg) }?;
-    let ids = media::call_ids(m)?;
+    let (_m, st, ids) = unsafe { media_call(msg) }?;
     let req = MediaRequest::stats(&ids)?;
-    // SAFETY: the set and sock_var parameters of this call.
-    let node = unsafe { functions::pick_node(st, msg, set, sock_var, &ids.call_id) }?;
-    let vars = Some([up, down, sent, fail]);
+    let node = functions::pick_node(st, set, sock_var.as_ref(), &ids.call_id)?;
+    // The specs outlive the suspension (they belong to the script); the job rebuilds the
+    // variables against the message it resumes on.
+    let vars = Some([up.as_ptr(), down.as_ptr(), sent.as_ptr(), fail.as_ptr()]);
     // SAFETY: per the contract; the four variables are this call's parameters.
     unsafe { media_start(msg, ctx, "rtpproxy_stats", node, req, vars) }
 }

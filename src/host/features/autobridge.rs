@@ -100,7 +100,7 @@ pub(crate) struct Deferred {
 pub(crate) fn plan(
     st: &ModuleState,
     set: &SetView,
-    m: Msg,
+    m: &Msg<'_>,
     call_id: &[u8],
     req: &OfferRequest<'_>,
     body_mode: bool,
@@ -155,11 +155,11 @@ pub(crate) fn plan(
 }
 
 /// Runs a deferred request when its next hop is known (the offer/answer driver).
-pub(crate) type Resume = fn(Msg, &OfferRequest<'_>) -> Result<(), Error>;
+pub(crate) type Resume = fn(&Msg<'_>, &OfferRequest<'_>) -> Result<(), Error>;
 
 /// Stores `d` with the request `m` and registers the pre-forward and destroy callbacks; the
 /// pre-forward callback calls `resume`.
-pub(crate) fn defer(m: Msg, mut d: Deferred, resume: Resume) -> Result<(), Error> {
+pub(crate) fn defer(m: &Msg<'_>, mut d: Deferred, resume: Resume) -> Result<(), Error> {
     d.resume = Some(resume);
     let direction = d.direction;
     let a = api();
@@ -218,7 +218,7 @@ unsafe extern "C" fn on_pre_forward(
         let Some(resume) = d.resume else {
             return;
         };
-        if let Err(e) = resume(m, &req) {
+        if let Err(e) = resume(&m, &req) {
             tracing::error!(
                 "autobridge: {:?} towards {bridge} failed: {e}; the SDP is left unchanged",
                 d.direction
@@ -302,7 +302,7 @@ const CELL_UAS_REQUEST: usize = crate::host::ffi::sys::probed::CELL_UAS_REQUEST;
 const T_UNDEFINED: isize = -1;
 
 /// Where a reply goes: the source of its transaction's request, else the second Via.
-fn reply_destination(m: Msg) -> Option<IpAddr> {
+fn reply_destination(m: &Msg<'_>) -> Option<IpAddr> {
     if let Some(ip) = transaction_source() {
         tracing::debug!("autobridge: the reply goes to {ip} (its request's source)");
         return Some(ip);

@@ -63,8 +63,7 @@ use crate::core::config::{ModuleConfig, SetId, Transport};
 use crate::core::notify::{DialogId, DtmfEvent, Notification};
 use crate::core::offer::{truncate_script_param, Direction, Flags};
 use crate::core::proto::command::Command;
-use crate::error::other as err;
-use crate::error::HostError;
+use crate::error::{HostError, LifecycleError};
 use crate::io::listener::{self, ListenAddr, ListenerOptions, ListenerStats, NotifySink, Peer};
 use crate::Error;
 
@@ -72,11 +71,11 @@ use super::dlg_node;
 use super::functions::run_offer_answer;
 use super::request::{OfferRequest, SdpSource};
 use crate::host::bind::dlg_api::{
-    self, DlgCbParams, DlgCell, DlgValue, DLGCB_EXPIRED, DLGCB_FAILED, DLGCB_LOADED,
+    self, Dlg, DlgCbParams, DlgCell, DlgValue, DLGCB_EXPIRED, DLGCB_FAILED, DLGCB_LOADED,
     DLGCB_PROCESS_VARS, DLGCB_REQ_WITHIN, DLGCB_RESPONSE_WITHIN, DLGCB_TERMINATED,
 };
 use crate::host::bind::msg::{self, Bodies, Msg, MsgKind};
-use crate::host::bind::params::{opt_int, opt_str, Params};
+use crate::host::bind::params::Var;
 use crate::host::bind::tm_api::{self, Cell, TmcbParams, TMCB_RESPONSE_FWDED};
 use crate::host::ffi::api::api;
 use crate::host::ffi::cstr::borrowed_str;
@@ -110,13 +109,13 @@ unsafe impl Sync for Bavps {}
 static BAVPS: OnceLock<Option<Bavps>> = OnceLock::new();
 
 /// Pre-fork set-up: binds the tm and dialog APIs and parses the branch AVP specs.
-pub(crate) fn mod_init(config: &ModuleConfig) -> Result<(), String> {
+pub(crate) fn mod_init(config: &ModuleConfig) -> Result<(), LifecycleError> {
     if !tm_api::load() {
         tracing::debug!("tm API not found: rtpproxy_engage is not available");
     }
     if !dlg_api::load() {
         if config.notify.is_some() {
-            return Err("you need to load the dialog module to use rtpp_notify_socket".into());
+            return Err(LifecycleError::NotifyNeedsDialog);
         }
         tracing::debug!("dialog module not loaded: rtpproxy_engage and flag n are not available");
     }
@@ -146,48 +145,37 @@ fn parse_bavps() -> Option<Bavps> {
 }
 
 /// Per-process set-up after fork (nothing: control clients are opened on first use).
-pub(crate) fn child_init(_rank: c_int) -> Result<(), String> {
+pub(crate) fn child_init(_rank: c_int) -> Result<(), LifecycleError> {
     Ok(())
 }
 
-/// A `CMD_PARAM_STR` parameter, truncated to 63 bytes as the C module copies it; `None`
-/// when omitted.
-///
-/// # Safety
-/// `p` must be NULL or the `str*` the host passed for that parameter.
-unsafe fn opt_str63(p: *mut c_void) -> Option<Vec<u8>> {
-    // SAFETY: per the contract.
-    unsafe { opt_str(p) }.map(|s| truncate_script_param(&s).to_vec())
-}
-
 /// `rtpproxy_engage([flags], [ip_address], [set_id], [sock_var], [ret_var])` (spec §5.1).
-///
-/// # Safety
-/// `msg` and `params` are those of the script-function call.
-pub(crate) unsafe fn engage(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
-    let [flags_p, ip_p, set_p, sock_var, ret_var, ..] = *params;
+pub(crate) fn engage(
+    msg: Option<&Msg<'_>>,
+    flags: Option<&[u8]>,
+    ip: Option<&[u8]>,
+    set: Option<i32>,
+    sock_var: Option<Var<'_>>,
+    ret_var: Option<Var<'_>>,
+) -> Result<i32, Error> {
     let st = state::get().ok_or_else(|| Error::from(HostError::NotInitialized))?;
-    let d = dlg_api::binds()
-        .ok_or_else(|| err("rtpproxy_engage needs the dialog module, which is not loaded"))?;
-    let tm = tm_api::binds().ok_or_else(|| err("rtpproxy_engage needs the tm module"))?;
-    // SAFETY: per the contract.
-    let m = unsafe { Msg::from_ptr(msg) }
-        .ok_or_else(|| err("this function can only be called from an INVITE"))?;
+    let d = dlg_api::binds().ok_or(HostError::EngageWithoutDialog)?;
+    let tm = tm_api::binds().ok_or(HostError::EngageWithoutTm)?;
+    let m = msg.ok_or(HostError::NotInvite)?;
     if m.kind() != Some(MsgKind::Request) || m.method() != msg::METHOD_INVITE {
-        return Err(err("this function can only be called from an INVITE"));
+        return Err(HostError::NotInvite.into());
     }
     if m.ttag().is_some() {
-        return Err(err(
-            "this function can only be called from the initial INVITE",
-        ));
+        return Err(HostError::NotInitialInvite.into());
     }
-    // SAFETY: `msg` is the initial INVITE of this call.
-    if !unsafe { d.create(msg) } {
-        return Err(err("error creating the dialog"));
+    // SAFETY: `m` is the initial INVITE of this call.
+    if !unsafe { d.create(m) } {
+        return Err(HostError::DialogCreate.into());
     }
-    let dlg = d.current().ok_or_else(|| err("cannot get the dialog"))?;
-    // SAFETY: per the contract, for each parameter.
-    let (flags, ip, set) = unsafe { (opt_str63(flags_p), opt_str63(ip_p), opt_int(set_p)) };
+    let dlg = &d.current(m).ok_or(HostError::NoDialog)?;
+    // Copied and truncated to 63 bytes, as the C module copies them.
+    let flags = flags.map(|s| truncate_script_param(s).to_vec());
+    let ip = ip.map(|s| truncate_script_param(s).to_vec());
     let ip_text = ip
         .as_deref()
         .map(|v| String::from_utf8_lossy(v).into_owned());
@@ -200,15 +188,15 @@ pub(crate) unsafe fn engage(msg: *mut sip_msg, params: &Params) -> Result<i32, E
         let out = run_offer_answer(Some(m), &req, SdpSource::Message)?;
         if let Some(url) = &out.node_url {
             dlg_node::store_call_node(d, dlg, url);
-            // SAFETY: `sock_var` is NULL or the variable parameter of this call.
-            unsafe { msg::set_var_str(msg, sock_var, url.as_bytes()) };
+            if let Some(v) = &sock_var {
+                v.set_str(url.as_bytes());
+            }
         }
-        if let Some(v) = &out.ret_var {
-            // SAFETY: `ret_var` is NULL or the variable parameter of this call.
-            unsafe { msg::set_var_str(msg, ret_var, v) };
+        if let (Some(value), Some(v)) = (&out.ret_var, &ret_var) {
+            v.set_str(value);
         }
     } else if !d.store_str(dlg, VAL_LATE, VAL_LATE) {
-        return Err(err("cannot store late_negotiation into the dialog"));
+        return Err(HostError::DialogStore("late_negotiation").into());
     }
 
     let set_id = set.map(|id| {
@@ -223,22 +211,22 @@ pub(crate) unsafe fn engage(msg: *mut sip_msg, params: &Params) -> Result<i32, E
     // SAFETY: `route_type` is the core's current route type variable.
     let route_type = unsafe { *api().route_type };
     if route_type & sys::BRANCH_ROUTE as c_int != 0 {
-        // SAFETY: `msg` is the current message.
-        unsafe { store_branch_params(msg, flags.as_deref(), ip.as_deref(), set_id)? };
+        // SAFETY: `m` is the current message.
+        unsafe { store_branch_params(m.as_ptr(), flags.as_deref(), ip.as_deref(), set_id)? };
     } else {
         if let Some(f) = &flags {
             if !d.store_str(dlg, VAL_FLAGS, f) {
-                return Err(err("cannot store the flags into the dialog"));
+                return Err(HostError::DialogStore("the flags").into());
             }
         }
         if let Some(ip) = &ip {
             if !d.store_str(dlg, VAL_IP, ip) {
-                return Err(err("cannot store the ip address into the dialog"));
+                return Err(HostError::DialogStore("the ip address").into());
             }
         }
         if let Some(id) = set_id {
             if !d.store_str(dlg, VAL_SET, &id.to_ne_bytes()) {
-                return Err(err("cannot store the set into the dialog"));
+                return Err(HostError::DialogStore("the set").into());
             }
         }
     }
@@ -248,9 +236,9 @@ pub(crate) unsafe fn engage(msg: *mut sip_msg, params: &Params) -> Result<i32, E
         return Ok(1);
     }
     m.add_msg_flags(msg::FL_USE_RTPPROXY);
-    // SAFETY: `msg` is the INVITE being processed.
-    if !unsafe { tm.register(msg, TMCB_RESPONSE_FWDED, engage_reply_cb) } {
-        return Err(err("failed to install the TM callback"));
+    // SAFETY: `m` is the INVITE being processed.
+    if !unsafe { tm.register(m.as_ptr(), TMCB_RESPONSE_FWDED, engage_reply_cb) } {
+        return Err(HostError::TmCallback.into());
     }
     register_dialog_callbacks(d, dlg)?;
     Ok(1)
@@ -258,23 +246,23 @@ pub(crate) unsafe fn engage(msg: *mut sip_msg, params: &Params) -> Result<i32, E
 
 /// The per-dialog callbacks of an engaged call: at engage, and again on every instance that
 /// restores or receives the dialog (per-dialog callbacks are neither stored nor replicated).
-fn register_dialog_callbacks(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg) -> Result<(), Error> {
+fn register_dialog_callbacks(d: &dlg_api::DlgBinds, dlg: &Dlg<'_>) -> Result<(), Error> {
     if !d.register(
         dlg,
         DLGCB_RESPONSE_WITHIN | DLGCB_REQ_WITHIN,
         engage_dialog_cb,
     ) {
-        return Err(err("cannot register the dialog callback"));
+        return Err(HostError::DialogCallback("callback").into());
     }
     if !d.register(
         dlg,
         DLGCB_FAILED | DLGCB_TERMINATED | DLGCB_EXPIRED,
         engage_close_cb,
     ) {
-        return Err(err("cannot register the dialog close callback"));
+        return Err(HostError::DialogCallback("close callback").into());
     }
     if !d.register(dlg, DLGCB_PROCESS_VARS, engage_vars_cb) {
-        return Err(err("cannot register the dialog values callback"));
+        return Err(HostError::DialogCallback("values callback").into());
     }
     Ok(())
 }
@@ -290,13 +278,13 @@ unsafe fn store_branch_params(
     set: Option<SetId>,
 ) -> Result<(), Error> {
     let Some(Some(Bavps(specs))) = BAVPS.get() else {
-        return Err(err("branch AVPs are not available (tm's $bavp)"));
+        return Err(HostError::NoBranchAvps.into());
     };
     for (spec, value) in specs[..2].iter().zip([flags, ip]) {
         if let Some(v) = value {
             // SAFETY: `spec` is a parsed `$bavp` spec; the value is copied by the core.
             if !unsafe { msg::set_var_str(msg, spec.cast(), v) } {
-                return Err(err("cannot store an engage parameter in a branch AVP"));
+                return Err(HostError::BranchAvpStore("an engage parameter").into());
             }
         }
     }
@@ -309,7 +297,7 @@ unsafe fn store_branch_params(
         };
         // SAFETY: as above.
         if unsafe { (api().pv_set_value)(msg, specs[2], sys::EQ_T as c_int, &mut v) } < 0 {
-            return Err(err("cannot store the set in a branch AVP"));
+            return Err(HostError::BranchAvpStore("the set").into());
         }
     }
     Ok(())
@@ -323,7 +311,7 @@ struct EngageParams {
 }
 
 /// The set id of `rtpproxy_3`: 4 raw native-endian bytes (an integer value is accepted too).
-fn dialog_set(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg) -> Option<SetId> {
+fn dialog_set(d: &dlg_api::DlgBinds, dlg: &Dlg<'_>) -> Option<SetId> {
     match d.fetch(dlg, VAL_SET)? {
         DlgValue::Str(b) if b.len() >= 4 => Some(SetId::from_ne_bytes([b[0], b[1], b[2], b[3]])),
         DlgValue::Int(n) => Some(n),
@@ -334,7 +322,7 @@ fn dialog_set(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg) -> Option<SetId> {
     }
 }
 
-fn dialog_params(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg, default_set: SetId) -> EngageParams {
+fn dialog_params(d: &dlg_api::DlgBinds, dlg: &Dlg<'_>, default_set: SetId) -> EngageParams {
     let text = |name| match d.fetch(dlg, name) {
         Some(DlgValue::Str(v)) => Some(v),
         _ => None,
@@ -380,8 +368,8 @@ unsafe fn bavp(msg: *mut sip_msg, spec: *mut pv_spec_t) -> Option<(Vec<u8>, Opti
 /// a 1xx only uses them; `None` when there are none or for other replies.
 fn branch_params(
     d: &dlg_api::DlgBinds,
-    dlg: dlg_api::Dlg,
-    m: Msg,
+    dlg: &Dlg<'_>,
+    m: &Msg<'_>,
     default_set: SetId,
 ) -> Result<Option<EngageParams>, Error> {
     let Some(Some(Bavps(specs))) = BAVPS.get() else {
@@ -407,17 +395,17 @@ fn branch_params(
     if (200..300).contains(&code) {
         if let Some((f, _)) = &flags {
             if !d.store_str(dlg, VAL_FLAGS, f) {
-                return Err(err("cannot store the flags into the dialog"));
+                return Err(HostError::DialogStore("the flags").into());
             }
         }
         if let Some((ip, _)) = &ip {
             if !d.store_str(dlg, VAL_IP, ip) {
-                return Err(err("cannot store the ip address into the dialog"));
+                return Err(HostError::DialogStore("the ip address").into());
             }
         }
         if let Some(id) = set {
             if !d.store_str(dlg, VAL_SET, &id.to_ne_bytes()) {
-                return Err(err("cannot store the set into the dialog"));
+                return Err(HostError::DialogStore("the set").into());
             }
         }
     } else if code >= 300 {
@@ -432,25 +420,15 @@ fn branch_params(
 
 /// One message of an engaged dialog (spec §5.2): replies to the INVITE, sequential requests
 /// and their replies.
-fn on_message(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg, m: Msg) -> Result<(), Error> {
+fn on_message(d: &dlg_api::DlgBinds, dlg: &Dlg<'_>, m: &Msg<'_>) -> Result<(), Error> {
     let st = state::get().ok_or_else(|| Error::from(HostError::NotInitialized))?;
     let late = d.fetch(dlg, VAL_LATE).is_some();
     let has_sdp = matches!(m.sdp_parts(), Bodies::Sdp(_));
-    let method = m
-        .cseq_method()
-        .ok_or_else(|| err("cannot parse the CSeq header"))?;
+    let method = m.cseq_method().ok_or(HostError::BadCseq)?;
     if method == msg::METHOD_ACK {
         match (late, has_sdp) {
-            (false, true) => {
-                return Err(err(
-                    "not a late negotiation: an ACK cannot carry an SDP body",
-                ))
-            }
-            (true, false) => {
-                return Err(err(
-                    "the ACK of a late negotiation does not carry an SDP body",
-                ))
-            }
+            (false, true) => return Err(HostError::UnexpectedAckSdp.into()),
+            (true, false) => return Err(HostError::MissingAckSdp.into()),
             (false, false) => return Ok(()),
             (true, true) => {
                 d.delete(dlg, VAL_LATE);
@@ -462,7 +440,7 @@ fn on_message(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg, m: Msg) -> Result<(), Er
             && method == msg::METHOD_INVITE
             && !d.store_str(dlg, VAL_LATE, VAL_LATE)
         {
-            return Err(err("cannot store late_negotiation into the dialog"));
+            return Err(HostError::DialogStore("late_negotiation").into());
         }
         return Ok(());
     }
@@ -480,7 +458,7 @@ fn on_message(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg, m: Msg) -> Result<(), Er
     let call_node = dlg_node::call_node_from_dialog(d, dlg);
     let preset = call_node.as_deref().filter(|url| {
         control::find_set(st, Some(p.set))
-            .is_some_and(|set| dlg_node::resolve(st, set, url, &dlg.call_id()).is_some())
+            .is_some_and(|set| dlg_node::resolve(st, set, url, dlg.call_id()).is_some())
     });
     let mut req = OfferRequest::new(&p.flags, direction);
     req.ip = p.ip.as_deref();
@@ -495,17 +473,27 @@ fn on_message(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg, m: Msg) -> Result<(), Er
 }
 
 /// Processes `msg` for `dlg` (or the current dialog), logging any failure.
-fn engaged_message(dlg: Option<dlg_api::Dlg>, msg: *mut sip_msg) {
+fn engaged_message(dlg: Option<&Dlg<'_>>, msg: *mut sip_msg) {
     let Some(d) = dlg_api::binds() else { return };
     // SAFETY: `msg` comes from a tm or dialog callback, live for the callback.
     let Some(m) = (unsafe { Msg::from_ptr(msg) }) else {
         return;
     };
-    let Some(dlg) = dlg.or_else(|| d.current()) else {
-        tracing::debug!("dialog not found: cannot engage rtpproxy");
-        return;
+    let current;
+    let dlg = match dlg {
+        Some(dlg) => dlg,
+        None => match d.current(&m) {
+            Some(c) => {
+                current = c;
+                &current
+            }
+            None => {
+                tracing::debug!("dialog not found: cannot engage rtpproxy");
+                return;
+            }
+        },
     };
-    if let Err(e) = on_message(d, dlg, m) {
+    if let Err(e) = on_message(d, dlg, &m) {
         tracing::error!("rtpproxy_engage: {e}");
     }
 }
@@ -530,7 +518,7 @@ unsafe extern "C" fn engage_dialog_cb(dlg: *mut DlgCell, _ty: c_int, p: *mut Dlg
         }
         // SAFETY: the dialog module passes a live cell and live parameters.
         let (dlg, msg) = unsafe { (dlg_api::Dlg::from_ptr(dlg), (*p).msg) };
-        if let Some(dlg) = dlg {
+        if let Some(dlg) = &dlg {
             engaged_message(Some(dlg), msg);
         }
     })
@@ -543,28 +531,27 @@ unsafe extern "C" fn engage_close_cb(dlg: *mut DlgCell, _ty: c_int, _p: *mut Dlg
         let Some(dlg) = (unsafe { dlg_api::Dlg::from_ptr(dlg) }) else {
             return;
         };
-        if let Err(e) = teardown(dlg) {
+        if let Err(e) = teardown(&dlg) {
             tracing::error!("rtpproxy_engage: cannot delete the sessions: {e}");
         }
     })
 }
 
-fn teardown(dlg: dlg_api::Dlg) -> Result<(), Error> {
+fn teardown(dlg: &Dlg<'_>) -> Result<(), Error> {
     let st = state::get().ok_or_else(|| Error::from(HostError::NotInitialized))?;
-    let d = dlg_api::binds().ok_or_else(|| err("no dialog module"))?;
+    let d = dlg_api::binds().ok_or(HostError::NoDialogModule)?;
     let set_id = dialog_set(d, dlg).unwrap_or(st.config.default_set);
-    let set = control::find_set(st, Some(set_id))
-        .ok_or_else(|| err(format!("could not find RTPProxy set {set_id}")))?;
+    let set = control::find_set(st, Some(set_id)).ok_or(HostError::NoSuchSet(set_id))?;
     let call_id = dlg.call_id();
     let from_tag = dlg.caller_tag().unwrap_or_default();
     let to_tag = dlg.callee_tag();
-    let cmd = Command::delete(&call_id, &from_tag, to_tag.as_deref())?;
+    let cmd = Command::delete(call_id, from_tag, to_tag)?;
     // The call's node (the dialog's stored node, else the call map, else the hash); the
     // reply does not matter (the relay may have deleted a timed-out session already). The
     // call is forgotten afterwards.
     let url = dlg_node::call_node_from_dialog(d, dlg)
-        .filter(|url| dlg_node::resolve(st, set, url, &call_id).is_some());
-    let _ = control::send_for_call(st, set, &call_id, url.as_deref(), &cmd);
+        .filter(|url| dlg_node::resolve(st, set, url, call_id).is_some());
+    let _ = control::send_for_call(st, set, call_id, url.as_deref(), &cmd);
     Ok(())
 }
 
@@ -585,7 +572,7 @@ pub(crate) fn register_loaded_callback() {
 
 /// Whether a dialog that came from elsewhere was engaged: it carries any of our values (a
 /// call engaged by the C module without parameters and with an SDP offer carries none).
-fn is_engaged(d: &dlg_api::DlgBinds, dlg: dlg_api::Dlg) -> bool {
+fn is_engaged(d: &dlg_api::DlgBinds, dlg: &Dlg<'_>) -> bool {
     [dlg_node::VAL_NODE, VAL_FLAGS, VAL_IP, VAL_SET, VAL_LATE]
         .iter()
         .any(|name| d.fetch(dlg, name).is_some())
@@ -600,6 +587,7 @@ unsafe extern "C" fn engage_loaded_cb(dlg: *mut DlgCell, _ty: c_int, _p: *mut Dl
             return;
         };
         let Some(d) = dlg_api::binds() else { return };
+        let dlg = &dlg;
         if !is_engaged(d, dlg) {
             return;
         }
@@ -607,7 +595,7 @@ unsafe extern "C" fn engage_loaded_cb(dlg: *mut DlgCell, _ty: c_int, _p: *mut Dl
         if let Err(e) = register_dialog_callbacks(d, dlg) {
             tracing::error!(
                 "rtpproxy_engage: call {} restored without its callbacks: {e}",
-                String::from_utf8_lossy(&call_id)
+                String::from_utf8_lossy(call_id)
             );
             return;
         }
@@ -617,7 +605,7 @@ unsafe extern "C" fn engage_loaded_cb(dlg: *mut DlgCell, _ty: c_int, _p: *mut Dl
         }
         tracing::debug!(
             "rtpproxy_engage: call {} restored (node {:?})",
-            String::from_utf8_lossy(&call_id),
+            String::from_utf8_lossy(call_id),
             dlg_node::call_node_from_dialog(d, dlg)
         );
     })
@@ -638,6 +626,7 @@ unsafe extern "C" fn engage_vars_cb(dlg: *mut DlgCell, _ty: c_int, p: *mut DlgCb
         let (Some(d), Some(st)) = (dlg_api::binds(), state::get()) else {
             return;
         };
+        let dlg = &dlg;
         // SAFETY: `p` is NULL or the live parameters of this PROCESS_VARS callback.
         let name = (!p.is_null())
             .then(|| unsafe { (*p).replicated_value_name() })
@@ -647,7 +636,7 @@ unsafe extern "C" fn engage_vars_cb(dlg: *mut DlgCell, _ty: c_int, p: *mut DlgCb
                 if d.fetch(dlg, VAL_LATE) == Some(DlgValue::Flag) {
                     tracing::debug!(
                         "late negotiation of call {} ended on another instance",
-                        String::from_utf8_lossy(&dlg.call_id())
+                        String::from_utf8_lossy(dlg.call_id())
                     );
                     d.delete(dlg, VAL_LATE);
                 }
@@ -667,7 +656,7 @@ unsafe extern "C" fn engage_vars_cb(dlg: *mut DlgCell, _ty: c_int, p: *mut DlgCb
 /// cannot be had; with `d`, the current dialog if there is one (else the DTMF tag uses the
 /// Call-ID). `None` when neither applies or the dialog module is not loaded.
 pub(crate) fn dialog_id_for_flags(
-    m: Msg,
+    m: &Msg<'_>,
     flags: &[u8],
     direction: Direction,
 ) -> Result<Option<Vec<u8>>, Error> {
@@ -684,15 +673,13 @@ pub(crate) fn dialog_id_for_flags(
     if f.notify && direction == Direction::Offer && !f.lookup {
         if m.kind() == Some(MsgKind::Request) && m.ttag().is_none() {
             // SAFETY: `m` is the initial request being processed by the script function.
-            unsafe { d.create(m.as_ptr()) };
+            unsafe { d.create(m) };
         }
-        let dlg = d
-            .current()
-            .ok_or_else(|| err("failed to get the dialog for the timeout notification"))?;
-        return Ok(d.did(dlg));
+        let dlg = d.current(m).ok_or(HostError::NoNotifyDialog)?;
+        return Ok(d.did(&dlg));
     }
     if f.dtmf {
-        return Ok(d.current().and_then(|dlg| d.did(dlg)));
+        return Ok(d.current(m).and_then(|dlg| d.did(&dlg)));
     }
     Ok(None)
 }
@@ -762,7 +749,7 @@ const PT_IPC_PIPE: usize = sys::probed::PROCESS_TABLE_IPC_PIPE;
 
 /// This process's IPC read descriptor (`IPC_FD_READ_SELF`), found through the process table
 /// and checked: the entry's pid must be ours and the descriptor a pipe.
-fn ipc_read_fd() -> Result<c_int, String> {
+fn ipc_read_fd() -> Result<c_int, HostError> {
     let a = api();
     // SAFETY: `pt` and `process_no` are core variables; the entry of this process is read at
     // the measured layout, and the pid check below rejects a wrong layout before the
@@ -771,7 +758,7 @@ fn ipc_read_fd() -> Result<c_int, String> {
         let table = *a.pt;
         let no = *a.process_no;
         if table.is_null() || no < 0 {
-            return Err("no process table".into());
+            return Err(HostError::NoProcessTable);
         }
         let entry = table.add(no as usize * PT_ENTRY_SIZE);
         (
@@ -780,9 +767,7 @@ fn ipc_read_fd() -> Result<c_int, String> {
         )
     };
     if pid != std::process::id() as c_int {
-        return Err(format!(
-            "process table entry does not describe this process (pid {pid})"
-        ));
+        return Err(HostError::ProcessEntry(pid));
     }
     // SAFETY: `fstat` only fills the local struct.
     let is_pipe = unsafe {
@@ -790,7 +775,7 @@ fn ipc_read_fd() -> Result<c_int, String> {
         libc::fstat(fd, &mut sb) == 0 && sb.st_mode & libc::S_IFMT == libc::S_IFIFO
     };
     if !is_pipe {
-        return Err(format!("descriptor {fd} is not an IPC pipe"));
+        return Err(HostError::NotAPipe(fd));
     }
     Ok(fd)
 }
@@ -948,7 +933,7 @@ pub(crate) fn notify_process(_no: c_int) {
     // started again, with a growing pause, for the life of the process.
     let mut pause = Duration::from_millis(400);
     loop {
-        let served = guard::call("notification listener", Err(String::from("panic")), || {
+        let served = guard::call("notification listener", Err(HostError::Panicked), || {
             serve_notifications(st, &addr)
         });
         match served {
@@ -967,8 +952,8 @@ pub(crate) fn notify_process(_no: c_int) {
 }
 
 /// Binds the notification socket and serves it until the listener fails.
-fn serve_notifications(st: &'static ModuleState, addr: &ListenAddr) -> Result<(), String> {
-    let bound = listener::bind(addr).map_err(|e| format!("cannot listen: {e}"))?;
+fn serve_notifications(st: &'static ModuleState, addr: &ListenAddr) -> Result<(), HostError> {
+    let bound = listener::bind(addr).map_err(HostError::Listen)?;
     #[cfg(feature = "fault-injection")]
     {
         use std::sync::atomic::{AtomicU32, Ordering};
@@ -979,7 +964,7 @@ fn serve_notifications(st: &'static ModuleState, addr: &ListenAddr) -> Result<()
             .unwrap_or(0);
         if RUNS.fetch_add(1, Ordering::Relaxed) < n {
             drop(bound);
-            return Err("injected listener socket error".into());
+            return Err(HostError::Injected("listener socket error"));
         }
     }
     let ipc_fd = match ipc_read_fd() {
@@ -1008,7 +993,7 @@ fn serve_notifications(st: &'static ModuleState, addr: &ListenAddr) -> Result<()
         stats,
         std::future::pending(),
     )
-    .map_err(|e| e.to_string())
+    .map_err(HostError::Listener)
 }
 
 /// Main-process clean-up at shutdown: removes the UNIX notification socket file (the C module

@@ -24,7 +24,7 @@ use crate::host::runtime::state::{ModuleState, NodeView, SetView};
 pub(crate) const VAL_NODE: &[u8] = b"rtpproxy_node";
 
 /// The node URL stored in the dialog, if any.
-pub(crate) fn call_node_from_dialog(d: &DlgBinds, dlg: Dlg) -> Option<String> {
+pub(crate) fn call_node_from_dialog(d: &DlgBinds, dlg: &Dlg<'_>) -> Option<String> {
     match d.fetch(dlg, VAL_NODE)? {
         DlgValue::Str(v) if !v.is_empty() => Some(String::from_utf8_lossy(&v).into_owned()),
         other => {
@@ -36,7 +36,7 @@ pub(crate) fn call_node_from_dialog(d: &DlgBinds, dlg: Dlg) -> Option<String> {
 
 /// Records `url` as the call's node. Writes only when it changed: every write of a
 /// confirmed dialog's value is replicated to the cluster.
-pub(crate) fn store_call_node(d: &DlgBinds, dlg: Dlg, url: &str) -> bool {
+pub(crate) fn store_call_node(d: &DlgBinds, dlg: &Dlg<'_>, url: &str) -> bool {
     if call_node_from_dialog(d, dlg).as_deref() == Some(url) {
         return true;
     }
@@ -76,7 +76,7 @@ pub(crate) fn resolve<'a>(
 /// Tells this instance's call map where the dialog's call is (a dialog restored or
 /// replicated here, or its node moved on another instance), so that script functions called
 /// for the call without the dialog (`rtpproxy_unforce`, ...) find the same node.
-pub(crate) fn note_call_node(st: &ModuleState, d: &DlgBinds, dlg: Dlg, set: SetId) {
+pub(crate) fn note_call_node(st: &ModuleState, d: &DlgBinds, dlg: &Dlg<'_>, set: SetId) {
     let Some(url) = call_node_from_dialog(d, dlg) else {
         return;
     };
@@ -84,7 +84,7 @@ pub(crate) fn note_call_node(st: &ModuleState, d: &DlgBinds, dlg: Dlg, set: SetI
         return;
     };
     if let Some(node) = set.nodes.iter().find(|n| n.spec.url == url) {
-        control::remember_call(st, &dlg.call_id(), node);
+        control::remember_call(st, dlg.call_id(), node);
     }
 }
 

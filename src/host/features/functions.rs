@@ -18,43 +18,35 @@ use super::autobridge::{self, Plan};
 use super::request::{OfferRequest, OfferResult, SdpSource};
 use crate::core::control::{Failover, OpKind};
 use crate::host::bind::msg::{self, Bodies, Msg, MsgKind};
-use crate::host::bind::params::{opt_int, opt_str, Params};
+use crate::host::bind::params::kind::{OptInt, OptStr, OptVar, Since4};
+use crate::host::bind::params::{Decoder, Params, Var};
 use crate::host::ffi::sys::sip_msg;
 use crate::host::runtime::control::{self, Target, Verdict};
 use crate::host::runtime::state::{self, ModuleState, NodeView};
 
 /// The set of the call (`set_id` or `default_set`) and its node for `call_id`; `sock_var`
 /// gets the node's URL (spec §2.2, §10).
-///
-/// # Safety
-/// `set` and `sock_var` must be the `int*` / `pv_spec_t*` parameters (or NULL) of the call on
-/// `msg`.
-pub(crate) unsafe fn pick_node<'a>(
+pub(crate) fn pick_node<'a>(
     st: &'a ModuleState,
-    msg: *mut sip_msg,
-    set: *mut c_void,
-    sock_var: *mut c_void,
+    set_id: Option<i32>,
+    sock_var: Option<&Var<'_>>,
     call_id: &[u8],
 ) -> Result<&'a NodeView, Error> {
-    // SAFETY: per the contract.
-    let set_id = unsafe { opt_int(set) };
     let set = control::set_or_error(st, set_id)?;
     let node = control::node_for_call(st, set, call_id, None)?;
-    // SAFETY: per the contract.
-    if !unsafe { msg::set_var_str(msg, sock_var, node.spec.url.as_bytes()) } {
+    if !sock_var.is_none_or(|v| v.set_str(node.spec.url.as_bytes())) {
         tracing::warn!("cannot set sock_var to {}", node.spec.url);
     }
     Ok(node)
 }
 
 /// `rtpproxy_unforce([set_id], [sock_var])`: deletes the call's sessions on its node.
-///
-/// # Safety
-/// The arguments are those of the script-function call.
-pub(crate) unsafe fn unforce(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
-    let [set, sock_var, ..] = *params;
-    // SAFETY: per the contract.
-    let Some(m) = (unsafe { Msg::from_ptr(msg) }) else {
+pub(crate) fn unforce(
+    msg: Option<&Msg<'_>>,
+    set: Option<i32>,
+    sock_var: Option<Var<'_>>,
+) -> Result<i32, Error> {
+    let Some(m) = msg else {
         return Ok(1); // no message, or a faked reply: nothing to delete (as the C module)
     };
     let st = state::get().ok_or_else(|| Error::from(HostError::NotInitialized))?;
@@ -63,16 +55,14 @@ pub(crate) unsafe fn unforce(msg: *mut sip_msg, params: &Params) -> Result<i32, 
         .ok_or_else(|| Error::from(HostError::NoCallId))?;
     let from_tag = m.ftag().ok_or_else(|| Error::from(HostError::NoFromTag))?;
     let to_tag = m.ttag();
-    let cmd = Command::delete(&call_id, &from_tag, to_tag.as_deref())?;
-    // SAFETY: `set` and `sock_var` are this call's parameters (or NULL).
-    let node = unsafe { pick_node(st, msg, set, sock_var, &call_id) }?;
-    // SAFETY: `set` is this call's `int*` parameter or NULL.
-    let set = control::set_or_error(st, unsafe { opt_int(set) })?;
+    let cmd = Command::delete(call_id, from_tag, to_tag)?;
+    let node = pick_node(st, set, sock_var.as_ref(), call_id)?;
+    let set = control::set_or_error(st, set)?;
     // The call's node (from the call map); if it is not known, the nodes are asked in turn
     // until one has the call. The reply does not matter (as in the C module); a transport
     // failure has already taken the node out for everybody. The call is forgotten.
     tracing::debug!("unforce: the call's node is {}", node.spec.url);
-    let _ = control::send_for_call(st, set, &call_id, None, &cmd);
+    let _ = control::send_for_call(st, set, call_id, None, &cmd);
     Ok(1)
 }
 
@@ -81,7 +71,98 @@ pub(crate) unsafe fn unforce(msg: *mut sip_msg, params: &Params) -> Result<i32, 
 pub(crate) static LAST_REWRITTEN: std::sync::Mutex<Option<(u32, u32, usize)>> =
     std::sync::Mutex::new(None);
 
-/// Parameters of `rtpproxy_offer` / `rtpproxy_answer`, as the host passed them.
+/// The typed parameters of `rtpproxy_offer` / `rtpproxy_answer`, borrowed for the call.
+pub(crate) struct OfferArgs<'a> {
+    pub(crate) flags: Option<&'a [u8]>,
+    pub(crate) ip: Option<&'a [u8]>,
+    pub(crate) set: Option<i32>,
+    pub(crate) sock_var: Option<Var<'a>>,
+    pub(crate) ret_var: Option<Var<'a>>,
+    pub(crate) body_var: Option<Var<'a>>,
+    /// 4.0's 7th parameter; always `None` for 3.6, which declares six.
+    pub(crate) bind_local: Option<Var<'a>>,
+}
+
+/// `rtpproxy_offer([flags], [ip_address], [set_id], [sock_var], [ret_var], [body_var])`
+/// (and 4.0's `[bind_local]`).
+#[allow(clippy::too_many_arguments)] // the script function's parameters, as declared
+pub(crate) fn offer<'a>(
+    msg: Option<&Msg<'_>>,
+    flags: Option<&'a [u8]>,
+    ip: Option<&'a [u8]>,
+    set: Option<i32>,
+    sock_var: Option<Var<'a>>,
+    ret_var: Option<Var<'a>>,
+    body_var: Option<Var<'a>>,
+    bind_local: Option<Var<'a>>,
+) -> Result<i32, Error> {
+    let args = OfferArgs {
+        flags,
+        ip,
+        set,
+        sock_var,
+        ret_var,
+        body_var,
+        bind_local,
+    };
+    offer_answer(msg, &args, Direction::Offer)
+}
+
+/// `rtpproxy_answer(...)`, same parameters as [`offer`].
+#[allow(clippy::too_many_arguments)] // the script function's parameters, as declared
+pub(crate) fn answer<'a>(
+    msg: Option<&Msg<'_>>,
+    flags: Option<&'a [u8]>,
+    ip: Option<&'a [u8]>,
+    set: Option<i32>,
+    sock_var: Option<Var<'a>>,
+    ret_var: Option<Var<'a>>,
+    body_var: Option<Var<'a>>,
+    bind_local: Option<Var<'a>>,
+) -> Result<i32, Error> {
+    let args = OfferArgs {
+        flags,
+        ip,
+        set,
+        sock_var,
+        ret_var,
+        body_var,
+        bind_local,
+    };
+    offer_answer(msg, &args, Direction::Answer)
+}
+
+/// The blocking `rtpproxy_offer`/`rtpproxy_answer` on the host's parameters (the async
+/// functions' fallback).
+///
+/// # Safety
+/// `msg` and `params` are what OpenSIPS passed for `rtpproxy_offer`/`rtpproxy_answer` (whose
+/// row is `module::script`'s `OFFER_ANSWER`: the kinds below, in this order).
+pub(crate) unsafe fn offer_answer_raw(
+    msg: *mut sip_msg,
+    params: &Params,
+    direction: Direction,
+) -> Result<i32, Error> {
+    let mut d = Decoder::new(msg, params);
+    // SAFETY: per the contract, in the declared order.
+    let args = unsafe {
+        OfferArgs {
+            flags: d.next::<OptStr>(),
+            ip: d.next::<OptStr>(),
+            set: d.next::<OptInt>(),
+            sock_var: d.next::<OptVar>(),
+            ret_var: d.next::<OptVar>(),
+            body_var: d.next::<OptVar>(),
+            bind_local: d.next::<Since4<OptVar>>(),
+        }
+    };
+    // SAFETY: the message of this call, borrowed for it.
+    let m = unsafe { Msg::from_ptr(msg) };
+    offer_answer(m.as_ref(), &args, direction)
+}
+
+/// Parameters of `rtpproxy_offer` / `rtpproxy_answer` as the host passed them, kept by the
+/// async functions across the suspension (their variables are written at resume).
 pub(crate) struct OfferParams {
     pub(crate) flags: *mut c_void,
     pub(crate) ip: *mut c_void,
@@ -111,32 +192,14 @@ impl OfferParams {
     }
 }
 
-/// `rtpproxy_offer([flags], [ip_address], [set_id], [sock_var], [ret_var], [body_var])`.
-///
-/// # Safety
-/// `msg` and `params` are those of the script-function call.
-pub(crate) unsafe fn offer(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
-    // SAFETY: per the contract.
-    unsafe { offer_answer(msg, &OfferParams::new(params), Direction::Offer) }
-}
-
-/// `rtpproxy_answer(...)`, same parameters as [`offer`].
-///
-/// # Safety
-/// `msg` and `params` are those of the script-function call.
-pub(crate) unsafe fn answer(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
-    // SAFETY: per the contract.
-    unsafe { offer_answer(msg, &OfferParams::new(params), Direction::Answer) }
-}
-
 /// Runs a deferred autobridge request once the request is forwarded.
-fn resume_deferred(m: Msg, req: &OfferRequest<'_>) -> Result<(), Error> {
+fn resume_deferred(m: &Msg<'_>, req: &OfferRequest<'_>) -> Result<(), Error> {
     run_offer_answer(Some(m), req, SdpSource::Message).map(drop)
 }
 
 /// Runs offer/answer (spec §4) on `msg` (may be absent for API use with given ids and body).
 pub(crate) fn run_offer_answer(
-    msg: Option<Msg>,
+    msg: Option<&Msg<'_>>,
     req: &OfferRequest<'_>,
     source: SdpSource,
 ) -> Result<OfferResult, Error> {
@@ -149,7 +212,7 @@ pub(crate) fn run_offer_answer(
 /// Counts one `offers`/`answers` (or `*_failed`) per request that reached a relay or failed:
 /// a script-level operation, however many streams (commands) it took.
 fn run_offer_answer_noting(
-    msg: Option<Msg>,
+    msg: Option<&Msg<'_>>,
     req: &OfferRequest<'_>,
     source: SdpSource,
     last_node: &mut Option<String>,
@@ -170,7 +233,7 @@ fn run_offer_answer_noting(
 /// relay.
 fn offer_answer_body(
     st: &'static ModuleState,
-    msg: Option<Msg>,
+    msg: Option<&Msg<'_>>,
     req: &OfferRequest<'_>,
     source: SdpSource,
     last_node: &mut Option<String>,
@@ -196,9 +259,12 @@ fn offer_answer_body(
         (Some(ids), _) => ids.clone(),
         (None, Some(m)) => (
             m.call_id()
-                .ok_or_else(|| Error::from(HostError::NoCallId))?,
-            m.ftag().ok_or_else(|| Error::from(HostError::NoFromTag))?,
-            m.ttag().unwrap_or_default(),
+                .ok_or_else(|| Error::from(HostError::NoCallId))?
+                .to_vec(),
+            m.ftag()
+                .ok_or_else(|| Error::from(HostError::NoFromTag))?
+                .to_vec(),
+            m.ttag().unwrap_or_default().to_vec(),
         ),
         (None, None) => return Err(err("no SIP message to take the Call-ID and tags from")),
     };
@@ -347,57 +413,44 @@ fn offer_answer_body(
 
 /// The script functions `rtpproxy_offer` / `rtpproxy_answer` (spec §4): parameters in,
 /// variables out.
-///
-/// # Safety
-/// `msg` and the parameters are those of the script-function call.
-unsafe fn offer_answer(
-    msg: *mut sip_msg,
-    p: &OfferParams,
+fn offer_answer(
+    m: Option<&Msg<'_>>,
+    p: &OfferArgs<'_>,
     direction: Direction,
 ) -> Result<i32, Error> {
-    // SAFETY: per the contract.
-    let m = unsafe { Msg::from_ptr(msg) };
-    // SAFETY: per the contract, for each parameter.
-    let (flags, ip, set) = unsafe { (opt_str(p.flags), opt_str(p.ip), opt_int(p.set)) };
-    let ip = ip.map(|v| String::from_utf8_lossy(&v).into_owned());
-    let flags = flags.unwrap_or_default();
-    let mut req = OfferRequest::new(&flags, direction);
+    let ip = p.ip.map(|v| String::from_utf8_lossy(v).into_owned());
+    let flags = p.flags.unwrap_or_default();
+    let mut req = OfferRequest::new(flags, direction);
     req.ip = ip.as_deref();
-    req.set = set;
-    let bind_local = if p.bind_local.is_null() {
-        None
-    } else {
-        // SAFETY: `bind_local` is the variable parameter of this call.
-        unsafe { msg::get_var_text(msg, p.bind_local) }
-            .map_err(|()| err("bind_local has no usable value (string or integer)"))?
+    req.set = p.set;
+    let bind_local = match &p.bind_local {
+        None => None,
+        Some(v) => v
+            .get_text()
+            .map_err(|()| err("bind_local has no usable value (string or integer)"))?,
     };
     req.bind_local = bind_local.as_deref();
     if let Some(m) = m {
-        req.dialog_id = super::dialog::dialog_id_for_flags(m, &flags, direction)?;
+        req.dialog_id = super::dialog::dialog_id_for_flags(m, flags, direction)?;
     }
-    let source = if p.body_var.is_null() {
-        SdpSource::Message
-    } else {
-        // SAFETY: `body_var` is the variable parameter of this call.
-        SdpSource::Body(
-            unsafe { msg::get_var_str(msg, p.body_var) }
+    let source = match &p.body_var {
+        None => SdpSource::Message,
+        Some(v) => SdpSource::Body(
+            v.get_str()
                 .ok_or_else(|| err("body_var does not hold a string"))?,
-        )
+        ),
     };
     let mut node = None;
     let out = run_offer_answer_noting(m, &req, source, &mut node);
-    if let Some(url) = &node {
-        // SAFETY: `sock_var` is NULL or the variable parameter of this call.
-        unsafe { msg::set_var_str(msg, p.sock_var, url.as_bytes()) };
+    if let (Some(url), Some(v)) = (&node, &p.sock_var) {
+        v.set_str(url.as_bytes());
     }
     let out = out?;
-    if let Some(v) = &out.ret_var {
-        // SAFETY: `ret_var` is NULL or the variable parameter of this call.
-        unsafe { msg::set_var_str(msg, p.ret_var, v) };
+    if let (Some(value), Some(v)) = (&out.ret_var, &p.ret_var) {
+        v.set_str(value);
     }
     if let Some(body) = &out.body {
-        // SAFETY: `body_var` is the variable parameter of this call.
-        if !unsafe { msg::set_var_str(msg, p.body_var, body) } {
+        if !p.body_var.as_ref().is_none_or(|v| v.set_str(body)) {
             return Err(err("cannot write body_var"));
         }
     }
@@ -456,9 +509,9 @@ pub(crate) fn planner_verdict(oa: &mut OfferAnswer<'_>, reply: Option<&[u8]>) ->
 }
 
 /// Splices the SDP edits of the part at `part_offset` into the message.
-pub(crate) fn splice_part(m: Msg, part_offset: usize, edits: &[SdpEdit]) -> Result<(), Error> {
+pub(crate) fn splice_part(m: &Msg<'_>, part_offset: usize, edits: &[SdpEdit]) -> Result<(), Error> {
     for (offset, len, bytes) in lump_plan(edits, part_offset, m.len(), m.last_byte()) {
-        m.splice(offset, len, &bytes).map_err(err)?;
+        m.splice(offset, len, &bytes)?;
     }
     Ok(())
 }

@@ -25,8 +25,8 @@ use crate::Error;
 
 use super::functions::pick_node;
 use crate::host::bind::avp;
-use crate::host::bind::msg::{self, Bodies, Msg, MsgKind};
-use crate::host::bind::params::{opt_int, opt_str, Params};
+use crate::host::bind::msg::{Bodies, Msg, MsgKind};
+use crate::host::bind::params::Var;
 use crate::host::ffi::sys::{host_str, sip_msg};
 use crate::host::ffi::{cstr, guard};
 use crate::host::runtime::control;
@@ -46,22 +46,23 @@ pub(crate) struct CallIds {
     pub(crate) is_reply: bool,
 }
 
-pub(crate) fn call_ids(m: Msg) -> Result<CallIds, Error> {
+pub(crate) fn call_ids(m: &Msg<'_>) -> Result<CallIds, Error> {
     Ok(CallIds {
         call_id: m
             .call_id()
-            .ok_or_else(|| err("can't get the Call-ID of the message"))?,
+            .ok_or_else(|| err("can't get the Call-ID of the message"))?
+            .to_vec(),
         from_tag: m
             .ftag()
-            .ok_or_else(|| err("can't get the From-tag of the message"))?,
-        to_tag: m.ttag().unwrap_or_default(),
+            .ok_or_else(|| err("can't get the From-tag of the message"))?
+            .to_vec(),
+        to_tag: m.ttag().unwrap_or_default().to_vec(),
         is_reply: m.kind() == Some(MsgKind::Reply),
     })
 }
 
-fn message(msg: *mut sip_msg) -> Result<Msg, Error> {
-    // SAFETY: `msg` is the message pointer of the current script-function call.
-    unsafe { Msg::from_ptr(msg) }.ok_or_else(|| err("no SIP message (or a faked reply)"))
+fn message<'m, 'a>(msg: Option<&'m Msg<'a>>) -> Result<&'m Msg<'a>, Error> {
+    msg.ok_or_else(|| err("no SIP message (or a faked reply)"))
 }
 
 /// Whether a node is enabled right now (shared health).
@@ -199,7 +200,7 @@ pub(crate) fn send_stop_copy(
 }
 
 /// The SDP parts of the message, copied.
-fn sdp_parts(m: Msg) -> Vec<Vec<u8>> {
+fn sdp_parts(m: &Msg<'_>) -> Vec<Vec<u8>> {
     match m.sdp_parts() {
         Bodies::Sdp(parts) => parts.into_iter().map(|p| p.bytes).collect(),
         Bodies::NoBody | Bodies::NoSdp => Vec::new(),
@@ -208,7 +209,7 @@ fn sdp_parts(m: Msg) -> Vec<Vec<u8>> {
 
 /// The streams `C`/`N` go to: `mediastream` when positive, else every stream offer/answer gave
 /// to the relay in the message's SDP (stream 1 when there is none).
-pub(crate) fn streams_of(m: Option<Msg>, mediastream: Option<i32>) -> Vec<u32> {
+pub(crate) fn streams_of(m: Option<&Msg<'_>>, mediastream: Option<i32>) -> Vec<u32> {
     match mediastream {
         Some(n) if n > 0 => vec![n as u32],
         _ => {
@@ -488,7 +489,7 @@ pub(crate) fn run_request(
 ///
 /// # Safety
 /// `vars` are the four `pv_spec_t*` parameters of the call on `msg`.
-pub(crate) unsafe fn store_stats(msg: *mut sip_msg, vars: [*mut c_void; 4], s: &CallStats) {
+pub(crate) fn store_stats(vars: [&Var<'_>; 4], s: &CallStats) {
     for (var, value, name) in [
         (vars[0], s.npkts_ina, "up_var"),
         (vars[1], s.npkts_ino, "down_var"),
@@ -497,8 +498,7 @@ pub(crate) unsafe fn store_stats(msg: *mut sip_msg, vars: [*mut c_void; 4], s: &
     ] {
         let text = value.to_string();
         let n = i32::try_from(value).unwrap_or(i32::MAX);
-        // SAFETY: per the contract, `var` is a `pv_spec_t*` parameter of this call.
-        if !unsafe { msg::set_var_int(msg, var, n, text.as_bytes()) } {
+        if !var.set_int(n, text.as_bytes()) {
             tracing::error!("rtpproxy_stats: cannot store {name}");
         }
     }
@@ -507,77 +507,75 @@ pub(crate) unsafe fn store_stats(msg: *mut sip_msg, vars: [*mut c_void; 4], s: &
 // ---- prompts --------------------------------------------------------------------------------
 
 /// `rtpproxy_stream2uac/uas(prompt, count, [set_id], [sock_var])`.
-///
-/// # Safety
-/// `msg` and `params` are those of the script-function call.
-unsafe fn stream(msg: *mut sip_msg, params: &Params, target: PromptTarget) -> Result<i32, Error> {
-    let [prompt, count, set, sock_var, ..] = *params;
+fn stream(
+    msg: Option<&Msg<'_>>,
+    prompt: &[u8],
+    count: i32,
+    set: Option<i32>,
+    sock_var: Option<Var<'_>>,
+    target: PromptTarget,
+) -> Result<i32, Error> {
     let m = message(msg)?;
     let st = state()?;
-    // SAFETY: `prompt` is the mandatory `str*` parameter, valid for the call.
-    let prompt = unsafe { cstr::str_bytes(prompt.cast::<host_str>()) }.to_vec();
-    // SAFETY: `count` is the mandatory `int*` parameter.
-    let count = unsafe { opt_int(count) }.ok_or_else(|| err("missing play count"))?;
     let ids = call_ids(m)?;
-    let req = MediaRequest::play(&ids, &prompt, count, target)?;
-    // SAFETY: the set and sock_var parameters of this call.
-    let node = unsafe { pick_node(st, msg, set, sock_var, &ids.call_id) }?;
+    let req = MediaRequest::play(&ids, prompt, count, target)?;
+    let node = pick_node(st, set, sock_var.as_ref(), &ids.call_id)?;
     run_request(st, node, req).map(MediaDone::code)
 }
 
 /// `rtpproxy_stop_stream2uac/uas([set_id], [sock_var])`.
-///
-/// # Safety
-/// `msg` and `params` are those of the script-function call.
-unsafe fn stop_stream(
-    msg: *mut sip_msg,
-    params: &Params,
+fn stop_stream(
+    msg: Option<&Msg<'_>>,
+    set: Option<i32>,
+    sock_var: Option<Var<'_>>,
     target: PromptTarget,
 ) -> Result<i32, Error> {
-    let [set, sock_var, ..] = *params;
     let m = message(msg)?;
     let st = state()?;
     let ids = call_ids(m)?;
     let req = MediaRequest::stop_play(&ids, target)?;
-    // SAFETY: the set and sock_var parameters of this call.
-    let node = unsafe { pick_node(st, msg, set, sock_var, &ids.call_id) }?;
+    let node = pick_node(st, set, sock_var.as_ref(), &ids.call_id)?;
     run_request(st, node, req).map(MediaDone::code)
 }
 
 /// `rtpproxy_stream2uac(prompt, count, [set_id], [sock_var])`: plays a prompt to the caller.
-///
-/// # Safety
-/// `msg` and `params` are those of the script-function call.
-pub(crate) unsafe fn stream2uac(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
-    // SAFETY: per the contract.
-    unsafe { stream(msg, params, PromptTarget::Uac) }
+pub(crate) fn stream2uac(
+    msg: Option<&Msg<'_>>,
+    prompt: &[u8],
+    count: i32,
+    set: Option<i32>,
+    sock_var: Option<Var<'_>>,
+) -> Result<i32, Error> {
+    stream(msg, prompt, count, set, sock_var, PromptTarget::Uac)
 }
 
 /// `rtpproxy_stream2uas(prompt, count, [set_id], [sock_var])`: plays a prompt to the callee.
-///
-/// # Safety
-/// `msg` and `params` are those of the script-function call.
-pub(crate) unsafe fn stream2uas(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
-    // SAFETY: per the contract.
-    unsafe { stream(msg, params, PromptTarget::Uas) }
+pub(crate) fn stream2uas(
+    msg: Option<&Msg<'_>>,
+    prompt: &[u8],
+    count: i32,
+    set: Option<i32>,
+    sock_var: Option<Var<'_>>,
+) -> Result<i32, Error> {
+    stream(msg, prompt, count, set, sock_var, PromptTarget::Uas)
 }
 
 /// `rtpproxy_stop_stream2uac([set_id], [sock_var])`.
-///
-/// # Safety
-/// `msg` and `params` are those of the script-function call.
-pub(crate) unsafe fn stop_stream2uac(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
-    // SAFETY: per the contract.
-    unsafe { stop_stream(msg, params, PromptTarget::Uac) }
+pub(crate) fn stop_stream2uac(
+    msg: Option<&Msg<'_>>,
+    set: Option<i32>,
+    sock_var: Option<Var<'_>>,
+) -> Result<i32, Error> {
+    stop_stream(msg, set, sock_var, PromptTarget::Uac)
 }
 
 /// `rtpproxy_stop_stream2uas([set_id], [sock_var])`.
-///
-/// # Safety
-/// `msg` and `params` are those of the script-function call.
-pub(crate) unsafe fn stop_stream2uas(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
-    // SAFETY: per the contract.
-    unsafe { stop_stream(msg, params, PromptTarget::Uas) }
+pub(crate) fn stop_stream2uas(
+    msg: Option<&Msg<'_>>,
+    set: Option<i32>,
+    sock_var: Option<Var<'_>>,
+) -> Result<i32, Error> {
+    stop_stream(msg, set, sock_var, PromptTarget::Uas)
 }
 
 // ---- recording ------------------------------------------------------------------------------
@@ -585,7 +583,7 @@ pub(crate) unsafe fn stop_stream2uas(msg: *mut sip_msg, params: &Params) -> Resu
 /// The request of `rtpproxy_start_recording` on message `m`: tags From, To on a request and
 /// To, From on a reply; with a destination, the streams `mediastream` names.
 pub(crate) fn start_recording_request(
-    m: Msg,
+    m: &Msg<'_>,
     ids: &CallIds,
     flags: Option<&[u8]>,
     destination: Option<&[u8]>,
@@ -613,7 +611,7 @@ pub(crate) fn start_recording_request(
 
 /// The request of `rtpproxy_stop_recording` on message `m`.
 pub(crate) fn stop_recording_request(
-    m: Msg,
+    m: &Msg<'_>,
     ids: &CallIds,
     mediastream: Option<i32>,
 ) -> Result<MediaRequest, Error> {
@@ -633,25 +631,25 @@ pub(crate) fn stop_recording_request(
 /// direction the first tag names and keeps one recorder per direction, so recording both
 /// directions takes one call from each side (or the copy API, which sends one `C` per leg).
 ///
-/// # Safety
-/// `msg` and `params` are those of the script-function call.
-pub(crate) unsafe fn start_recording(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
-    let [set, sock_var, flags, destination, mediastream, ..] = *params;
+pub(crate) fn start_recording(
+    msg: Option<&Msg<'_>>,
+    set: Option<i32>,
+    sock_var: Option<Var<'_>>,
+    flags: Option<&[u8]>,
+    destination: Option<&[u8]>,
+    mediastream: Option<i32>,
+) -> Result<i32, Error> {
     let m = message(msg)?;
     let st = state()?;
-    // SAFETY: optional `str*` / `int*` parameters of this call (or NULL).
-    let (flags, destination, mediastream) =
-        unsafe { (opt_str(flags), opt_str(destination), opt_int(mediastream)) };
     let ids = call_ids(m)?;
     let req = start_recording_request(
         m,
         &ids,
-        flags.as_deref(),
-        destination.as_deref(),
+        flags,
+        destination,
         mediastream,
     )?;
-    // SAFETY: the set and sock_var parameters of this call.
-    let node = unsafe { pick_node(st, msg, set, sock_var, &ids.call_id) }?;
+    let node = pick_node(st, set, sock_var.as_ref(), &ids.call_id)?;
     run_request(st, node, req).map(MediaDone::code)
 }
 
@@ -659,18 +657,17 @@ pub(crate) unsafe fn start_recording(msg: *mut sip_msg, params: &Params) -> Resu
 /// `N`, feature 20200226): stops the recordings and copies of the call's streams (`mediastream`
 /// when positive, else every stream of the message's SDP, else stream 1).
 ///
-/// # Safety
-/// `msg` and `params` are those of the script-function call.
-pub(crate) unsafe fn stop_recording(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
-    let [set, sock_var, mediastream, ..] = *params;
+pub(crate) fn stop_recording(
+    msg: Option<&Msg<'_>>,
+    set: Option<i32>,
+    sock_var: Option<Var<'_>>,
+    mediastream: Option<i32>,
+) -> Result<i32, Error> {
     let m = message(msg)?;
     let st = state()?;
-    // SAFETY: optional `int*` parameter of this call (or NULL).
-    let mediastream = unsafe { opt_int(mediastream) };
     let ids = call_ids(m)?;
     let req = stop_recording_request(m, &ids, mediastream)?;
-    // SAFETY: the set and sock_var parameters of this call.
-    let node = unsafe { pick_node(st, msg, set, sock_var, &ids.call_id) }?;
+    let node = pick_node(st, set, sock_var.as_ref(), &ids.call_id)?;
     run_request(st, node, req).map(MediaDone::code)
 }
 
@@ -678,20 +675,23 @@ pub(crate) unsafe fn stop_recording(msg: *mut sip_msg, params: &Params) -> Resul
 
 /// `rtpproxy_stats(up_var, down_var, sent_var, fail_var, [set_id], [sock_var])`.
 ///
-/// # Safety
-/// `msg` and `params` are those of the script-function call.
-pub(crate) unsafe fn stats(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
-    let [up, down, sent, fail, set, sock_var, ..] = *params;
+pub(crate) fn stats(
+    msg: Option<&Msg<'_>>,
+    up: Var<'_>,
+    down: Var<'_>,
+    sent: Var<'_>,
+    fail: Var<'_>,
+    set: Option<i32>,
+    sock_var: Option<Var<'_>>,
+) -> Result<i32, Error> {
     let m = message(msg)?;
     let st = state()?;
     let ids = call_ids(m)?;
     let req = MediaRequest::stats(&ids)?;
-    // SAFETY: the set and sock_var parameters of this call.
-    let node = unsafe { pick_node(st, msg, set, sock_var, &ids.call_id) }?;
+    let node = pick_node(st, set, sock_var.as_ref(), &ids.call_id)?;
     match run_request(st, node, req)? {
         MediaDone::Stats(s) => {
-            // SAFETY: the four variables are the `pv_spec_t*` parameters of this call.
-            unsafe { store_stats(msg, [up, down, sent, fail], &s) };
+            store_stats([&up, &down, &sent, &fail], &s);
             Ok(1)
         }
         MediaDone::Code(c) => Ok(c),
@@ -701,16 +701,19 @@ pub(crate) unsafe fn stats(msg: *mut sip_msg, params: &Params) -> Result<i32, Er
 /// `rtpproxy_all_stats(stats_avp, [set_id], [sock_var])`: ten counters into the AVP, index 0
 /// = `ttl` … index 9 = `rtpa_perrs` (spec §7.6).
 ///
-/// # Safety
-/// `msg` and `params` are those of the script-function call.
-pub(crate) unsafe fn all_stats(msg: *mut sip_msg, params: &Params) -> Result<i32, Error> {
-    let [avp_spec, set, sock_var, ..] = *params;
+pub(crate) fn all_stats(
+    msg: Option<&Msg<'_>>,
+    stats_avp: Var<'_>,
+    set: Option<i32>,
+    sock_var: Option<Var<'_>>,
+) -> Result<i32, Error> {
     // SAFETY: the first parameter is the `pv_spec_t*` of this call.
-    if !unsafe { avp::is_avp(avp_spec) } {
+    if !unsafe { avp::is_avp(stats_avp.as_ptr()) } {
         return Err(err("the first parameter must be an AVP"));
     }
-    // SAFETY: as above; `msg` is the current message or NULL.
-    let name = unsafe { avp::name(msg, avp_spec) }.ok_or_else(|| err("cannot resolve the AVP"))?;
+    // SAFETY: as above; the variable's message is the current message (or NULL).
+    let name = unsafe { avp::name(stats_avp.msg_ptr(), stats_avp.as_ptr()) }
+        .ok_or_else(|| err("cannot resolve the AVP"))?;
     avp::clear(name);
     let m = message(msg)?;
     let st = state()?;
@@ -722,8 +725,7 @@ pub(crate) unsafe fn all_stats(msg: *mut sip_msg, params: &Params) -> Result<i32
         "statistics of a reply",
     )?;
     let queries = cm::all_stats_queries(&ids.call_id, &tags)?;
-    // SAFETY: the set and sock_var parameters of this call.
-    let node = unsafe { pick_node(st, msg, set, sock_var, &ids.call_id) }?;
+    let node = pick_node(st, set, sock_var.as_ref(), &ids.call_id)?;
     require(
         st,
         node,
@@ -788,7 +790,7 @@ pub(crate) struct RtpproxyBinds {
 ///
 /// # Safety
 /// `msg` is a `struct rtpproxy_binds*` (or NULL), as `load_rtpproxy_api()` passes it.
-pub(crate) unsafe fn load_rtpproxy(msg: *mut sip_msg, _params: &Params) -> Result<i32, Error> {
+pub(crate) unsafe fn load_rtpproxy(msg: *mut sip_msg) -> Result<i32, Error> {
     let binds = msg.cast::<RtpproxyBinds>();
     if binds.is_null() {
         return Err(err("load_rtpproxy called without a binds structure"));

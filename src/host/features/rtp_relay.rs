@@ -18,8 +18,7 @@ use crate::core::media::{
 use crate::core::offer::Direction;
 use crate::core::proto::command::Command;
 use crate::core::proto::reply::Reply;
-use crate::error::other as err;
-use crate::error::HostError;
+use crate::error::{HostError, LifecycleError};
 use crate::host::ffi::cstr::opt_str;
 use crate::Error;
 
@@ -152,7 +151,7 @@ fn get_sdp_hook() -> Option<GetSdpF> {
 }
 
 /// Registers the engine `rtpproxy` with rtp_relay, when that module is loaded.
-pub(crate) fn register() -> Result<(), String> {
+pub(crate) fn register() -> Result<(), LifecycleError> {
     // SAFETY: `find_export` only reads the loaded modules' tables.
     let f = unsafe { (api::api().find_export)(c"register_rtp_relay".as_ptr(), 0) };
     if f.is_null() {
@@ -188,10 +187,10 @@ pub(crate) fn register() -> Result<(), String> {
 static PORT_COUNTER: AtomicPtr<AtomicU32> = AtomicPtr::new(std::ptr::null_mut());
 
 /// Allocates the shared port counter, starting at `generated_sdp_port_min`.
-pub(crate) fn mod_init(config: &ModuleConfig) -> Result<(), String> {
+pub(crate) fn mod_init(config: &ModuleConfig) -> Result<(), HostError> {
     let p = mem::shm_malloc_zeroed(std::mem::size_of::<AtomicU32>()).cast::<AtomicU32>();
     if p.is_null() {
-        return Err("out of shared memory for the generated-SDP port counter".into());
+        return Err(HostError::OutOfShm("generated-SDP port counter"));
     }
     // SAFETY: `p` is a fresh, zeroed, suitably aligned shm block; nobody else sees it yet.
     unsafe { (*p).store(u32::from(config.gen_port_min), Ordering::Relaxed) };
@@ -244,21 +243,33 @@ unsafe fn call_args(
     };
     let from_tag = match from {
         Some(f) => f,
-        None => m.and_then(Msg::ftag).unwrap_or_default(),
+        None => m
+            .as_ref()
+            .and_then(Msg::ftag)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default(),
     };
     if require_from && from_tag.is_empty() {
-        return Err(err("can't get the From-tag"));
+        return Err(HostError::SessionNoFromTag.into());
     }
     let to_tag = match to {
         Some(t) => t,
-        None => m.and_then(Msg::ttag).unwrap_or_default(),
+        None => m
+            .as_ref()
+            .and_then(Msg::ttag)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default(),
     };
     let mut call_id = match callid {
         Some(c) => c,
-        None => m.and_then(Msg::call_id).unwrap_or_default(),
+        None => m
+            .as_ref()
+            .and_then(Msg::call_id)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default(),
     };
     if call_id.is_empty() {
-        return Err(err("can't get the Call-ID"));
+        return Err(HostError::SessionNoCallId.into());
     }
     if sess.branch != -1 {
         call_id.extend_from_slice(format!("-{}", sess.branch).as_bytes());
@@ -293,8 +304,7 @@ fn set_or_default(st: &ModuleState, id: c_int) -> Result<&'static SetView, Error
             st.config.default_set
         );
     }
-    control::find_set(st, None)
-        .ok_or_else(|| err(format!("no default set {}", st.config.default_set)))
+    control::find_set(st, None).ok_or(Error::from(HostError::NoDefaultSet(st.config.default_set)))
 }
 
 /// The session's node (`server.node`) when rtp_relay knows one.
@@ -342,7 +352,7 @@ unsafe fn offer_answer(
 ) -> Result<i32, Error> {
     let st = state()?;
     if sess.is_null() || server.is_null() {
-        return Err(err("no session"));
+        return Err(HostError::NoSession.into());
     }
     // SAFETY: rtp_relay passes live session and server structures for the callback.
     let (sess, server) = unsafe { (&*sess, &mut *server) };
@@ -365,14 +375,15 @@ unsafe fn offer_answer(
         }
         Direction::Answer => {
             let set = control::find_set(st, Some(server.set as SetId))
-                .ok_or_else(|| err(format!("RTPProxy set {} not available", server.set)))?;
+                .ok_or(HostError::SetUnavailable(server.set))?;
             if let Some(url) = &known {
                 let usable = node_by_url(st, url, Some(set.id)).is_some_and(|n| is_enabled(st, n));
                 if !usable {
-                    return Err(err(format!(
-                        "cannot use RTPProxy {} for the answer",
-                        String::from_utf8_lossy(url)
-                    )));
+                    return Err(HostError::NodeUnusable {
+                        node: String::from_utf8_lossy(url).into_owned(),
+                        op: "answer",
+                    }
+                    .into());
                 }
             }
             (set, known)
@@ -399,36 +410,37 @@ unsafe fn offer_answer(
     let given = unsafe { opt_str(sess.body) };
     let out = if body_out.is_null() {
         // Message mode: rewrite the message itself.
-        let m = m.ok_or_else(|| err("no message and no body to return the SDP in"))?;
+        let m = m.ok_or(HostError::NoMessageNoBody)?;
         match (given, sess.body) {
             (Some(body), p) if !p.is_null() => {
                 // SAFETY: `p` is a valid `str*` (checked above by `opt_str`).
                 let start = unsafe { (*p).s } as usize;
                 let (_, buf) = m.identity();
                 if start < buf || start + body.len() > buf + m.len() {
-                    return Err(err("the session body is not part of the message"));
+                    return Err(HostError::BodyOutsideMessage.into());
                 }
-                let out = run_offer_answer(Some(m), &req, SdpSource::Body(body.clone()))?;
+                let out = run_offer_answer(Some(&m), &req, SdpSource::Body(body.clone()))?;
                 if let Some(new_body) = &out.body {
                     if new_body != &body {
-                        m.splice(start - buf, body.len(), new_body).map_err(err)?;
+                        m.splice(start - buf, body.len(), new_body)?;
                     }
                 }
                 out
             }
-            _ => run_offer_answer(Some(m), &req, SdpSource::Message)?,
+            _ => run_offer_answer(Some(&m), &req, SdpSource::Message)?,
         }
     } else {
         let body = match given {
             Some(b) => b,
             None => m
+                .as_ref()
                 .and_then(|m| match m.sdp_parts() {
                     Bodies::Sdp(mut parts) => Some(parts.swap_remove(0).bytes),
                     _ => None,
                 })
-                .ok_or_else(|| err("no SDP to work on"))?,
+                .ok_or(HostError::NoSdp)?,
         };
-        let out = run_offer_answer(m, &req, SdpSource::Body(body))?;
+        let out = run_offer_answer(m.as_ref(), &req, SdpSource::Body(body))?;
         let new_body = out.body.as_deref().unwrap_or_default();
         let p = mem::pkg_copy(new_body).ok_or_else(|| Error::from(HostError::OutOfPkgMemory))?;
         // SAFETY: `body_out` is rtp_relay's writable `str`; it takes ownership of the pkg copy.
@@ -495,7 +507,7 @@ fn copy_node(
     server: &RelayServer,
     call_id: &[u8],
 ) -> Result<&'static NodeView, Error> {
-    let url = server_node(server).ok_or_else(|| err("no RTPProxy node to use"))?;
+    let url = server_node(server).ok_or(HostError::NoSessionNode("use"))?;
     let set = set_or_default(st, server.set)?;
     if let Some(n) = node_by_url(st, &url, Some(set.id)).filter(|n| is_enabled(st, n)) {
         return Ok(n);
@@ -513,22 +525,20 @@ unsafe extern "C" fn engine_delete(
         let r = (|| {
             let st = state()?;
             if sess.is_null() || server.is_null() {
-                return Err(err("no session"));
+                return Err(HostError::NoSession.into());
             }
             // SAFETY: rtp_relay passes live structures for the callback.
             let (sess, server) = unsafe { (&*sess, &*server) };
             // SAFETY: as above.
             let a = unsafe { call_args(sess, &[flags, extra], false) }?;
-            let url = server_node(server).ok_or_else(|| err("no RTPProxy node to delete on"))?;
+            let url = server_node(server).ok_or(HostError::NoSessionNode("delete on"))?;
             let set = control::find_set(st, Some(server.set as SetId))
-                .ok_or_else(|| err(format!("RTPProxy set {} not available", server.set)))?;
+                .ok_or(HostError::SetUnavailable(server.set))?;
             let node = node_by_url(st, &url, Some(set.id))
                 .filter(|n| is_enabled(st, n))
-                .ok_or_else(|| {
-                    err(format!(
-                        "cannot use RTPProxy {} for the delete",
-                        String::from_utf8_lossy(&url)
-                    ))
+                .ok_or_else(|| HostError::NodeUnusable {
+                    node: String::from_utf8_lossy(&url).into_owned(),
+                    op: "delete",
                 })?;
             // rtp_relay gives no From-tag when the dialog ends (its ctx only passes the
             // To-tag); without it RTPProxy finds no session (E50) and the C engine leaves the
@@ -548,7 +558,7 @@ unsafe extern "C" fn engine_delete(
             };
             tracing::debug!("sending to {}: {cmd}", node.spec.url);
             let reply =
-                control::send_to(st, node, &a.call_id, &cmd).ok_or_else(|| err("no reply to D"))?;
+                control::send_to(st, node, &a.call_id, &cmd).ok_or(HostError::NoReplyTo("D"))?;
             if let Ok(Reply::Error(code)) = Reply::parse(&reply) {
                 tracing::warn!(
                     "rtp_relay delete: RTPProxy {} answered E{code}",
@@ -563,9 +573,12 @@ unsafe extern "C" fn engine_delete(
 
 /// The caller's tag of the dialog being processed, when its Call-ID is `call_id`.
 fn dialog_caller_tag(call_id: &[u8]) -> Option<Vec<u8>> {
-    let dlg = crate::host::bind::dlg_api::binds()?.current()?;
-    (call_id.is_empty() || dlg.call_id() == call_id)
-        .then(|| dlg.caller_tag())
+    crate::host::bind::dlg_api::binds()?
+        .with_current(|dlg| {
+            (call_id.is_empty() || dlg.call_id() == call_id)
+                .then(|| dlg.caller_tag().map(<[u8]>::to_vec))
+                .flatten()
+        })
         .flatten()
 }
 
@@ -669,7 +682,7 @@ unsafe fn copy_offer(
 ) -> Result<i32, Error> {
     let st = state()?;
     if ctx_p.is_null() || ret_body.is_null() {
-        return Err(err("no context or body to fill"));
+        return Err(HostError::NoCopyContext.into());
     }
     // SAFETY: `ctx_p` is rtp_relay's context slot.
     let existing = unsafe { *ctx_p };
@@ -810,7 +823,7 @@ unsafe extern "C" fn engine_copy_answer(
         let r = (|| {
             let st = state()?;
             if sess.is_null() || server.is_null() {
-                return Err(err("no session"));
+                return Err(HostError::NoSession.into());
             }
             // SAFETY: rtp_relay passes live structures for the callback.
             let (s, server) = unsafe { (&*sess, &*server) };
@@ -818,7 +831,7 @@ unsafe extern "C" fn engine_copy_answer(
             let a = unsafe { call_args(s, &[flags], true) }?;
             let node = copy_node(st, server, &a.call_id)?;
             // SAFETY: `body` is NULL or a valid `str*`.
-            let body = unsafe { opt_str(body) }.ok_or_else(|| err("no answer body"))?;
+            let body = unsafe { opt_str(body) }.ok_or(HostError::NoAnswerBody)?;
             // SAFETY: a context we made.
             let mut ctx = unsafe { ctx_load(ctx_p) }?;
             let plan = ctx.answer(&body)?;
@@ -828,7 +841,7 @@ unsafe extern "C" fn engine_copy_answer(
             if ok + plan.unchanged > 0 {
                 Ok(1)
             } else {
-                Err(err("no stream could be copied"))
+                Err(HostError::NothingCopied.into())
             }
         })();
         guard::script_code("rtp_relay copy_answer", r)
@@ -845,7 +858,7 @@ unsafe extern "C" fn engine_copy_delete(
         let r = (|| {
             let st = state()?;
             if sess.is_null() || server.is_null() {
-                return Err(err("no session"));
+                return Err(HostError::NoSession.into());
             }
             // SAFETY: rtp_relay passes live structures for the callback.
             let (s, server) = unsafe { (&*sess, &*server) };
@@ -861,7 +874,7 @@ unsafe extern "C" fn engine_copy_delete(
             if ok + idle > 0 {
                 Ok(1)
             } else {
-                Err(err("no copy could be stopped"))
+                Err(HostError::NothingStopped.into())
             }
         })();
         guard::script_code("rtp_relay copy_delete", r)

@@ -51,7 +51,7 @@ const API_ROWS: [sys::cmd_export_t; 1] = [sys::cmd_export_ {
     function: Some(unsafe {
         std::mem::transmute::<unsafe extern "C" fn(i32) -> i32, CmdFn>(entry::rtpproxy_is_nproc)
     }),
-    params: script::params([]),
+    params: crate::host::bind::params::row([]),
     flags: 0,
 }];
 #[cfg(not(opensips_4))]

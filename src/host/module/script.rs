@@ -4,45 +4,28 @@
 
 use std::ffi::{c_char, c_int, c_void};
 
-use crate::host::bind::params::Params;
+use crate::host::bind::msg::Msg;
+use crate::host::bind::params::kind::{Int, OptInt, OptStr, OptVar, Since4, Str, Var};
+use crate::host::bind::params::{self, Decoder, Param, Params};
+pub(crate) use crate::host::bind::params::END;
 use crate::host::features::{aio, dialog, functions, media};
 use crate::host::ffi::guard;
-use crate::host::ffi::sys::{self, cmd_param};
+use crate::host::ffi::sys::{self, cmd_param, sip_msg};
 
-const fn param(flags: u32) -> cmd_param {
-    cmd_param {
-        flags: flags as i32,
-        fixup: None,
+/// The AVP parameter of `rtpproxy_all_stats` (a variable, checked at start-up).
+struct StatsAvp;
+
+impl Param for StatsAvp {
+    const SPEC: Option<cmd_param> = Some(cmd_param {
+        flags: sys::CMD_PARAM_VAR as i32,
+        fixup: Some(media::fixup_stats_avp),
         free_fixup: None,
+    });
+    type Value<'a> = params::Var<'a>;
+    unsafe fn decode<'a>(msg: *mut sip_msg, p: *mut c_void) -> Self::Value<'a> {
+        // SAFETY: per the contract.
+        unsafe { Var::decode(msg, p) }
     }
-}
-
-const INT_OPT: cmd_param = param(sys::CMD_PARAM_INT | sys::CMD_PARAM_OPT);
-const STR_OPT: cmd_param = param(sys::CMD_PARAM_STR | sys::CMD_PARAM_OPT);
-const VAR_OPT: cmd_param = param(sys::CMD_PARAM_VAR | sys::CMD_PARAM_OPT);
-const INT: cmd_param = param(sys::CMD_PARAM_INT);
-const STR: cmd_param = param(sys::CMD_PARAM_STR);
-const VAR: cmd_param = param(sys::CMD_PARAM_VAR);
-pub(crate) const END: cmd_param = param(0);
-/// The AVP parameter of `rtpproxy_all_stats`, checked at start-up.
-const AVP_VAR: cmd_param = cmd_param {
-    flags: sys::CMD_PARAM_VAR as i32,
-    fixup: Some(media::fixup_stats_avp),
-    free_fixup: None,
-};
-
-/// A parameter list padded to the host's fixed array, the terminator included.
-pub(crate) type ParamRow = [cmd_param; sys::MAX_CMD_PARAMS as usize + 1];
-
-/// Pads a parameter list to the host's fixed array, the terminator included.
-pub(crate) const fn params<const N: usize>(list: [cmd_param; N]) -> ParamRow {
-    let mut out = [END; sys::MAX_CMD_PARAMS as usize + 1];
-    let mut i = 0;
-    while i < N {
-        out[i] = list[i];
-        i += 1;
-    }
-    out
 }
 
 const R_REQ: i32 = sys::REQUEST_ROUTE as i32;
@@ -52,18 +35,6 @@ const R_BRANCH: i32 = sys::BRANCH_ROUTE as i32;
 const R_LOCAL: i32 = sys::LOCAL_ROUTE as i32;
 const R_ALL5: i32 = R_REQ | R_REPLY | R_FAIL | R_BRANCH | R_LOCAL;
 
-/// `rtpproxy_unforce`: set, sock_var.
-const UNFORCE: [cmd_param; 2] = [INT_OPT, VAR_OPT];
-
-/// `rtpproxy_offer`/`rtpproxy_answer`: flags, ip, set, sock_var, ret_var, body_var.
-#[cfg(not(opensips_4))]
-const OFFER_ANSWER: [cmd_param; 6] = [STR_OPT, STR_OPT, INT_OPT, VAR_OPT, VAR_OPT, VAR_OPT];
-/// 4.0 adds a 7th, `bind_local` (a variable, sent as `l<value>` in the U/L command).
-#[cfg(opensips_4)]
-const OFFER_ANSWER: [cmd_param; 7] = [
-    STR_OPT, STR_OPT, INT_OPT, VAR_OPT, VAR_OPT, VAR_OPT, VAR_OPT,
-];
-
 /// A C string literal from a Rust one.
 macro_rules! c_name {
     ($name:literal) => {
@@ -71,11 +42,34 @@ macro_rules! c_name {
     };
 }
 
-/// `name => shell(body), [parameter kinds], routes;` declares one script function: its
-/// `cmd_export_t` row in [`CMD_ROWS`] and its shell, which runs `body(msg, &params)` under
-/// the guard and maps the result to the script code.
+/// The body call of one shell: typed (the message, then each declared parameter decoded by
+/// its kind) or `@raw` (the host's first pointer as it is, for the API export).
+macro_rules! script_body {
+    ($msg:ident, $raw:ident, ($($arg:ident: $kind:ty),*), @raw $body:path) => {{
+        let _ = &$raw;
+        // SAFETY: `$msg` is exactly what the caller passed (see the body's contract).
+        unsafe { $body($msg) }
+    }};
+    ($msg:ident, $raw:ident, ($($arg:ident: $kind:ty),*), $body:path) => {{
+        let mut _d = Decoder::new($msg, &$raw);
+        // SAFETY: the kinds are decoded in the order of the row exported for this function,
+        // from what OpenSIPS passed for this call.
+        $(let $arg = unsafe { _d.next::<$kind>() };)*
+        // SAFETY: `$msg` is the message of this call (NULL and the FAKED_REPLY marker give
+        // `None`); the borrow ends with the call.
+        let m = unsafe { Msg::from_ptr($msg) };
+        $body(m.as_ref(), $($arg),*)
+    }};
+}
+
+/// `name => shell(body), (param: Kind, ...), routes;` declares one script function:
+/// its `cmd_export_t` row in [`CMD_ROWS`] (built from the kinds) and its shell, which decodes
+/// the parameters into the kinds' typed values, runs `body(msg, params...)` under the guard
+/// and maps the result to the script code. The async functions of the same names copy
+/// these rows (`ACMD_ROWS`).
 macro_rules! script_functions {
-    ($($name:literal => $shell:ident($body:path), $params:expr, $routes:expr;)*) => {
+    ($($name:literal => $shell:ident($($body:tt)*), ($($arg:ident: $kind:ty),* $(,)?),
+        $routes:expr;)*) => {
         $(
             #[doc = concat!("Script function `", $name, "`.")]
             pub(crate) unsafe extern "C" fn $shell(
@@ -84,9 +78,9 @@ macro_rules! script_functions {
                 p5: *mut c_void, p6: *mut c_void, p7: *mut c_void, p8: *mut c_void,
             ) -> c_int {
                 guard::call($name, -1, || {
-                    let params: Params = [p1, p2, p3, p4, p5, p6, p7, p8];
-                    // SAFETY: `msg` and `params` are exactly what OpenSIPS passed for this call.
-                    guard::script_code($name, unsafe { $body(msg, &params) })
+                    let raw: Params = [p1, p2, p3, p4, p5, p6, p7, p8];
+                    let r = script_body!(msg, raw, ($($arg: $kind),*), $($body)*);
+                    guard::script_code($name, r)
                 })
             }
         )*
@@ -95,7 +89,7 @@ macro_rules! script_functions {
             sys::cmd_export_ {
                 name: c_name!($name),
                 function: Some($shell),
-                params: params($params),
+                params: params::row([$(<$kind as Param>::SPEC),*]),
                 flags: $routes,
             }
         ),*];
@@ -104,29 +98,37 @@ macro_rules! script_functions {
 
 // In the C module's order (plus `rtpproxy_stop_recording`, our addition, after its functions).
 script_functions! {
-    "rtpproxy_unforce" => rtpproxy_unforce_f(functions::unforce), UNFORCE, R_ALL5;
+    "rtpproxy_unforce" => rtpproxy_unforce_f(functions::unforce),
+        (set: OptInt, sock_var: OptVar), R_ALL5;
     "rtpproxy_engage" => rtpproxy_engage_f(dialog::engage),
-        [STR_OPT, STR_OPT, INT_OPT, VAR_OPT, VAR_OPT], R_ALL5;
+        (flags: OptStr, ip: OptStr, set: OptInt, sock_var: OptVar, ret_var: OptVar), R_ALL5;
     "rtpproxy_start_recording" => rtpproxy_start_recording_f(media::start_recording),
-        [INT_OPT, VAR_OPT, STR_OPT, STR_OPT, INT_OPT], R_REQ | R_REPLY | R_BRANCH | R_FAIL;
-    "rtpproxy_offer" => rtpproxy_offer_f(functions::offer), OFFER_ANSWER, R_ALL5;
-    "rtpproxy_answer" => rtpproxy_answer_f(functions::answer), OFFER_ANSWER, R_ALL5;
+        (set: OptInt, sock_var: OptVar, flags: OptStr, destination: OptStr, mediastream: OptInt),
+        R_REQ | R_REPLY | R_BRANCH | R_FAIL;
+    // 4.0 adds a 7th, `bind_local` (a variable, sent as `l<value>` in the U/L command).
+    "rtpproxy_offer" => rtpproxy_offer_f(functions::offer),
+        (flags: OptStr, ip: OptStr, set: OptInt, sock_var: OptVar, ret_var: OptVar,
+         body_var: OptVar, bind_local: Since4<OptVar>), R_ALL5;
+    "rtpproxy_answer" => rtpproxy_answer_f(functions::answer),
+        (flags: OptStr, ip: OptStr, set: OptInt, sock_var: OptVar, ret_var: OptVar,
+         body_var: OptVar, bind_local: Since4<OptVar>), R_ALL5;
     "rtpproxy_stream2uac" => rtpproxy_stream2uac_f(media::stream2uac),
-        [STR, INT, INT_OPT, VAR_OPT], R_REQ | R_REPLY | R_LOCAL;
+        (prompt: Str, count: Int, set: OptInt, sock_var: OptVar), R_REQ | R_REPLY | R_LOCAL;
     "rtpproxy_stream2uas" => rtpproxy_stream2uas_f(media::stream2uas),
-        [STR, INT, INT_OPT, VAR_OPT], R_REQ | R_REPLY | R_LOCAL;
+        (prompt: Str, count: Int, set: OptInt, sock_var: OptVar), R_REQ | R_REPLY | R_LOCAL;
     "rtpproxy_stop_stream2uac" => rtpproxy_stop_stream2uac_f(media::stop_stream2uac),
-        [INT_OPT, VAR_OPT], R_REQ | R_REPLY | R_LOCAL;
+        (set: OptInt, sock_var: OptVar), R_REQ | R_REPLY | R_LOCAL;
     "rtpproxy_stop_stream2uas" => rtpproxy_stop_stream2uas_f(media::stop_stream2uas),
-        [INT_OPT, VAR_OPT], R_REQ | R_REPLY | R_LOCAL;
+        (set: OptInt, sock_var: OptVar), R_REQ | R_REPLY | R_LOCAL;
     "rtpproxy_stats" => rtpproxy_stats_f(media::stats),
-        [VAR, VAR, VAR, VAR, INT_OPT, VAR_OPT], R_ALL5;
+        (up: Var, down: Var, sent: Var, fail: Var, set: OptInt, sock_var: OptVar), R_ALL5;
     "rtpproxy_all_stats" => rtpproxy_all_stats_f(media::all_stats),
-        [AVP_VAR, INT_OPT, VAR_OPT], R_ALL5;
+        (stats_avp: StatsAvp, set: OptInt, sock_var: OptVar), R_ALL5;
     "rtpproxy_stop_recording" => rtpproxy_stop_recording_f(media::stop_recording),
-        [INT_OPT, VAR_OPT, INT_OPT], R_REQ | R_REPLY | R_BRANCH | R_FAIL;
-    // The API export other modules look up (flags 0: never called from a script).
-    "load_rtpproxy" => load_rtpproxy_f(media::load_rtpproxy), [], 0;
+        (set: OptInt, sock_var: OptVar, mediastream: OptInt), R_REQ | R_REPLY | R_BRANCH | R_FAIL;
+    // The API export other modules look up (flags 0: never called from a script); the host's
+    // first pointer is the caller's binds structure, not a message.
+    "load_rtpproxy" => load_rtpproxy_f(@raw media::load_rtpproxy), (), 0;
 }
 
 /// `name: KIND => setter;` declares one modparam: its `param_export_t` row in
