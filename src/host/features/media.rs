@@ -642,13 +642,7 @@ pub(crate) fn start_recording(
     let m = message(msg)?;
     let st = state()?;
     let ids = call_ids(m)?;
-    let req = start_recording_request(
-        m,
-        &ids,
-        flags,
-        destination,
-        mediastream,
-    )?;
+    let req = start_recording_request(m, &ids, flags, destination, mediastream)?;
     let node = pick_node(st, set, sock_var.as_ref(), &ids.call_id)?;
     run_request(st, node, req).map(MediaDone::code)
 }
