@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use crate::core::control::{Failover, OpKind};
 use crate::core::offer::{
     truncate_script_param, Direction, Flags, OfferAnswer, OfferAnswerInput, OfferAnswerOutcome,
-    PacketInfo, SipMessage,
+    OfferError, PacketInfo, SipMessage,
 };
 use crate::core::proto::command::Command;
 use crate::Error;
@@ -38,7 +38,7 @@ use crate::core::stats::{Event as StatEvent, Op};
 use super::functions::{self, OfferParams};
 use super::media::{self, MediaDone, MediaRequest};
 use crate::core::media::PromptTarget;
-use crate::error::other as err;
+use crate::error::{HostError, ScriptError};
 use crate::host::bind::msg::{self, Bodies, Msg, MsgKind};
 use crate::host::bind::params::kind::{Int, OptInt, OptStr, OptVar, Str, Var as VarKind};
 use crate::host::bind::params::{opt_int, opt_str, Decoder, Params, Var};
@@ -246,7 +246,7 @@ impl Steps for MediaJob {
         self.todo
             .front()
             .cloned()
-            .ok_or_else(|| err("internal: no media command"))
+            .ok_or_else(|| HostError::Internal("no media command").into())
     }
     fn judge(&mut self, _node: &NodeView, body: Option<&[u8]>) -> Verdict<()> {
         // as `send_raw`: any reply is the node's answer, none is a node failure
@@ -327,7 +327,7 @@ impl MediaJob {
         let r = self
             .req
             .take()
-            .ok_or_else(|| err("internal: no media request"))
+            .ok_or_else(|| HostError::Internal("no media request").into())
             .and_then(|req| req.finish(std::mem::take(&mut self.replies)));
         // SAFETY: per the contract; the variables are this call's parameters.
         unsafe { media_code(msg, self.name, r, self.stats_vars) }
@@ -374,18 +374,15 @@ impl Drop for OfferJob {
 impl Steps for OfferJob {
     fn build(&mut self, node: &NodeView) -> Result<Command, Error> {
         self.last_node = Some(node.spec.url.clone());
-        let st = state::get().ok_or_else(|| err("module not initialized"))?;
-        let oa = self
-            .oa
-            .as_mut()
-            .ok_or_else(|| err("internal: no planner"))?;
+        let st = state::get().ok_or(HostError::NotInitialized)?;
+        let oa = self.oa.as_mut().ok_or(HostError::Internal("no planner"))?;
         functions::planner_command(st, oa, node)
     }
 
     fn judge(&mut self, _node: &NodeView, reply: Option<&[u8]>) -> Verdict<()> {
         match self.oa.as_mut() {
             Some(oa) => functions::planner_verdict(oa, reply),
-            None => Verdict::Fail(err("internal: no planner")),
+            None => Verdict::Fail(HostError::Internal("no planner").into()),
         }
     }
 }
@@ -423,16 +420,14 @@ impl OfferJob {
         if !AsyncRun::can_park(&set.nodes) {
             return Ok(None);
         }
-        let flags =
-            Flags::parse_script_param(&flags_s).map_err(|e| err(format!("bad flags: {e}")))?;
+        let flags = Flags::parse_script_param(&flags_s).map_err(ScriptError::BadFlags)?;
         for w in flags.warnings() {
             tracing::warn!("{w}");
         }
         let body_mode = !p.body_var.is_null();
         let body = if body_mode {
             // SAFETY: `body_var` is the variable parameter of this call.
-            unsafe { msg::get_var_str(msg, p.body_var) }
-                .ok_or_else(|| err("body_var does not hold a string"))?
+            unsafe { msg::get_var_str(msg, p.body_var) }.ok_or(ScriptError::BodyVarNotString)?
         } else {
             match m.sdp_parts() {
                 Bodies::Sdp(mut parts) if parts.len() == 1 => parts.remove(0).bytes,
@@ -445,20 +440,14 @@ impl OfferJob {
         } else {
             // SAFETY: `bind_local` is the variable parameter of this call.
             unsafe { msg::get_var_text(msg, p.bind_local) }
-                .map_err(|()| err("bind_local has no usable value (string or integer)"))?
+                .map_err(|()| ScriptError::BindLocalUnusable)?
         };
         let dialog_id = super::dialog::dialog_id_for_flags(&m, &flags_s, direction)?;
         let inputs = Box::new(OfferInputs {
             body,
             flags,
-            call_id: m
-                .call_id()
-                .ok_or_else(|| err("no Call-ID in the message"))?
-                .to_vec(),
-            from_tag: m
-                .ftag()
-                .ok_or_else(|| err("no From-tag in the message"))?
-                .to_vec(),
+            call_id: m.call_id().ok_or(HostError::NoCallId)?.to_vec(),
+            from_tag: m.ftag().ok_or(HostError::NoFromTag)?.to_vec(),
             to_tag: m.ttag().unwrap_or_default().to_vec(),
             ip: ip.map(|v| String::from_utf8_lossy(truncate_script_param(&v)).into_owned()),
             src: m.source_ip().map(msg::opensips_ip_text).unwrap_or_default(),
@@ -544,8 +533,8 @@ impl OfferJob {
     /// # Safety
     /// `msg` is the message tm resumes with (the request the function started on).
     unsafe fn finish(&mut self, _st: &ModuleState, msg: *mut sip_msg) -> Result<i32, Error> {
-        let oa = self.oa.take().ok_or_else(|| err("internal: no planner"))?;
-        let out: OfferAnswerOutcome = oa.finish().map_err(|e| err(e.to_string()))?;
+        let oa = self.oa.take().ok_or(HostError::Internal("no planner"))?;
+        let out: OfferAnswerOutcome = oa.finish()?;
         // SAFETY: see `OfferJob::new`.
         let i = unsafe { &*self.inputs };
         if let Some(url) = &self.last_node {
@@ -553,14 +542,14 @@ impl OfferJob {
             unsafe { msg::set_var_str(msg, self.params.sock_var, url.as_bytes()) };
         }
         if self.body_mode {
-            let new_body = out.apply(&i.body).map_err(|e| err(e.to_string()))?;
+            let new_body = out.apply(&i.body).map_err(OfferError::Sdp)?;
             // SAFETY: `body_var` is the variable parameter of this call.
             if !unsafe { msg::set_var_str(msg, self.params.body_var, &new_body) } {
-                return Err(err("cannot write body_var"));
+                return Err(ScriptError::BodyVarWrite.into());
             }
         } else if !i.flags.keep_body {
             // SAFETY: tm resumes with a message whose buffer outlives the call.
-            let m = unsafe { Msg::from_ptr(msg) }.ok_or_else(|| err("no SIP message"))?;
+            let m = unsafe { Msg::from_ptr(msg) }.ok_or(ScriptError::NoResumeMessage)?;
             let part = match m.sdp_parts() {
                 Bodies::Sdp(mut parts) if parts.len() == 1 && parts[0].bytes == i.body => {
                     parts.remove(0)
@@ -575,7 +564,7 @@ impl OfferJob {
                     }
                     return Ok(1);
                 }
-                _ => return Err(err("the message's SDP changed while the relay answered")),
+                _ => return Err(ScriptError::SdpChanged.into()),
             };
             let me = (std::process::id(), m.identity().0, m.identity().1);
             let mut last = functions::LAST_REWRITTEN
@@ -613,7 +602,7 @@ fn can_suspend(m: Option<&Msg<'_>>) -> bool {
 /// `ctx` is the async context tm passed to the function.
 unsafe fn park(ctx: *mut async_ctx, cmd: Box<AsyncCmd>) -> Result<i32, (Box<AsyncCmd>, Error)> {
     if let Err(e) = cmd.waiter.arm(cmd.run.wait_fd(), cmd.run.deadline()) {
-        return Err((cmd, err(format!("cannot wait for the relay: {e}"))));
+        return Err((cmd, HostError::AsyncWait(e).into()));
     }
     let fd = cmd.waiter.epoll.as_raw_fd();
     let boxed = Box::into_raw(cmd);
@@ -747,7 +736,7 @@ pub(crate) unsafe fn unforce(
     set_status(sys::ASYNC_SYNC);
     // SAFETY: per the contract.
     let m = unsafe { Msg::from_ptr(msg) };
-    let st = state::get().ok_or_else(|| err("module not initialized"))?;
+    let st = state::get().ok_or(HostError::NotInitialized)?;
     let mut d = Decoder::new(msg, params);
     // SAFETY: the parameters of `rtpproxy_unforce`, in the declared order.
     let (set, sock_var) = unsafe { (d.next::<OptInt>(), d.next::<OptVar>()) };
@@ -758,10 +747,8 @@ pub(crate) unsafe fn unforce(
     else {
         return functions::unforce(m.as_ref(), set, sock_var);
     };
-    let call_id = m
-        .call_id()
-        .ok_or_else(|| err("no Call-ID in the message"))?;
-    let from_tag = m.ftag().ok_or_else(|| err("no From-tag in the message"))?;
+    let call_id = m.call_id().ok_or(HostError::NoCallId)?;
+    let from_tag = m.ftag().ok_or(HostError::NoFromTag)?;
     let cmd = Command::delete(call_id, from_tag, m.ttag())?;
     functions::pick_node(st, set, sock_var.as_ref(), call_id)?;
     let run = AsyncRun::new(
@@ -791,7 +778,7 @@ unsafe fn offer_answer(
     let sync = || unsafe { functions::offer_answer_raw(msg, params, direction) };
     // SAFETY: per the contract.
     let m = unsafe { Msg::from_ptr(msg) };
-    let st = state::get().ok_or_else(|| err("module not initialized"))?;
+    let st = state::get().ok_or(HostError::NotInitialized)?;
     let Some(m) = m.filter(|m| can_suspend(Some(m))) else {
         return sync();
     };
@@ -874,7 +861,7 @@ unsafe fn media_start(
     stats_vars: Option<[*mut c_void; 4]>,
 ) -> Result<i32, Error> {
     set_status(sys::ASYNC_SYNC);
-    let st = state::get().ok_or_else(|| err("module not initialized"))?;
+    let st = state::get().ok_or(HostError::NotInitialized)?;
     // SAFETY: per the contract.
     let m = unsafe { Msg::from_ptr(msg) };
     if !can_suspend(m.as_ref()) || !AsyncRun::can_park(std::slice::from_ref(node)) {
@@ -900,9 +887,8 @@ unsafe fn media_call<'m>(
 ) -> Result<(Msg<'m>, &'static ModuleState, media::CallIds), Error> {
     set_status(sys::ASYNC_SYNC);
     // SAFETY: per the contract.
-    let m =
-        unsafe { Msg::from_ptr(msg) }.ok_or_else(|| err("no SIP message (or a faked reply)"))?;
-    let st = state::get().ok_or_else(|| err("module not initialized"))?;
+    let m = unsafe { Msg::from_ptr(msg) }.ok_or(ScriptError::NoMessage)?;
+    let st = state::get().ok_or(HostError::NotInitialized)?;
     let ids = media::call_ids(&m)?;
     Ok((m, st, ids))
 }
