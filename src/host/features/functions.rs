@@ -1,8 +1,6 @@
 //! Bodies of the script functions: read the message and parameters, decide in `core`, talk to
 //! the relay through `control`, and return the script code.
 
-use std::ffi::c_void;
-
 use crate::core::offer::{
     truncate_script_param, Direction, Flags, NodeInfo, OfferAnswer, OfferAnswerInput,
     OfferAnswerOutcome, OfferError, PacketInfo, ReplyOutcome, RetryReason, SipMessage,
@@ -17,9 +15,7 @@ use super::autobridge::{self, Plan};
 use super::request::{OfferRequest, OfferResult, SdpSource};
 use crate::core::control::{Failover, OpKind};
 use crate::host::bind::msg::{self, Bodies, Msg, MsgKind};
-use crate::host::bind::params::kind::{OptInt, OptStr, OptVar, Since4};
-use crate::host::bind::params::{Decoder, Params, Var};
-use crate::host::ffi::sys::sip_msg;
+use crate::host::bind::params::Var;
 use crate::host::runtime::control::{self, Target, Verdict};
 use crate::host::runtime::state::{self, ModuleState, NodeView};
 
@@ -129,66 +125,6 @@ pub(crate) fn answer<'a>(
         bind_local,
     };
     offer_answer(msg, &args, Direction::Answer)
-}
-
-/// The blocking `rtpproxy_offer`/`rtpproxy_answer` on the host's parameters (the async
-/// functions' fallback).
-///
-/// # Safety
-/// `msg` and `params` are what OpenSIPS passed for `rtpproxy_offer`/`rtpproxy_answer` (whose
-/// row is `module::script`'s `OFFER_ANSWER`: the kinds below, in this order).
-pub(crate) unsafe fn offer_answer_raw(
-    msg: *mut sip_msg,
-    params: &Params,
-    direction: Direction,
-) -> Result<i32, Error> {
-    let mut d = Decoder::new(msg, params);
-    // SAFETY: per the contract, in the declared order.
-    let args = unsafe {
-        OfferArgs {
-            flags: d.next::<OptStr>(),
-            ip: d.next::<OptStr>(),
-            set: d.next::<OptInt>(),
-            sock_var: d.next::<OptVar>(),
-            ret_var: d.next::<OptVar>(),
-            body_var: d.next::<OptVar>(),
-            bind_local: d.next::<Since4<OptVar>>(),
-        }
-    };
-    // SAFETY: the message of this call, borrowed for it.
-    let m = unsafe { Msg::from_ptr(msg) };
-    offer_answer(m.as_ref(), &args, direction)
-}
-
-/// Parameters of `rtpproxy_offer` / `rtpproxy_answer` as the host passed them, kept by the
-/// async functions across the suspension (their variables are written at resume).
-pub(crate) struct OfferParams {
-    pub(crate) flags: *mut c_void,
-    pub(crate) ip: *mut c_void,
-    pub(crate) set: *mut c_void,
-    pub(crate) sock_var: *mut c_void,
-    pub(crate) ret_var: *mut c_void,
-    pub(crate) body_var: *mut c_void,
-    /// 4.0's 7th parameter; always NULL for 3.6, which declares six.
-    pub(crate) bind_local: *mut c_void,
-}
-
-impl OfferParams {
-    pub(crate) fn new(p: &Params) -> Self {
-        Self {
-            flags: p[0],
-            ip: p[1],
-            set: p[2],
-            sock_var: p[3],
-            ret_var: p[4],
-            body_var: p[5],
-            bind_local: if cfg!(opensips_4) {
-                p[6]
-            } else {
-                std::ptr::null_mut()
-            },
-        }
-    }
 }
 
 /// Runs a deferred autobridge request once the request is forwarded.
@@ -411,8 +347,8 @@ fn offer_answer_body(
 }
 
 /// The script functions `rtpproxy_offer` / `rtpproxy_answer` (spec §4): parameters in,
-/// variables out.
-fn offer_answer(
+/// variables out (also the async functions' fallback).
+pub(crate) fn offer_answer(
     m: Option<&Msg<'_>>,
     p: &OfferArgs<'_>,
     direction: Direction,
