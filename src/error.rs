@@ -7,6 +7,7 @@ use std::ffi::c_int;
 use crate::core::config::{ConfigError, SetId};
 use crate::core::control::NodeFault;
 use crate::core::media::MediaError;
+use crate::core::offer::{FlagsError, OfferError};
 use crate::core::proto::ProtoError;
 use crate::io::transport::TransportError;
 
@@ -25,6 +26,9 @@ pub enum Error {
     /// A media function (play, record, copy, query) was refused or failed.
     #[error(transparent)]
     Media(#[from] MediaError),
+    /// An offer/answer cannot be planned, or the relay's reply cannot be used for it.
+    #[error(transparent)]
+    Offer(#[from] OfferError),
     /// A feature that belongs to a later milestone.
     #[error("{0} is not implemented yet")]
     NotImplemented(&'static str),
@@ -37,9 +41,9 @@ pub enum Error {
     /// Start-up, reload or per-process set-up failed.
     #[error(transparent)]
     Lifecycle(#[from] LifecycleError),
-    /// Anything else, already described (feature code not yet moved to a typed variant).
-    #[error("{0}")]
-    Other(String),
+    /// What a script function (or an API caller) passed cannot be used.
+    #[error(transparent)]
+    Script(#[from] ScriptError),
 }
 
 impl Error {
@@ -51,11 +55,12 @@ impl Error {
             | Self::Proto(_)
             | Self::Transport(_)
             | Self::Media(_)
+            | Self::Offer(_)
             | Self::NotImplemented(_)
             | Self::Host(_)
             | Self::Control(_)
             | Self::Lifecycle(_)
-            | Self::Other(_) => -1,
+            | Self::Script(_) => -1,
         }
     }
 }
@@ -230,6 +235,90 @@ pub enum HostError {
     /// Every copy stop failed.
     #[error("no copy could be stopped")]
     NothingStopped,
+
+    // ---- autobridge and the async functions ----
+    /// `msg_callback_add` refused a callback of the autobridge (`"callbacks"`: the first,
+    /// `"pre-forward callback"`: the second).
+    #[error("cannot register the autobridge {0}")]
+    AutobridgeCallback(&'static str),
+    /// An async command cannot be handed to tm's reactor.
+    #[error("cannot wait for the relay: {0}")]
+    AsyncWait(#[source] std::io::Error),
+}
+
+/// What a script function (or a caller of the `load_rtpproxy` API) gave cannot be used: the
+/// message lacks what the function needs, or a parameter holds no usable value. The text is
+/// the log line.
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    // ---- the message ----
+    /// No message (NULL, or the FAKED_REPLY marker) for a function that needs one.
+    #[error("no SIP message (or a faked reply)")]
+    NoMessage,
+    /// Offer/answer without a message and without the ids given by the caller.
+    #[error("no SIP message to take the Call-ID and tags from")]
+    NoMessageForIds,
+    /// Offer/answer in message mode without a message.
+    #[error("no SIP message to rewrite")]
+    NoMessageToRewrite,
+    /// An async offer/answer resumed without a message to rewrite.
+    #[error("no SIP message")]
+    NoResumeMessage,
+    /// A media function on a message without a Call-ID.
+    #[error("can't get the Call-ID of the message")]
+    MessageNoCallId,
+    /// A media function on a message without a From-tag.
+    #[error("can't get the From-tag of the message")]
+    MessageNoFromTag,
+    /// The message's SDP is no longer the one an async offer/answer sent.
+    #[error("the message's SDP changed while the relay answered")]
+    SdpChanged,
+
+    // ---- the parameters ----
+    /// The flags cannot be used.
+    #[error("bad flags: {0}")]
+    BadFlags(#[source] FlagsError),
+    /// `body_var` holds no string.
+    #[error("body_var does not hold a string")]
+    BodyVarNotString,
+    /// `body_var` cannot be written.
+    #[error("cannot write body_var")]
+    BodyVarWrite,
+    /// `body_var` with autobridge on a request (the relay address depends on the next hop).
+    #[error(
+        "rtpproxy_autobridge: body_var cannot be used on a request (the relay address \
+         depends on the next hop, only known when the request is forwarded)"
+    )]
+    BodyVarOnRequest,
+    /// 4.0's `bind_local` holds neither a string nor an integer.
+    #[error("bind_local has no usable value (string or integer)")]
+    BindLocalUnusable,
+    /// `rtpproxy_all_stats`' first parameter is not an AVP.
+    #[error("the first parameter must be an AVP")]
+    NotAnAvp,
+    /// The AVP's name cannot be resolved.
+    #[error("cannot resolve the AVP")]
+    AvpUnresolved,
+    /// A media function found nothing to do.
+    #[error("nothing to do")]
+    NothingToDo,
+
+    // ---- the load_rtpproxy API ----
+    /// `load_rtpproxy` called without its structure.
+    #[error("load_rtpproxy called without a binds structure")]
+    NoBinds,
+    /// An API call without a Call-ID.
+    #[error("no Call-ID")]
+    ApiNoCallId,
+    /// An API call without a From-tag.
+    #[error("no From-tag")]
+    ApiNoFromTag,
+    /// An API call names a node that is in no set.
+    #[error("no RTPProxy {0}")]
+    NoSuchNode(String),
+    /// An API call names a node that is disabled.
+    #[error("RTPProxy {0} is disabled")]
+    NodeDisabled(String),
 }
 
 /// A host string that is not UTF-8.
@@ -334,11 +423,6 @@ impl LifecycleError {
     }
 }
 
-/// An [`Error::Other`] with this description (feature code that has no typed variant yet).
-pub(crate) fn other(msg: impl Into<String>) -> Error {
-    Error::Other(msg.into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,5 +490,40 @@ mod tests {
             ]
         );
         assert!(errors.iter().all(|e| e.return_code() == -1));
+    }
+
+    #[test]
+    fn script_and_offer_errors_keep_their_log_lines_and_return_minus_one() {
+        let cases: [(Error, &str); 6] = [
+            (
+                ScriptError::NoMessage.into(),
+                "no SIP message (or a faked reply)",
+            ),
+            (
+                ScriptError::BadFlags(FlagsError::ForbiddenByte { byte: 1, offset: 2 }).into(),
+                "bad flags: byte 0x01 at offset 2 is not allowed in flags",
+            ),
+            (
+                ScriptError::NodeDisabled("udp:127.0.0.1:7722".into()).into(),
+                "RTPProxy udp:127.0.0.1:7722 is disabled",
+            ),
+            (
+                ScriptError::BodyVarOnRequest.into(),
+                "rtpproxy_autobridge: body_var cannot be used on a request (the relay address \
+                 depends on the next hop, only known when the request is forwarded)",
+            ),
+            (
+                OfferError::MarkerPresent.into(),
+                "sdp already carries the marker (use flag f to force)",
+            ),
+            (
+                HostError::AutobridgeCallback("pre-forward callback").into(),
+                "cannot register the autobridge pre-forward callback",
+            ),
+        ];
+        for (e, text) in cases {
+            assert_eq!(e.to_string(), text);
+            assert_eq!(e.return_code(), -1);
+        }
     }
 }

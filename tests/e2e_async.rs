@@ -72,6 +72,10 @@ fn routes(uas: u16, script_timeout: Option<u32>) -> String {
     if (is_method("UPDATE")) {{
         async(rtpproxy_answer("co", , , $avp(sock), $avp(ret)), resumed{t});
     }}
+    if (is_method("INFO")) {{
+        $avp(body) = $rb;
+        async(rtpproxy_offer("co", , , $avp(sock), $avp(ret), $avp(body)), body_var{t});
+    }}
     if (is_method("BYE")) {{
         async(rtpproxy_unforce(, $avp(sock)), resumed{t});
     }}
@@ -90,6 +94,13 @@ route[resumed] {{
     append_hf("X-RC: $rc\r\n");
     append_hf("X-Sock: $avp(sock)\r\n");
     append_hf("X-Ret: $avp(ret)\r\n");
+    t_relay();
+}}
+route[body_var] {{
+    append_hf("X-RC: $rc\r\n");
+    append_hf("X-Sock: $avp(sock)\r\n");
+    if ($avp(body) =~ "m=audio 40000 ") append_hf("X-Body: unchanged\r\n");
+    else if ($avp(body) =~ "m=audio [0-9]+ ") append_hf("X-Body: rewritten\r\n");
     t_relay();
 }}
 "#
@@ -382,6 +393,27 @@ fn async_offer_answer_unforce_and_launch() {
         "{fwd}"
     );
     assert_eq!(sessions(relay), 1);
+
+    // offer in body_var mode: the variable gets the rewritten SDP at resume, the message
+    // keeps its own
+    let fwd = s
+        .sip
+        .request("INFO", "cb", "ftb", None, true, wait)
+        .expect("body_var offer resumed");
+    assert_eq!(header(&fwd, "X-RC"), Some("1"), "{fwd}");
+    assert_eq!(header(&fwd, "X-Body"), Some("rewritten"), "{fwd}");
+    assert_eq!(
+        header(&fwd, "X-Sock"),
+        Some(format!("udp:127.0.0.1:{relay}").as_str())
+    );
+    assert_eq!(media_port(&fwd), Some(40000), "{fwd}");
+    assert_eq!(sessions(relay), 2);
+    let fwd = s
+        .sip
+        .request("BYE", "cb", "ftb", None, false, wait)
+        .expect("unforce resumed");
+    assert_eq!(header(&fwd, "X-RC"), Some("1"), "{fwd}");
+    wait_until("the body_var call deleted", wait, || sessions(relay) == 1);
 
     // answer (the callee's request direction): $rc 1, rewritten
     let fwd = s

@@ -9,14 +9,16 @@
 //!   weight-0 backups); a node that is `draining` takes no new calls but keeps its own;
 //! - what an attempt that went unanswered means for the node's health: the node is taken out
 //!   for every process at the first lost UDP attempt and put back at once when a
-//!   retransmission is answered; when another process already took it out, this command gives
+//!   retransmission is answered; when another process already took it out (also at the same
+//!   moment: only the command whose update disabled the node keeps trying), this command gives
 //!   up on it at once (two lost attempts from two processes read as a hung relay);
 //! - whether to fail over to the next node (a transport failure, or an `E` reply the caller
 //!   reads as a relay error), and the typed result.
 //!
 //! The driver (the host) only moves bytes and reads the clock. It loops on
 //! [`CommandRun::poll`]: [`Step::Health`] asks it to apply a health change to the shared
-//! table, [`Step::Start`] to start the command on a node (one exchange, whose per-attempt
+//! table (and to say, for a take-out, whether its update disabled the node:
+//! [`CommandRun::on_taken_out`]), [`Step::Start`] to start the command on a node (one exchange, whose per-attempt
 //! deadlines and retransmissions are decided by [`crate::core::proto::DatagramExchange`] /
 //! [`crate::core::proto::StreamExchange`]), [`Step::Wait`] to wait on that node's socket or its
 //! deadline and report back with [`CommandRun::on_attempt_lost`] or [`CommandRun::on_reply`],
@@ -473,7 +475,9 @@ impl CommandRun {
     /// The rule: the first lost attempt takes the node out for everybody and this command
     /// keeps retransmitting (a reply puts the node back). If another process took the node
     /// out already, or the prober has never answered for the node (a relay hung since
-    /// start-up is not worth more waits), the command gives up on the node at once.
+    /// start-up is not worth more waits), the command gives up on the node at once. Whether
+    /// this command's take-out was the one that disabled the node is only known once the
+    /// driver applied it: [`CommandRun::on_taken_out`] settles that.
     pub fn on_attempt_lost(&mut self, node: usize, already_out: bool) -> bool {
         if self.state != State::Running(node) {
             return false;
@@ -509,6 +513,28 @@ impl CommandRun {
             },
         ));
         self.events.push(Event::Retransmit { op: self.op, node });
+        true
+    }
+
+    /// The driver applied this command's [`HealthChange::TakeOut`] of `node`; `by_us` says
+    /// whether that update is the one that disabled the node (it was enabled just before).
+    /// Returns whether the command still runs on `node` (the exchange goes on).
+    ///
+    /// Two commands that lose an attempt on the same node at the same moment both read the
+    /// node as up and both ask to take it out; only the one whose take-out disabled it stays
+    /// on the node and keeps retransmitting. Every other one gives up on the node at once, as
+    /// when it had seen the node out already ([`CommandRun::on_attempt_lost`]).
+    pub fn on_taken_out(&mut self, node: usize, by_us: bool) -> bool {
+        if self.state != State::Running(node) {
+            return false;
+        }
+        if self.suspected && !by_us {
+            self.suspected = false;
+            self.events.push(Event::NodeTimeout { op: self.op, node });
+            self.last_fault = Some(NodeFault::Timeout);
+            self.node_gone(node);
+            return false;
+        }
         true
     }
 

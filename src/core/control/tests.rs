@@ -70,10 +70,20 @@ fn drive(
                         abandoned = true;
                         break;
                     }
-                    // the driver applies queued health changes before resending
+                    // the driver applies queued health changes before resending, and says
+                    // whether its take-out disabled the node
+                    let mut go_on = true;
                     while let Step::Health { node, change } = run.poll(nodes, b"abc") {
                         trace.push(format!("{change:?}@{node}"));
+                        let was_up = nodes[node].enabled;
                         nodes[node].enabled = matches!(change, HealthChange::PutBack);
+                        if matches!(change, HealthChange::TakeOut { .. }) {
+                            go_on &= run.on_taken_out(node, was_up);
+                        }
+                    }
+                    if !go_on {
+                        trace.push(format!("second@{node}"));
+                        break;
                     }
                     attempts += 1;
                 }
@@ -402,6 +412,119 @@ fn a_node_never_probed_is_given_up_at_its_first_lost_attempt() {
     assert!(trace[2].starts_with("TakeOut") && trace[2].ends_with("@2"));
     assert_eq!(trace[3], "start@0");
     assert!(!ev.iter().any(|e| matches!(e, Event::Retransmit { .. })));
+}
+
+/// Applies `run`'s pending health changes to `table` (the shared health), reporting each
+/// take-out's result as the host's driver does; returns whether `run` stays on its node.
+fn apply_shared(run: &mut CommandRun, table: &mut [NodeInput]) -> bool {
+    let mut go_on = true;
+    while let Some((node, change)) = run.take_health() {
+        match change {
+            HealthChange::TakeOut { .. } => {
+                let by_us = table[node].enabled;
+                table[node].enabled = false;
+                go_on &= run.on_taken_out(node, by_us);
+            }
+            HealthChange::PutBack => table[node].enabled = true,
+        }
+    }
+    go_on
+}
+
+#[test]
+fn of_two_commands_losing_an_attempt_at_once_only_the_one_that_took_the_node_out_waits() {
+    // Two processes, one shared table; both commands are on node 2 (the hash node).
+    let mut shared = up(3);
+    let mut a = CommandRun::new(OpKind::Offer, CALL, Failover::NextNode);
+    let mut b = CommandRun::new(OpKind::Offer, CALL, Failover::NextNode);
+    for run in [&mut a, &mut b] {
+        assert_eq!(run.poll(&shared, b"abc"), Step::Start { node: 2 });
+        run.on_started(2);
+    }
+    // Both lose an attempt at the same moment: both read the node as up...
+    assert!(a.on_attempt_lost(2, !shared[2].enabled));
+    assert!(b.on_attempt_lost(2, !shared[2].enabled));
+    // ...and both ask to take it out; `a`'s update lands first.
+    assert!(apply_shared(&mut a, &mut shared), "a took it out: a waits");
+    assert!(
+        !apply_shared(&mut b, &mut shared),
+        "b came second: b gives up"
+    );
+    assert!(!shared[2].enabled);
+    // `b` fails over at once (no more retransmissions on node 2) and is answered by node 0.
+    assert_eq!(b.poll(&shared, b"abc"), Step::Start { node: 0 });
+    b.on_started(0);
+    b.on_reply(0, Answer::Reply { rtt_us: 1 });
+    assert_eq!(b.poll(&shared, b"abc"), Step::Done(Ok(0)));
+    let op = OpKind::Offer;
+    let b_events = b.take_events();
+    // (the client had already sent the request again when the attempt was reported lost)
+    assert_eq!(
+        b_events[..6],
+        [
+            Event::FirstSend { op, node: 2 },
+            Event::Retransmit { op, node: 2 },
+            Event::NodeTimeout { op, node: 2 },
+            Event::Failover { op, from: 2, to: 0 },
+            Event::FirstSend { op, node: 0 },
+            Event::Answered {
+                op,
+                node: 0,
+                rtt_us: 1
+            },
+        ]
+    );
+    // `a` keeps retransmitting on node 2; a later report of `b` changes nothing
+    assert!(!b.on_taken_out(2, false));
+    assert!(a.on_attempt_lost(2, !shared[2].enabled), "a's own mark");
+    assert!(apply_shared(&mut a, &mut shared));
+    assert_eq!(a.poll(&shared, b"abc"), Step::Wait { node: 2 });
+    // the retransmission is answered: `a` puts the node back
+    a.on_reply(2, Answer::Reply { rtt_us: 5 });
+    assert!(apply_shared(&mut a, &mut shared));
+    assert!(shared[2].enabled);
+    assert_eq!(a.poll(&shared, b"abc"), Step::Done(Ok(2)));
+    let retransmits = a
+        .take_events()
+        .iter()
+        .filter(|e| matches!(e, Event::Retransmit { .. }))
+        .count();
+    assert_eq!(retransmits, 2);
+
+    // The same race for a command that may not fail over: it ends at once with no reply.
+    let mut shared = up(1);
+    let mut a = CommandRun::new(OpKind::Delete, Route::Pinned(0), Failover::Never);
+    let mut b = CommandRun::new(OpKind::Delete, Route::Pinned(0), Failover::Never);
+    for run in [&mut a, &mut b] {
+        assert_eq!(run.poll(&shared, b"x"), Step::Start { node: 0 });
+        run.on_started(0);
+        assert!(run.on_attempt_lost(0, !shared[0].enabled));
+    }
+    assert!(apply_shared(&mut a, &mut shared));
+    assert!(!apply_shared(&mut b, &mut shared));
+    assert_eq!(
+        b.poll(&shared, b"x"),
+        Step::Done(Err(CommandError::Failed(NodeFault::Timeout)))
+    );
+    assert_eq!(a.poll(&shared, b"x"), Step::Wait { node: 0 });
+}
+
+#[test]
+fn a_take_out_that_disabled_the_node_keeps_the_command_on_it_in_the_driver_too() {
+    // `drive` reports every take-out as the host does: alone, a command that loses attempts
+    // is the one that took the node out, and keeps retransmitting until answered.
+    let mut nodes = up(3);
+    let (r, trace, _) = drive(
+        &mut nodes,
+        &[Does::Answer, Does::Answer, Does::AnswerAfter(2)],
+        &[],
+        CALL,
+        Failover::NextNode,
+        5,
+    );
+    assert_eq!(r, Ok(2));
+    assert!(!trace.iter().any(|t| t.starts_with("second@")), "{trace:?}");
+    assert!(nodes[2].enabled, "put back by its answer");
 }
 
 #[test]

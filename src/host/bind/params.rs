@@ -162,8 +162,6 @@ pub(crate) mod kind {
     }
 }
 
-use kind::{OptInt, OptStr};
-
 /// Decodes the host's parameters of one call, kind by kind, in the declared order.
 pub(crate) struct Decoder<'a> {
     msg: *mut sip_msg,
@@ -255,24 +253,6 @@ impl<'a> Var<'a> {
         // SAFETY: as in `set_str`.
         unsafe { msg::get_var_text(self.msg, self.as_ptr()) }
     }
-}
-
-/// An optional `CMD_PARAM_INT` parameter.
-///
-/// # Safety
-/// `p` must be NULL or the `int*` the host passed for that parameter.
-pub(crate) unsafe fn opt_int(p: *mut c_void) -> Option<i32> {
-    // SAFETY: per the contract.
-    unsafe { OptInt::decode(std::ptr::null_mut(), p) }
-}
-
-/// An optional `CMD_PARAM_STR` parameter, copied.
-///
-/// # Safety
-/// `p` must be NULL or the `str*` the host passed for that parameter.
-pub(crate) unsafe fn opt_str(p: *mut c_void) -> Option<Vec<u8>> {
-    // SAFETY: per the contract.
-    unsafe { OptStr::decode(std::ptr::null_mut(), p) }.map(<[u8]>::to_vec)
 }
 
 #[cfg(test)]

@@ -28,20 +28,20 @@ use std::time::{Duration, Instant};
 use crate::core::control::{Failover, OpKind};
 use crate::core::offer::{
     truncate_script_param, Direction, Flags, OfferAnswer, OfferAnswerInput, OfferAnswerOutcome,
-    PacketInfo, SipMessage,
+    OfferError, PacketInfo, SipMessage,
 };
 use crate::core::proto::command::Command;
 use crate::Error;
 
 use crate::core::stats::{Event as StatEvent, Op};
 
-use super::functions::{self, OfferParams};
+use super::functions::{self, OfferArgs};
 use super::media::{self, MediaDone, MediaRequest};
 use crate::core::media::PromptTarget;
-use crate::error::other as err;
+use crate::error::{HostError, ScriptError};
 use crate::host::bind::msg::{self, Bodies, Msg, MsgKind};
-use crate::host::bind::params::kind::{Int, OptInt, OptStr, OptVar, Str, Var as VarKind};
-use crate::host::bind::params::{opt_int, opt_str, Decoder, Params, Var};
+use crate::host::bind::params::kind::{Int, OptInt, OptStr, OptVar, Since4, Str, Var as VarKind};
+use crate::host::bind::params::{Decoder, Params, Var};
 use crate::host::ffi::api::api;
 use crate::host::ffi::guard;
 use crate::host::ffi::sys::{self, async_ctx, sip_msg};
@@ -246,7 +246,7 @@ impl Steps for MediaJob {
         self.todo
             .front()
             .cloned()
-            .ok_or_else(|| err("internal: no media command"))
+            .ok_or_else(|| HostError::Internal("no media command").into())
     }
     fn judge(&mut self, _node: &NodeView, body: Option<&[u8]>) -> Verdict<()> {
         // as `send_raw`: any reply is the node's answer, none is a node failure
@@ -327,7 +327,7 @@ impl MediaJob {
         let r = self
             .req
             .take()
-            .ok_or_else(|| err("internal: no media request"))
+            .ok_or_else(|| HostError::Internal("no media request").into())
             .and_then(|req| req.finish(std::mem::take(&mut self.replies)));
         // SAFETY: per the contract; the variables are this call's parameters.
         unsafe { media_code(msg, self.name, r, self.stats_vars) }
@@ -348,6 +348,36 @@ struct OfferInputs {
     bind_local: Option<Vec<u8>>,
 }
 
+/// The specs of an offer/answer's variables (`Var::as_ptr`; NULL when omitted), kept across
+/// the suspension: they belong to the script, and the variables are rebuilt against the
+/// message the function resumes on ([`OfferVars::get`]).
+struct OfferVars {
+    sock_var: *mut c_void,
+    ret_var: *mut c_void,
+    body_var: *mut c_void,
+}
+
+impl OfferVars {
+    fn new(args: &OfferArgs<'_>) -> Self {
+        let spec = |v: &Option<Var<'_>>| v.as_ref().map_or(std::ptr::null_mut(), Var::as_ptr);
+        Self {
+            sock_var: spec(&args.sock_var),
+            ret_var: spec(&args.ret_var),
+            body_var: spec(&args.body_var),
+        }
+    }
+
+    /// The variable of `spec` (one of the fields), accessed against `msg`.
+    ///
+    /// # Safety
+    /// `msg` is the message the function runs on or resumes with, valid for `'m`.
+    unsafe fn get<'m>(msg: *mut sip_msg, spec: *mut c_void) -> Option<Var<'m>> {
+        // SAFETY: `spec` is NULL or a variable parameter of this call (the script's spec,
+        // which outlives the suspension); `msg` per the contract.
+        unsafe { Var::from_ptr(msg, spec) }
+    }
+}
+
 /// An offer or answer in flight: the planner (which borrows from `inputs`) and what to do
 /// with the result.
 struct OfferJob {
@@ -356,7 +386,7 @@ struct OfferJob {
     inputs: *mut OfferInputs,
     name: &'static str,
     set: &'static SetView,
-    params: OfferParams,
+    vars: OfferVars,
     /// The SDP is a body variable (else the message's one SDP part).
     body_mode: bool,
     last_node: Option<String>,
@@ -374,18 +404,15 @@ impl Drop for OfferJob {
 impl Steps for OfferJob {
     fn build(&mut self, node: &NodeView) -> Result<Command, Error> {
         self.last_node = Some(node.spec.url.clone());
-        let st = state::get().ok_or_else(|| err("module not initialized"))?;
-        let oa = self
-            .oa
-            .as_mut()
-            .ok_or_else(|| err("internal: no planner"))?;
+        let st = state::get().ok_or(HostError::NotInitialized)?;
+        let oa = self.oa.as_mut().ok_or(HostError::Internal("no planner"))?;
         functions::planner_command(st, oa, node)
     }
 
     fn judge(&mut self, _node: &NodeView, reply: Option<&[u8]>) -> Verdict<()> {
         match self.oa.as_mut() {
             Some(oa) => functions::planner_verdict(oa, reply),
-            None => Verdict::Fail(err("internal: no planner")),
+            None => Verdict::Fail(HostError::Internal("no planner").into()),
         }
     }
 }
@@ -401,66 +428,49 @@ impl OfferJob {
         crate::host::runtime::stats::note(st, None, StatEvent::Finished { op, ok });
     }
 
-    /// Prepares an offer/answer on `m` whose SDP is `body` (`None`: not suited for the
-    /// async path, run the blocking function).
-    ///
-    /// # Safety
-    /// `msg`/`p` are those of the script-function call.
-    unsafe fn new(
+    /// Prepares an offer/answer on `m` with the call's parameters `args` (`None`: not suited
+    /// for the async path, run the blocking function). What must survive the suspension is
+    /// copied; the variables are kept as specs ([`OfferVars`]).
+    fn new(
         st: &'static ModuleState,
-        msg: *mut sip_msg,
-        m: Msg,
-        p: OfferParams,
+        m: &Msg<'_>,
+        args: &OfferArgs<'_>,
         direction: Direction,
     ) -> Result<Option<(Self, AsyncRun)>, Error> {
         if st.config.autobridge {
             return Ok(None);
         }
-        // SAFETY: per the contract, for each parameter.
-        let (flags_s, ip, set) = unsafe { (opt_str(p.flags), opt_str(p.ip), opt_int(p.set)) };
-        let flags_s = flags_s.unwrap_or_default();
-        let set = control::set_or_error(st, set)?;
+        let flags_s = args.flags.unwrap_or_default();
+        let set = control::set_or_error(st, args.set)?;
         if !AsyncRun::can_park(&set.nodes) {
             return Ok(None);
         }
-        let flags =
-            Flags::parse_script_param(&flags_s).map_err(|e| err(format!("bad flags: {e}")))?;
+        let flags = Flags::parse_script_param(flags_s).map_err(ScriptError::BadFlags)?;
         for w in flags.warnings() {
             tracing::warn!("{w}");
         }
-        let body_mode = !p.body_var.is_null();
-        let body = if body_mode {
-            // SAFETY: `body_var` is the variable parameter of this call.
-            unsafe { msg::get_var_str(msg, p.body_var) }
-                .ok_or_else(|| err("body_var does not hold a string"))?
-        } else {
-            match m.sdp_parts() {
+        let body = match &args.body_var {
+            Some(v) => v.get_str().ok_or(ScriptError::BodyVarNotString)?,
+            None => match m.sdp_parts() {
                 Bodies::Sdp(mut parts) if parts.len() == 1 => parts.remove(0).bytes,
                 // no body, no SDP, several SDP parts: the blocking function handles these
                 _ => return Ok(None),
-            }
+            },
         };
-        let bind_local = if p.bind_local.is_null() {
-            None
-        } else {
-            // SAFETY: `bind_local` is the variable parameter of this call.
-            unsafe { msg::get_var_text(msg, p.bind_local) }
-                .map_err(|()| err("bind_local has no usable value (string or integer)"))?
+        let bind_local = match &args.bind_local {
+            None => None,
+            Some(v) => v.get_text().map_err(|()| ScriptError::BindLocalUnusable)?,
         };
-        let dialog_id = super::dialog::dialog_id_for_flags(&m, &flags_s, direction)?;
+        let dialog_id = super::dialog::dialog_id_for_flags(m, flags_s, direction)?;
         let inputs = Box::new(OfferInputs {
             body,
             flags,
-            call_id: m
-                .call_id()
-                .ok_or_else(|| err("no Call-ID in the message"))?
-                .to_vec(),
-            from_tag: m
-                .ftag()
-                .ok_or_else(|| err("no From-tag in the message"))?
-                .to_vec(),
+            call_id: m.call_id().ok_or(HostError::NoCallId)?.to_vec(),
+            from_tag: m.ftag().ok_or(HostError::NoFromTag)?.to_vec(),
             to_tag: m.ttag().unwrap_or_default().to_vec(),
-            ip: ip.map(|v| String::from_utf8_lossy(truncate_script_param(&v)).into_owned()),
+            ip: args
+                .ip
+                .map(|v| String::from_utf8_lossy(truncate_script_param(v)).into_owned()),
             src: m.source_ip().map(msg::opensips_ip_text).unwrap_or_default(),
             local: m.local_ip().map(msg::opensips_ip_text).unwrap_or_default(),
             reply: m.kind() == Some(MsgKind::Reply),
@@ -478,8 +488,8 @@ impl OfferJob {
                 Direction::Answer => "rtpproxy_answer",
             },
             set,
-            params: p,
-            body_mode,
+            vars: OfferVars::new(args),
+            body_mode: args.body_var.is_some(),
             last_node: None,
         };
         let packet = PacketInfo {
@@ -532,9 +542,11 @@ impl OfferJob {
     /// # Safety
     /// `msg` is the message the function runs on (or resumes with).
     unsafe fn fail(&mut self, msg: *mut sip_msg, e: Error) -> Result<i32, Error> {
-        if let Some(url) = &self.last_node {
-            // SAFETY: `sock_var` is NULL or the variable parameter of this call.
-            unsafe { msg::set_var_str(msg, self.params.sock_var, url.as_bytes()) };
+        // SAFETY: per the contract.
+        if let (Some(url), Some(v)) = (&self.last_node, unsafe {
+            OfferVars::get(msg, self.vars.sock_var)
+        }) {
+            v.set_str(url.as_bytes());
         }
         Err(e)
     }
@@ -544,23 +556,30 @@ impl OfferJob {
     /// # Safety
     /// `msg` is the message tm resumes with (the request the function started on).
     unsafe fn finish(&mut self, _st: &ModuleState, msg: *mut sip_msg) -> Result<i32, Error> {
-        let oa = self.oa.take().ok_or_else(|| err("internal: no planner"))?;
-        let out: OfferAnswerOutcome = oa.finish().map_err(|e| err(e.to_string()))?;
+        let oa = self.oa.take().ok_or(HostError::Internal("no planner"))?;
+        let out: OfferAnswerOutcome = oa.finish()?;
         // SAFETY: see `OfferJob::new`.
         let i = unsafe { &*self.inputs };
-        if let Some(url) = &self.last_node {
-            // SAFETY: `sock_var` is NULL or the variable parameter of this call.
-            unsafe { msg::set_var_str(msg, self.params.sock_var, url.as_bytes()) };
+        // SAFETY: the call's three variables against `msg`, the message tm resumes with (per
+        // the contract).
+        let (sock_var, ret_var, body_var) = unsafe {
+            (
+                OfferVars::get(msg, self.vars.sock_var),
+                OfferVars::get(msg, self.vars.ret_var),
+                OfferVars::get(msg, self.vars.body_var),
+            )
+        };
+        if let (Some(url), Some(v)) = (&self.last_node, &sock_var) {
+            v.set_str(url.as_bytes());
         }
         if self.body_mode {
-            let new_body = out.apply(&i.body).map_err(|e| err(e.to_string()))?;
-            // SAFETY: `body_var` is the variable parameter of this call.
-            if !unsafe { msg::set_var_str(msg, self.params.body_var, &new_body) } {
-                return Err(err("cannot write body_var"));
+            let new_body = out.apply(&i.body).map_err(OfferError::Sdp)?;
+            if !body_var.is_some_and(|v| v.set_str(&new_body)) {
+                return Err(ScriptError::BodyVarWrite.into());
             }
         } else if !i.flags.keep_body {
             // SAFETY: tm resumes with a message whose buffer outlives the call.
-            let m = unsafe { Msg::from_ptr(msg) }.ok_or_else(|| err("no SIP message"))?;
+            let m = unsafe { Msg::from_ptr(msg) }.ok_or(ScriptError::NoResumeMessage)?;
             let part = match m.sdp_parts() {
                 Bodies::Sdp(mut parts) if parts.len() == 1 && parts[0].bytes == i.body => {
                     parts.remove(0)
@@ -569,13 +588,12 @@ impl OfferJob {
                 // went on long ago, there is nothing left to rewrite
                 Bodies::NoBody | Bodies::NoSdp => {
                     tracing::debug!("{}: no message to rewrite (a launched job)", self.name);
-                    if let Some(v) = out.ret_var() {
-                        // SAFETY: `ret_var` is NULL or the variable parameter of this call.
-                        unsafe { msg::set_var_str(msg, self.params.ret_var, v) };
+                    if let (Some(value), Some(v)) = (out.ret_var(), &ret_var) {
+                        v.set_str(value);
                     }
                     return Ok(1);
                 }
-                _ => return Err(err("the message's SDP changed while the relay answered")),
+                _ => return Err(ScriptError::SdpChanged.into()),
             };
             let me = (std::process::id(), m.identity().0, m.identity().1);
             let mut last = functions::LAST_REWRITTEN
@@ -591,9 +609,8 @@ impl OfferJob {
             functions::splice_part(&m, part.offset, &out.edits)?;
             *last = Some(me);
         }
-        if let Some(v) = out.ret_var() {
-            // SAFETY: `ret_var` is NULL or the variable parameter of this call.
-            unsafe { msg::set_var_str(msg, self.params.ret_var, v) };
+        if let (Some(value), Some(v)) = (out.ret_var(), &ret_var) {
+            v.set_str(value);
         }
         Ok(1)
     }
@@ -613,7 +630,7 @@ fn can_suspend(m: Option<&Msg<'_>>) -> bool {
 /// `ctx` is the async context tm passed to the function.
 unsafe fn park(ctx: *mut async_ctx, cmd: Box<AsyncCmd>) -> Result<i32, (Box<AsyncCmd>, Error)> {
     if let Err(e) = cmd.waiter.arm(cmd.run.wait_fd(), cmd.run.deadline()) {
-        return Err((cmd, err(format!("cannot wait for the relay: {e}"))));
+        return Err((cmd, HostError::AsyncWait(e).into()));
     }
     let fd = cmd.waiter.epoll.as_raw_fd();
     let boxed = Box::into_raw(cmd);
@@ -747,7 +764,7 @@ pub(crate) unsafe fn unforce(
     set_status(sys::ASYNC_SYNC);
     // SAFETY: per the contract.
     let m = unsafe { Msg::from_ptr(msg) };
-    let st = state::get().ok_or_else(|| err("module not initialized"))?;
+    let st = state::get().ok_or(HostError::NotInitialized)?;
     let mut d = Decoder::new(msg, params);
     // SAFETY: the parameters of `rtpproxy_unforce`, in the declared order.
     let (set, sock_var) = unsafe { (d.next::<OptInt>(), d.next::<OptVar>()) };
@@ -758,10 +775,8 @@ pub(crate) unsafe fn unforce(
     else {
         return functions::unforce(m.as_ref(), set, sock_var);
     };
-    let call_id = m
-        .call_id()
-        .ok_or_else(|| err("no Call-ID in the message"))?;
-    let from_tag = m.ftag().ok_or_else(|| err("no From-tag in the message"))?;
+    let call_id = m.call_id().ok_or(HostError::NoCallId)?;
+    let from_tag = m.ftag().ok_or(HostError::NoFromTag)?;
     let cmd = Command::delete(call_id, from_tag, m.ttag())?;
     functions::pick_node(st, set, sock_var.as_ref(), call_id)?;
     let run = AsyncRun::new(
@@ -787,17 +802,29 @@ unsafe fn offer_answer(
     direction: Direction,
 ) -> Result<i32, Error> {
     set_status(sys::ASYNC_SYNC);
-    // SAFETY: per the contract.
-    let sync = || unsafe { functions::offer_answer_raw(msg, params, direction) };
-    // SAFETY: per the contract.
-    let m = unsafe { Msg::from_ptr(msg) };
-    let st = state::get().ok_or_else(|| err("module not initialized"))?;
-    let Some(m) = m.filter(|m| can_suspend(Some(m))) else {
-        return sync();
+    let mut d = Decoder::new(msg, params);
+    // SAFETY: decoded in the order of the blocking function's row, which this one shares.
+    let args = unsafe {
+        OfferArgs {
+            flags: d.next::<OptStr>(),
+            ip: d.next::<OptStr>(),
+            set: d.next::<OptInt>(),
+            sock_var: d.next::<OptVar>(),
+            ret_var: d.next::<OptVar>(),
+            body_var: d.next::<OptVar>(),
+            bind_local: d.next::<Since4<OptVar>>(),
+        }
     };
     // SAFETY: per the contract.
-    match unsafe { OfferJob::new(st, msg, m, OfferParams::new(params), direction) }? {
-        None => sync(),
+    let m = unsafe { Msg::from_ptr(msg) };
+    let st = state::get().ok_or(HostError::NotInitialized)?;
+    let job = match m.as_ref().filter(|m| can_suspend(Some(m))) {
+        Some(m) => OfferJob::new(st, m, &args, direction)?,
+        None => None,
+    };
+    match job {
+        // the route cannot suspend, or the command does not suit the async path
+        None => functions::offer_answer(m.as_ref(), &args, direction),
         Some((job, run)) => {
             // SAFETY: per the contract.
             Ok(unsafe { start(st, msg, ctx, run, Job::OfferAnswer(Box::new(job))) })
@@ -874,7 +901,7 @@ unsafe fn media_start(
     stats_vars: Option<[*mut c_void; 4]>,
 ) -> Result<i32, Error> {
     set_status(sys::ASYNC_SYNC);
-    let st = state::get().ok_or_else(|| err("module not initialized"))?;
+    let st = state::get().ok_or(HostError::NotInitialized)?;
     // SAFETY: per the contract.
     let m = unsafe { Msg::from_ptr(msg) };
     if !can_suspend(m.as_ref()) || !AsyncRun::can_park(std::slice::from_ref(node)) {
@@ -900,9 +927,8 @@ unsafe fn media_call<'m>(
 ) -> Result<(Msg<'m>, &'static ModuleState, media::CallIds), Error> {
     set_status(sys::ASYNC_SYNC);
     // SAFETY: per the contract.
-    let m =
-        unsafe { Msg::from_ptr(msg) }.ok_or_else(|| err("no SIP message (or a faked reply)"))?;
-    let st = state::get().ok_or_else(|| err("module not initialized"))?;
+    let m = unsafe { Msg::from_ptr(msg) }.ok_or(ScriptError::NoMessage)?;
+    let st = state::get().ok_or(HostError::NotInitialized)?;
     let ids = media::call_ids(&m)?;
     Ok((m, st, ids))
 }

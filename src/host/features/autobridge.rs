@@ -38,8 +38,7 @@ use std::net::IpAddr;
 use crate::core::config::SetId;
 use crate::core::offer::Direction;
 use crate::core::proto::caps::Capabilities;
-use crate::error::other as err;
-use crate::error::HostError;
+use crate::error::{HostError, ScriptError};
 use crate::Error;
 
 use super::request::OfferRequest;
@@ -138,10 +137,7 @@ pub(crate) fn plan(
         });
     }
     if body_mode {
-        return Err(err(
-            "rtpproxy_autobridge: body_var cannot be used on a request (the relay address \
-             depends on the next hop, only known when the request is forwarded)",
-        ));
+        return Err(ScriptError::BodyVarOnRequest.into());
     }
     Ok(Plan::Deferred(Deferred {
         flags: req.flags.to_vec(),
@@ -170,12 +166,12 @@ pub(crate) fn defer(m: &Msg<'_>, mut d: Deferred, resume: Resume) -> Result<(), 
     if unsafe { (a.msg_callback_add)(m.as_ptr(), MSG_DESTROY, on_destroy, p) } != 0 {
         // SAFETY: not registered, so `p` (from `Box::into_raw` above) is still ours.
         drop(unsafe { Box::from_raw(p.cast::<Deferred>()) });
-        return Err(err("cannot register the autobridge callbacks"));
+        return Err(HostError::AutobridgeCallback("callbacks").into());
     }
     // SAFETY: as above; `p` stays valid until the destroy callback, which runs after every
     // forwarding of the message.
     if unsafe { (a.msg_callback_add)(m.as_ptr(), REQ_PRE_FORWARD, on_pre_forward, p) } != 0 {
-        return Err(err("cannot register the autobridge pre-forward callback"));
+        return Err(HostError::AutobridgeCallback("pre-forward callback").into());
     }
     tracing::debug!("autobridge: {direction:?} deferred until the request is forwarded");
     Ok(())

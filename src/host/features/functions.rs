@@ -1,26 +1,21 @@
 //! Bodies of the script functions: read the message and parameters, decide in `core`, talk to
 //! the relay through `control`, and return the script code.
 
-use std::ffi::c_void;
-
 use crate::core::offer::{
     truncate_script_param, Direction, Flags, NodeInfo, OfferAnswer, OfferAnswerInput,
-    OfferAnswerOutcome, PacketInfo, ReplyOutcome, RetryReason, SipMessage,
+    OfferAnswerOutcome, OfferError, PacketInfo, ReplyOutcome, RetryReason, SipMessage,
 };
 use crate::core::proto::command::Command;
 use crate::core::sdp::SdpEdit;
 use crate::core::stats::{Event as StatEvent, Op};
-use crate::error::other as err;
-use crate::error::HostError;
+use crate::error::{HostError, ScriptError};
 use crate::Error;
 
 use super::autobridge::{self, Plan};
 use super::request::{OfferRequest, OfferResult, SdpSource};
 use crate::core::control::{Failover, OpKind};
 use crate::host::bind::msg::{self, Bodies, Msg, MsgKind};
-use crate::host::bind::params::kind::{OptInt, OptStr, OptVar, Since4};
-use crate::host::bind::params::{Decoder, Params, Var};
-use crate::host::ffi::sys::sip_msg;
+use crate::host::bind::params::Var;
 use crate::host::runtime::control::{self, Target, Verdict};
 use crate::host::runtime::state::{self, ModuleState, NodeView};
 
@@ -132,66 +127,6 @@ pub(crate) fn answer<'a>(
     offer_answer(msg, &args, Direction::Answer)
 }
 
-/// The blocking `rtpproxy_offer`/`rtpproxy_answer` on the host's parameters (the async
-/// functions' fallback).
-///
-/// # Safety
-/// `msg` and `params` are what OpenSIPS passed for `rtpproxy_offer`/`rtpproxy_answer` (whose
-/// row is `module::script`'s `OFFER_ANSWER`: the kinds below, in this order).
-pub(crate) unsafe fn offer_answer_raw(
-    msg: *mut sip_msg,
-    params: &Params,
-    direction: Direction,
-) -> Result<i32, Error> {
-    let mut d = Decoder::new(msg, params);
-    // SAFETY: per the contract, in the declared order.
-    let args = unsafe {
-        OfferArgs {
-            flags: d.next::<OptStr>(),
-            ip: d.next::<OptStr>(),
-            set: d.next::<OptInt>(),
-            sock_var: d.next::<OptVar>(),
-            ret_var: d.next::<OptVar>(),
-            body_var: d.next::<OptVar>(),
-            bind_local: d.next::<Since4<OptVar>>(),
-        }
-    };
-    // SAFETY: the message of this call, borrowed for it.
-    let m = unsafe { Msg::from_ptr(msg) };
-    offer_answer(m.as_ref(), &args, direction)
-}
-
-/// Parameters of `rtpproxy_offer` / `rtpproxy_answer` as the host passed them, kept by the
-/// async functions across the suspension (their variables are written at resume).
-pub(crate) struct OfferParams {
-    pub(crate) flags: *mut c_void,
-    pub(crate) ip: *mut c_void,
-    pub(crate) set: *mut c_void,
-    pub(crate) sock_var: *mut c_void,
-    pub(crate) ret_var: *mut c_void,
-    pub(crate) body_var: *mut c_void,
-    /// 4.0's 7th parameter; always NULL for 3.6, which declares six.
-    pub(crate) bind_local: *mut c_void,
-}
-
-impl OfferParams {
-    pub(crate) fn new(p: &Params) -> Self {
-        Self {
-            flags: p[0],
-            ip: p[1],
-            set: p[2],
-            sock_var: p[3],
-            ret_var: p[4],
-            body_var: p[5],
-            bind_local: if cfg!(opensips_4) {
-                p[6]
-            } else {
-                std::ptr::null_mut()
-            },
-        }
-    }
-}
-
 /// Runs a deferred autobridge request once the request is forwarded.
 fn resume_deferred(m: &Msg<'_>, req: &OfferRequest<'_>) -> Result<(), Error> {
     run_offer_answer(Some(m), req, SdpSource::Message).map(drop)
@@ -243,7 +178,7 @@ fn offer_answer_body(
     } else {
         Flags::parse(req.flags)
     }
-    .map_err(|e| err(format!("bad flags: {e}")))?;
+    .map_err(ScriptError::BadFlags)?;
     for w in flags.warnings() {
         tracing::warn!("{w}");
     }
@@ -266,7 +201,7 @@ fn offer_answer_body(
                 .to_vec(),
             m.ttag().unwrap_or_default().to_vec(),
         ),
-        (None, None) => return Err(err("no SIP message to take the Call-ID and tags from")),
+        (None, None) => return Err(ScriptError::NoMessageForIds.into()),
     };
     let set = control::set_or_error(st, req.set)?;
     let src = msg
@@ -351,13 +286,13 @@ fn offer_answer_body(
                 &mut |_, reply| planner_verdict(&mut oa_cell.borrow_mut(), reply),
             )?;
         }
-        oa.finish().map_err(|e| err(e.to_string()))
+        Ok(oa.finish()?)
     };
 
     match source {
         SdpSource::Body(body) => {
             let out = run(&body)?;
-            let new_body = out.apply(&body).map_err(|e| err(e.to_string()))?;
+            let new_body = out.apply(&body).map_err(OfferError::Sdp)?;
             Ok(OfferResult {
                 ret_var: out.ret_var().map(<[u8]>::to_vec),
                 node_url: last_node.clone(),
@@ -365,7 +300,7 @@ fn offer_answer_body(
             })
         }
         SdpSource::Message => {
-            let m = msg.ok_or_else(|| err("no SIP message to rewrite"))?;
+            let m = msg.ok_or(ScriptError::NoMessageToRewrite)?;
             let parts = match m.sdp_parts() {
                 Bodies::NoBody => return Err(Error::from(HostError::NoBody)),
                 Bodies::NoSdp => {
@@ -412,8 +347,8 @@ fn offer_answer_body(
 }
 
 /// The script functions `rtpproxy_offer` / `rtpproxy_answer` (spec §4): parameters in,
-/// variables out.
-fn offer_answer(
+/// variables out (also the async functions' fallback).
+pub(crate) fn offer_answer(
     m: Option<&Msg<'_>>,
     p: &OfferArgs<'_>,
     direction: Direction,
@@ -425,9 +360,7 @@ fn offer_answer(
     req.set = p.set;
     let bind_local = match &p.bind_local {
         None => None,
-        Some(v) => v
-            .get_text()
-            .map_err(|()| err("bind_local has no usable value (string or integer)"))?,
+        Some(v) => v.get_text().map_err(|()| ScriptError::BindLocalUnusable)?,
     };
     req.bind_local = bind_local.as_deref();
     if let Some(m) = m {
@@ -435,10 +368,7 @@ fn offer_answer(
     }
     let source = match &p.body_var {
         None => SdpSource::Message,
-        Some(v) => SdpSource::Body(
-            v.get_str()
-                .ok_or_else(|| err("body_var does not hold a string"))?,
-        ),
+        Some(v) => SdpSource::Body(v.get_str().ok_or(ScriptError::BodyVarNotString)?),
     };
     let mut node = None;
     let out = run_offer_answer_noting(m, &req, source, &mut node);
@@ -451,7 +381,7 @@ fn offer_answer(
     }
     if let Some(body) = &out.body {
         if !p.body_var.as_ref().is_none_or(|v| v.set_str(body)) {
-            return Err(err("cannot write body_var"));
+            return Err(ScriptError::BodyVarWrite.into());
         }
     }
     Ok(1)
@@ -466,9 +396,9 @@ pub(crate) fn new_planner<'a>(
 ) -> Result<OfferAnswer<'a>, Error> {
     input.marker = st.config.marker.as_deref().unwrap_or("").as_bytes();
     input.notify_socket = st.config.notify.as_ref();
-    let mut oa = OfferAnswer::new(input).map_err(|e| err(e.to_string()))?;
+    let mut oa = OfferAnswer::new(input)?;
     if let Some(did) = dialog_id {
-        oa.set_dialog_id(did).map_err(|e| err(e.to_string()))?;
+        oa.set_dialog_id(did)?;
     } else if oa.needs_dialog_for_notify() {
         tracing::warn!("flag n without a dialog: no timeout notification is requested");
     }
@@ -495,7 +425,7 @@ pub(crate) fn planner_command(
         caps: control::capabilities(st, node),
         advertised: node.spec.adv_address.as_deref(),
     };
-    oa.build_command(info).map_err(|e| err(e.to_string()))
+    Ok(oa.build_command(info)?)
 }
 
 /// What the engine makes of the planner's reading of a reply.
@@ -504,7 +434,7 @@ pub(crate) fn planner_verdict(oa: &mut OfferAnswer<'_>, reply: Option<&[u8]>) ->
         Ok(ReplyOutcome::Done(_)) => Verdict::Accept(()),
         Ok(ReplyOutcome::Retry(RetryReason::RelayError(code))) => Verdict::NodeFailure(code),
         Ok(ReplyOutcome::Retry(RetryReason::NoReply)) => Verdict::NodeFailure(0),
-        Err(e) => Verdict::Fail(err(e.to_string())),
+        Err(e) => Verdict::Fail(e.into()),
     }
 }
 

@@ -19,8 +19,7 @@ use crate::core::media::{
 use crate::core::proto::caps::Capabilities;
 use crate::core::proto::command::Command;
 use crate::core::proto::reply::Reply;
-use crate::error::other as err;
-use crate::error::HostError;
+use crate::error::{HostError, ScriptError};
 use crate::Error;
 
 use super::functions::pick_node;
@@ -48,21 +47,15 @@ pub(crate) struct CallIds {
 
 pub(crate) fn call_ids(m: &Msg<'_>) -> Result<CallIds, Error> {
     Ok(CallIds {
-        call_id: m
-            .call_id()
-            .ok_or_else(|| err("can't get the Call-ID of the message"))?
-            .to_vec(),
-        from_tag: m
-            .ftag()
-            .ok_or_else(|| err("can't get the From-tag of the message"))?
-            .to_vec(),
+        call_id: m.call_id().ok_or(ScriptError::MessageNoCallId)?.to_vec(),
+        from_tag: m.ftag().ok_or(ScriptError::MessageNoFromTag)?.to_vec(),
         to_tag: m.ttag().unwrap_or_default().to_vec(),
         is_reply: m.kind() == Some(MsgKind::Reply),
     })
 }
 
 fn message<'m, 'a>(msg: Option<&'m Msg<'a>>) -> Result<&'m Msg<'a>, Error> {
-    msg.ok_or_else(|| err("no SIP message (or a faked reply)"))
+    Ok(msg.ok_or(ScriptError::NoMessage)?)
 }
 
 /// Whether a node is enabled right now (shared health).
@@ -238,7 +231,7 @@ fn some_succeeded(results: &[Result<(), MediaError>]) -> Result<i32, Error> {
     }
     match (ok, last) {
         (0, Some(e)) => Err(e.into()),
-        (0, None) => Err(err("nothing to do")),
+        (0, None) => Err(ScriptError::NothingToDo.into()),
         _ => Ok(1),
     }
 }
@@ -642,13 +635,7 @@ pub(crate) fn start_recording(
     let m = message(msg)?;
     let st = state()?;
     let ids = call_ids(m)?;
-    let req = start_recording_request(
-        m,
-        &ids,
-        flags,
-        destination,
-        mediastream,
-    )?;
+    let req = start_recording_request(m, &ids, flags, destination, mediastream)?;
     let node = pick_node(st, set, sock_var.as_ref(), &ids.call_id)?;
     run_request(st, node, req).map(MediaDone::code)
 }
@@ -709,11 +696,11 @@ pub(crate) fn all_stats(
 ) -> Result<i32, Error> {
     // SAFETY: the first parameter is the `pv_spec_t*` of this call.
     if !unsafe { avp::is_avp(stats_avp.as_ptr()) } {
-        return Err(err("the first parameter must be an AVP"));
+        return Err(ScriptError::NotAnAvp.into());
     }
     // SAFETY: as above; the variable's message is the current message (or NULL).
     let name = unsafe { avp::name(stats_avp.msg_ptr(), stats_avp.as_ptr()) }
-        .ok_or_else(|| err("cannot resolve the AVP"))?;
+        .ok_or(ScriptError::AvpUnresolved)?;
     avp::clear(name);
     let m = message(msg)?;
     let st = state()?;
@@ -793,7 +780,7 @@ pub(crate) struct RtpproxyBinds {
 pub(crate) unsafe fn load_rtpproxy(msg: *mut sip_msg) -> Result<i32, Error> {
     let binds = msg.cast::<RtpproxyBinds>();
     if binds.is_null() {
-        return Err(err("load_rtpproxy called without a binds structure"));
+        return Err(ScriptError::NoBinds.into());
     }
     // SAFETY: per the contract, `binds` points to the caller's writable structure.
     unsafe {
@@ -823,12 +810,13 @@ fn api_node<'a>(
 ) -> Result<&'a NodeView, Error> {
     match url {
         Some(url) => {
-            let node = node_by_url(st, url, None)
-                .ok_or_else(|| err(format!("no RTPProxy {}", String::from_utf8_lossy(url))))?;
+            let node = node_by_url(st, url, None).ok_or_else(|| {
+                ScriptError::NoSuchNode(String::from_utf8_lossy(url).into_owned())
+            })?;
             if is_enabled(st, node) {
                 Ok(node)
             } else {
-                Err(err(format!("RTPProxy {} is disabled", node.spec.url)))
+                Err(ScriptError::NodeDisabled(node.spec.url.clone()).into())
             }
         }
         None => {
@@ -859,8 +847,8 @@ unsafe extern "C" fn api_start_recording(
             // SAFETY: the API's arguments are NULL or valid `str*` for the call.
             let (call_id, from, to, url, flags, dest) = unsafe {
                 (
-                    api_str(callid).ok_or_else(|| err("no Call-ID"))?,
-                    api_str(from_tag).ok_or_else(|| err("no From-tag"))?,
+                    api_str(callid).ok_or(ScriptError::ApiNoCallId)?,
+                    api_str(from_tag).ok_or(ScriptError::ApiNoFromTag)?,
                     api_str(to_tag).unwrap_or_default(),
                     api_str(node),
                     api_str(flags).unwrap_or_default(),
@@ -896,8 +884,8 @@ unsafe extern "C" fn api_stop_recording(
             // SAFETY: the API's arguments are NULL or valid `str*` for the call.
             let (call_id, from, to, url) = unsafe {
                 (
-                    api_str(callid).ok_or_else(|| err("no Call-ID"))?,
-                    api_str(from_tag).ok_or_else(|| err("no From-tag"))?,
+                    api_str(callid).ok_or(ScriptError::ApiNoCallId)?,
+                    api_str(from_tag).ok_or(ScriptError::ApiNoFromTag)?,
                     api_str(to_tag).unwrap_or_default(),
                     api_str(node),
                 )

@@ -6,8 +6,8 @@ use std::ffi::{c_char, c_int, c_void};
 
 use crate::host::bind::msg::Msg;
 use crate::host::bind::params::kind::{Int, OptInt, OptStr, OptVar, Since4, Str, Var};
-use crate::host::bind::params::{self, Decoder, Param, Params};
 pub(crate) use crate::host::bind::params::END;
+use crate::host::bind::params::{self, Decoder, Param, Params};
 use crate::host::features::{aio, dialog, functions, media};
 use crate::host::ffi::guard;
 use crate::host::ffi::sys::{self, cmd_param, sip_msg};

@@ -400,7 +400,9 @@ pub(crate) fn execute<'a, T>(
         let step = run.poll(&table, plan.call_id);
         observe(st, nodes, run.take_events());
         match step {
-            Step::Health { node, change } => apply(st, &nodes[node], change),
+            Step::Health { node, change } => {
+                apply(st, &mut run, node, &nodes[node], change);
+            }
             Step::Start { node: i } => {
                 let node = &nodes[i];
                 let cmd = match build(node) {
@@ -555,12 +557,42 @@ fn observe(st: &ModuleState, nodes: &[NodeView], events: Vec<Event>) {
     }
 }
 
-/// Applies a health change the engine asked for.
-fn apply(st: &ModuleState, node: &NodeView, change: HealthChange) {
+/// Applies a health change the engine asked for on `node` (index `i`); a take-out tells the
+/// engine whether this update is the one that disabled the node. Returns whether the command
+/// still runs on `i` (see [`CommandRun::on_taken_out`]; `true` for a put-back).
+fn apply(
+    st: &ModuleState,
+    run: &mut CommandRun,
+    i: usize,
+    node: &NodeView,
+    change: HealthChange,
+) -> bool {
     match change {
-        HealthChange::TakeOut { why } => node_failed(st, node, &why),
-        HealthChange::PutBack => node_recovered(st, node),
+        HealthChange::TakeOut { why } => {
+            let by_us = node_failed(st, node, &why);
+            run.on_taken_out(i, by_us)
+        }
+        HealthChange::PutBack => {
+            node_recovered(st, node);
+            true
+        }
     }
+}
+
+/// After a lost attempt on `node` (index `i`): applies every health change the engine decided
+/// and returns whether the exchange goes on (`go_on`, what [`CommandRun::on_attempt_lost`]
+/// said, unless this command's take-out came second).
+fn settle_lost_attempt(
+    st: &ModuleState,
+    run: &mut CommandRun,
+    i: usize,
+    node: &NodeView,
+    mut go_on: bool,
+) -> bool {
+    while let Some((_, change)) = run.take_health() {
+        go_on &= apply(st, run, i, node, change);
+    }
+    go_on
 }
 
 /// Waits until `fd` is readable or `wait` has passed.
@@ -612,10 +644,7 @@ fn exchange(
                 // the request went out again: an attempt was lost
                 let out = st.slot(node).is_some_and(|s| s.health().disabled);
                 let go_on = run.on_attempt_lost(i, out);
-                while let Some((_, change)) = run.take_health() {
-                    apply(st, node, change);
-                }
-                if !go_on {
+                if !settle_lost_attempt(st, run, i, node, go_on) {
                     client.cancel();
                     return Err(NodeFault::Timeout);
                 }
@@ -717,12 +746,16 @@ fn node_recovered(st: &ModuleState, node: &NodeView) {
     }
 }
 
-/// Marks `node` failed for every process. The lines start with the C module's words for the
+/// Marks `node` failed for every process; returns whether this update is the one that
+/// disabled it (it was enabled just before). The lines start with the C module's words for the
 /// same condition (`timeout waiting reply from a RTP proxy`, `proxy <URL> does not respond,
 /// disable it`), at its levels, so that log rules written for it still match; what we know
 /// more follows.
-pub(crate) fn node_failed(st: &ModuleState, node: &NodeView, why: &str) {
-    let Some(slot) = st.slot(node) else { return };
+pub(crate) fn node_failed(st: &ModuleState, node: &NodeView, why: &str) -> bool {
+    // A node of an old list that a reload dropped has no slot: nobody else can take it out.
+    let Some(slot) = st.slot(node) else {
+        return true;
+    };
     let now = now();
     let (before, after) = slot.update(|h| h.on_transport_failure(now, st.config.disable_tout));
     let url = &node.spec.url;
@@ -748,6 +781,7 @@ pub(crate) fn node_failed(st: &ModuleState, node: &NodeView, why: &str) {
     } else if !timed_out {
         tracing::warn!("RTPProxy {url}: {why}");
     }
+    !before.disabled && after.disabled
 }
 
 /// The set to use: `set` if given, else `default_set`.
@@ -1193,10 +1227,7 @@ impl AsyncRun {
                                 // the request went out again: an attempt was lost
                                 let down = st.slot(node).is_some_and(|s| s.health().disabled);
                                 let go_on = self.run.on_attempt_lost(i, down);
-                                while let Some((_, change)) = self.run.take_health() {
-                                    apply(st, node, change);
-                                }
-                                if !go_on {
+                                if !settle_lost_attempt(st, &mut self.run, i, node, go_on) {
                                     client.cancel();
                                     out = Some(Err(TransportError::Timeout { attempts: 0 }));
                                 }
@@ -1237,7 +1268,9 @@ impl AsyncRun {
             let step = self.run.poll(&table, &self.call_id);
             observe(st, nodes, self.run.take_events());
             match step {
-                Step::Health { node, change } => apply(st, &nodes[node], change),
+                Step::Health { node, change } => {
+                    apply(st, &mut self.run, node, &nodes[node], change);
+                }
                 Step::Start { node: i } => {
                     let node = &nodes[i];
                     let cmd = match steps.build(node) {
