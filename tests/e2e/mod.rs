@@ -176,25 +176,35 @@ impl Env {
 /// The cdylib cargo built next to this test binary (`target/<profile>/librtpproxy.so`).
 /// `cargo test` alone does not link the cdylib, so it is built here when missing.
 pub fn our_module() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let so = dir.join("librtpproxy.so");
-    if !so.exists() {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "--lib"]);
-        if dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        if let Some(target) = dir.parent() {
-            cmd.env("CARGO_TARGET_DIR", target);
-        }
-        let status = cmd.status().expect("run cargo build --lib");
-        assert!(status.success(), "cargo build --lib failed");
-    }
-    assert!(so.exists(), "{} not built", so.display());
-    so
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("current_exe");
+            let dir = exe.parent().and_then(Path::parent).expect("target dir");
+            let so = dir.join("librtpproxy.so");
+            // Always ask cargo (a no-op when the library is up to date): `cargo test --test X`
+            // does not rebuild the cdylib, and an old one would be tested otherwise. The same
+            // features as this test binary, so a fault-injection run tests a fault-injection
+            // build.
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+                .args(["build", "--quiet", "--lib"]);
+            if cfg!(feature = "fault-injection") {
+                cmd.args(["--features", "fault-injection"]);
+            }
+            if dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            if let Some(target) = dir.parent() {
+                cmd.env("CARGO_TARGET_DIR", target);
+            }
+            let status = cmd.status().expect("run cargo build --lib");
+            assert!(status.success(), "cargo build --lib failed");
+            assert!(so.exists(), "{} not built", so.display());
+            so
+        })
+        .clone()
 }
 
 /// A loopback port that is free for both UDP and TCP right now (chosen by the OS, so tests
