@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::ffi::c_int;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -206,8 +206,40 @@ fn options(st: &ModuleState) -> ClientOptions {
     }
 }
 
+/// This process's id, cached: a `getpid` per command adds up. A fork handler clears the cache
+/// in every child, so a forked process never sees its parent's id.
+static PID: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn forget_pid() {
+    PID.store(0, Ordering::Relaxed);
+}
+
+/// The current process id, without a system call once known in this process.
+pub(crate) fn pid() -> u32 {
+    static HOOKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let known = PID.load(Ordering::Relaxed);
+    if known != 0 {
+        return known;
+    }
+    let hooked = *HOOKED.get_or_init(|| {
+        // SAFETY: registers a child-side fork handler that only stores to an atomic (async-
+        // signal-safe); the handler is a plain function of this library, which OpenSIPS never
+        // unloads.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) };
+        if rc != 0 {
+            tracing::warn!("pthread_atfork failed ({rc}): the process id is not cached");
+        }
+        rc == 0
+    });
+    let id = std::process::id();
+    if hooked {
+        PID.store(id, Ordering::Relaxed);
+    }
+    id
+}
+
 fn with_control<R>(f: impl FnOnce(&mut Control) -> R) -> R {
-    let pid = std::process::id();
+    let pid = pid();
     let mut guard = match CONTROL.lock() {
         Ok(g) => g,
         Err(poisoned) => {
