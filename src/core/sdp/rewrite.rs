@@ -183,11 +183,13 @@ impl<'s, 'a> Rewriter<'s, 'a> {
             None
         };
 
-        let mut new = Vec::new();
-        let port = answer.port.to_string().into_bytes();
+        let mut new = Vec::with_capacity(4);
+        let mut port = Vec::with_capacity(5);
+        super::push_decimal(&mut port, u32::from(answer.port));
         push_if_changed(&mut new, body, media.port, port);
         if let Some(rtcp) = media.rtcp {
-            let mut v = (u32::from(answer.port) + 1).to_string().into_bytes();
+            let mut v = Vec::with_capacity(14 + answer.address.len());
+            super::push_decimal(&mut v, u32::from(answer.port) + 1);
             v.extend_from_slice(b" IN IP");
             v.push(answer.family.digit());
             v.push(b' ');

@@ -78,10 +78,15 @@ impl Control {
         node: &NodeView,
         opts: ClientOptions,
     ) -> (&mut ControlClient, &mut CookieGen) {
+        // looked up by reference first: no key copy per command once the client exists
+        if !self.clients.contains_key(node.spec.url.as_str()) {
+            self.clients
+                .insert(node.spec.url.clone(), worker_client(node, opts));
+        }
         let client = self
             .clients
-            .entry(node.spec.url.clone())
-            .or_insert_with(|| worker_client(node, opts));
+            .get_mut(node.spec.url.as_str())
+            .expect("inserted above");
         client.set_options(opts);
         if client.cached_address().is_none() {
             client.set_address(st.slot(node).and_then(|s| s.address()));
