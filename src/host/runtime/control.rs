@@ -432,8 +432,10 @@ pub(crate) fn execute<'a, T>(
     let mut run = CommandRun::new(plan.op, route, plan.failover);
     let mut accepted: Option<T> = None;
     let mut caller_error: Option<Error> = None;
+    let mut table: Vec<NodeInput> = Vec::with_capacity(nodes.len());
     let result = loop {
-        let table: Vec<NodeInput> = nodes.iter().map(|n| node_input(st, n)).collect();
+        table.clear();
+        table.extend(nodes.iter().map(|n| node_input(st, n)));
         let step = run.poll(&table, plan.call_id);
         observe(st, nodes, run.take_events());
         match step {
