@@ -19,6 +19,9 @@
 # With --pairs N it runs, per rate, N pairs of steps ours/C (alternating which goes first) and
 # prints each pair's ratio of "norm" (ours/C) and the median per rate; no module stops early.
 # With --syscalls it also counts OpenSIPS's system calls and context switches per call (perf).
+# With --baseline a third stack ("none") runs the same script without any rtpproxy module or
+# function: what OpenSIPS costs per call on its own. In pair mode each pair then also prints
+# the modules' own footprints, (ours - none) / (C - none).
 # A module stops climbing at its first step with a failed call. Both stacks (same OpenSIPS
 # binary, same script, same number of workers, a relay and a sipp UAS each) run side by side
 # and the steps alternate between them, so background load hits both alike. The UAC is sipp's
@@ -39,6 +42,7 @@
 #   --pairs N          N interleaved ours/C pairs per rate (needs --c-module); prints the ratios
 #   --syscalls         count system calls per call with `perf stat` (needs perf, root or
 #                      kernel.perf_event_paranoid <= 1)
+#   --baseline         also run OpenSIPS without the module ("none"), for the footprints
 # Environment: OPENSIPS_BIN (default /opt/opensips/sbin/opensips), OPENSIPS_MODULES (default
 # <prefix>/lib64/opensips/modules), RTPPROXY_BIN (default /opt/rtpproxy/bin/rtpproxy).
 # Needs: sipp, python3.
@@ -59,6 +63,7 @@ DELAY=0
 ASYNC=0
 PAIRS=0
 SYSCALLS=0
+BASELINE=0
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -73,6 +78,7 @@ while [ $# -gt 0 ]; do
         --async) ASYNC=1; shift ;;
         --pairs) PAIRS=$2; shift 2 ;;
         --syscalls) SYSCALLS=1; shift ;;
+        --baseline) BASELINE=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -306,10 +312,27 @@ loadmodule "proto_udp.so"
 loadmodule "tm.so"
 loadmodule "sl.so"
 loadmodule "sipmsgops.so"
+EOF
+    if [ "$kind" != none ]; then
+        cat >>"$cfg" <<EOF
 loadmodule "$module"
 modparam("rtpproxy", "rtpproxy_sock", "udp:127.0.0.1:$sock")
 EOF
-    if [ "$kind" = async ]; then
+    fi
+    if [ "$kind" = none ]; then
+        cat >>"$cfg" <<EOF
+route {
+    \$du = "sip:127.0.0.1:$uas";
+    t_on_reply("r");
+    if (!t_relay()) sl_reply_error();
+}
+onreply_route[r] {
+    if (has_body("application/sdp")) {
+        \$var(answered) = 1;
+    }
+}
+EOF
+    elif [ "$kind" = async ]; then
         cat >>"$cfg" <<EOF
 route {
     if (is_method("INVITE") && has_body("application/sdp")) {
@@ -429,6 +452,10 @@ if [ -n "$CMOD" ]; then
     MODS+=(c)
     start_stack c "$CMOD" 30000
 fi
+if [ "$BASELINE" = 1 ]; then
+    MODS+=(none)
+    start_stack none "" 50000 none
+fi
 
 # Idle CPU of each OpenSIPS (timer processes etc.), over the same 5 s, both stacks idle.
 declare -A I0
@@ -454,17 +481,25 @@ printf '%-5s %6s %7s %7s %7s %9s %9s %9s %9s %9s %6s %9s %5s\n' module cps calls
 declare -A STOPPED
 if [ "$PAIRS" -gt 0 ]; then
     # ours and C only, in pairs; the order alternates so that drift hits both alike
-    declare -A RATIOS BAD NORMS
+    declare -A RATIOS BAD NORMS FOOT
     for rate in $RATES; do
         for i in $(seq 1 "$PAIRS"); do
             if [ $((i % 2)) = 1 ]; then order="ours c"; else order="c ours"; fi
+            [ "$BASELINE" = 1 ] && order=${order/ / none }
             for m in $order; do
-                step "$m" "$rate" || BAD[$rate]=1
+                step "$m" "$rate" || { [ "$m" = none ] || BAD[$rate]=1; }
                 NORMS[$m]=$NORM
             done
             r=$(python3 -c "o, c = ${NORMS[ours]}, ${NORMS[c]}; print('%.3f' % (o / c if c > 0 else 0))")
             RATIOS[$rate]="${RATIOS[$rate]:-} $r"
-            echo "pair $i at $rate cps: ours/C (norm) = $r"
+            if [ "$BASELINE" = 1 ]; then
+                f=$(python3 -c "o, c, n = ${NORMS[ours]}, ${NORMS[c]}, ${NORMS[none]}; \
+print('%.3f' % ((o - n) / (c - n) if c > n else 0))")
+                FOOT[$rate]="${FOOT[$rate]:-} $f"
+                echo "pair $i at $rate cps: ours/C (norm) = $r; footprint (ours-none)/(C-none) = $f"
+            else
+                echo "pair $i at $rate cps: ours/C (norm) = $r"
+            fi
         done
     done
     echo
@@ -476,6 +511,12 @@ if [ "$PAIRS" -gt 0 ]; then
         printf '%6s cps: median %s  pairs:%s  %s\n' "$rate" "$med" "${RATIOS[$rate]}" \
             "$([ -n "${BAD[$rate]:-}" ] && echo "FAILED CALLS" || echo "no failed call")"
         RATIOS[$rate]=""
+        if [ -n "${FOOT[$rate]:-}" ]; then
+            # shellcheck disable=SC2086
+            med=$(python3 -c 'import statistics, sys; print("%.3f" % statistics.median(map(float, sys.argv[1:])))' ${FOOT[$rate]})
+            printf '%6s cps: footprint (ours-none)/(C-none) median %s  pairs:%s\n' "$rate" "$med" "${FOOT[$rate]}"
+            FOOT[$rate]=""
+        fi
     done
     exit 0
 fi
