@@ -12,7 +12,16 @@
 #   - OpenSIPS CPU per call (ms): utime+stime of every OpenSIPS process, from /proc, before
 #     and after the step ("cpu"), and the same less what those processes burn when idle over
 #     the step's time, measured for 5 s before the first step ("net"),
+#   - sipp's CPU per call (ms): utime+stime of the UAC and the UAS over the step ("sipp"), and
+#     OpenSIPS's CPU divided by it ("norm"). sipp does the same work per call whichever module
+#     OpenSIPS runs, so "norm" cancels what the machine's load and clock do to both,
 #   - the relay's active sessions after the step (0 = every session was deleted at BYE).
+# With --pairs N it runs, per rate, N pairs of steps ours/C (alternating which goes first) and
+# prints each pair's ratio of "norm" (ours/C) and the median per rate; no module stops early.
+# With --syscalls it also counts OpenSIPS's system calls and context switches per call (perf).
+# With --baseline a third stack ("none") runs the same script without any rtpproxy module or
+# function: what OpenSIPS costs per call on its own. In pair mode each pair then also prints
+# the modules' own footprints, (ours - none) / (C - none).
 # A module stops climbing at its first step with a failed call. Both stacks (same OpenSIPS
 # binary, same script, same number of workers, a relay and a sipp UAS each) run side by side
 # and the steps alternate between them, so background load hits both alike. The UAC is sipp's
@@ -30,6 +39,10 @@
 #                      control socket)
 #   --async            also run our module with the async script (async offer and unforce; the
 #                      answer blocks: OpenSIPS runs async() only in request routes), as "async"
+#   --pairs N          N interleaved ours/C pairs per rate (needs --c-module); prints the ratios
+#   --syscalls         count system calls per call with `perf stat` (needs perf, root or
+#                      kernel.perf_event_paranoid <= 1)
+#   --baseline         also run OpenSIPS without the module ("none"), for the footprints
 # Environment: OPENSIPS_BIN (default /opt/opensips/sbin/opensips), OPENSIPS_MODULES (default
 # <prefix>/lib64/opensips/modules), RTPPROXY_BIN (default /opt/rtpproxy/bin/rtpproxy).
 # Needs: sipp, python3.
@@ -48,6 +61,9 @@ CMOD=""
 KEEP=0
 DELAY=0
 ASYNC=0
+PAIRS=0
+SYSCALLS=0
+BASELINE=0
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -60,6 +76,9 @@ while [ $# -gt 0 ]; do
         --keep) KEEP=1; shift ;;
         --delay) DELAY=$2; shift 2 ;;
         --async) ASYNC=1; shift ;;
+        --pairs) PAIRS=$2; shift 2 ;;
+        --syscalls) SYSCALLS=1; shift ;;
+        --baseline) BASELINE=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -78,6 +97,8 @@ if [ -z "$OURS" ]; then
     OURS=${CARGO_TARGET_DIR:-target}/release/librtpproxy.so
 fi
 [ -f "$OURS" ] || die "our module $OURS does not exist"
+[ "$PAIRS" = 0 ] || [ -n "$CMOD" ] || die "--pairs needs --c-module"
+[ "$SYSCALLS" = 0 ] || command -v perf >/dev/null || die "--syscalls needs perf"
 OURS=$(realpath "$OURS")
 if [ -n "$CMOD" ]; then
     [ -f "$CMOD" ] || die "C module $CMOD does not exist"
@@ -150,6 +171,39 @@ cpu_ticks() {
     echo "$total"
 }
 TCK=$(getconf CLK_TCK)
+
+# CPU clock ticks (utime+stime) of process $1 alone.
+proc_ticks() {
+    local f
+    read -r -a f < "/proc/$1/stat" || { echo 0; return; }
+    echo $((f[13] + f[14]))
+}
+
+# Runs "$@" and writes the CPU seconds (user+system) it and its children used to file $1.
+run_timed() {
+    python3 -c '
+import resource, subprocess, sys
+rc = subprocess.call(sys.argv[2:])
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+with open(sys.argv[1], "w") as f:
+    f.write("%.6f\n" % (r.ru_utime + r.ru_stime))
+sys.exit(rc)
+' "$@"
+}
+
+# "syscalls context-switches" per call from `perf stat -x,` output $1 over $2 calls.
+perf_per_call() {
+    python3 - "$1" "$2" <<'EOF'
+import sys
+v = {}
+for line in open(sys.argv[1]):
+    f = line.strip().split(",")
+    if len(f) > 2 and f[0].replace(".", "").isdigit():
+        v[f[2]] = float(f[0])
+n = max(1, int(sys.argv[2]))
+print("%.1f %.1f" % (v.get("raw_syscalls:sys_enter", 0) / n, v.get("context-switches", 0) / n))
+EOF
+}
 
 # Set-up times from a sipp short-message trace: "p50 p99" in ms.
 setup_percentiles() {
@@ -243,6 +297,7 @@ start_stack() {
     fi
     sipp -sf "$WORK/uas.xml" -i 127.0.0.1 -p "$uas" -nostdin >"$WORK/$name-uas.log" 2>&1 &
     PIDS+=($!)
+    printf -v "UAS_$name" '%s' "$!"
     disown
     wait_udp "$uas" || die "$name: sipp UAS did not start"
     cfg=$WORK/$name.cfg
@@ -257,10 +312,27 @@ loadmodule "proto_udp.so"
 loadmodule "tm.so"
 loadmodule "sl.so"
 loadmodule "sipmsgops.so"
+EOF
+    if [ "$kind" != none ]; then
+        cat >>"$cfg" <<EOF
 loadmodule "$module"
 modparam("rtpproxy", "rtpproxy_sock", "udp:127.0.0.1:$sock")
 EOF
-    if [ "$kind" = async ]; then
+    fi
+    if [ "$kind" = none ]; then
+        cat >>"$cfg" <<EOF
+route {
+    \$du = "sip:127.0.0.1:$uas";
+    t_on_reply("r");
+    if (!t_relay()) sl_reply_error();
+}
+onreply_route[r] {
+    if (has_body("application/sdp")) {
+        \$var(answered) = 1;
+    }
+}
+EOF
+    elif [ "$kind" = async ]; then
         cat >>"$cfg" <<EOF
 route {
     if (is_method("INVITE") && has_body("application/sdp")) {
@@ -319,22 +391,35 @@ EOF
 
 # One step: module $1 at rate $2. Prints a result line; returns 1 if a call failed.
 step() {
-    local name=$1 rate=$2 sip ctl pid calls limit before after t0 t1 rc stat ok failed pcts sessions cpu
+    local name=$1 rate=$2 sip ctl pid uas calls limit before after t0 t1 rc stat ok failed pcts sessions cpu
+    local uas0 uas1 uac sc="" perfpid=""
     sip=SIP_$name; sip=${!sip}; ctl=CTL_$name; ctl=${!ctl}; pid=PID_$name; pid=${!pid}
+    uas=UAS_$name; uas=${!uas}
     calls=$((rate * DURATION))
     limit=$((rate * 5))
     [ "$limit" -lt $(($(ulimit -n) - 100)) ] || limit=$(($(ulimit -n) - 100))
     t0=$(date +%s.%N)
     before=$(cpu_ticks "$pid")
+    uas0=$(proc_ticks "$uas")
+    if [ "$SYSCALLS" = 1 ]; then
+        perf stat -x, -e raw_syscalls:sys_enter,context-switches -o "$WORK/$name-$rate.perf" \
+            -p "$(echo "$pid" $(pgrep -P "$pid") | tr ' ' ,)" >/dev/null 2>&1 &
+        perfpid=$!
+    fi
     rc=0
-    sipp -sn uac "127.0.0.1:$sip" -i 127.0.0.1 -p "$(free_port)" -r "$rate" -m "$calls" \
+    run_timed "$WORK/$name-$rate.uaccpu" sipp -sn uac "127.0.0.1:$sip" -i 127.0.0.1 -p "$(free_port)" -r "$rate" -m "$calls" \
         -l "$limit" -nostdin -recv_timeout 10000 -timeout $((DURATION * 4 + 30))s \
         -trace_shortmsg -shortmessage_file "$WORK/$name-$rate.short" \
         -trace_stat -stf "$WORK/$name-$rate.stat" -fd 1 \
         -trace_err -error_file "$WORK/$name-$rate.err" \
         >"$WORK/$name-$rate.out" 2>&1 || rc=$?
     after=$(cpu_ticks "$pid")
+    uas1=$(proc_ticks "$uas")
     t1=$(date +%s.%N)
+    if [ -n "$perfpid" ]; then
+        kill -INT "$perfpid" 2>/dev/null || true
+        wait "$perfpid" 2>/dev/null || true
+    fi
     sleep 1
     sessions=$(relay_sessions "$ctl")
     stat=$(tail -n 1 "$WORK/$name-$rate.stat")
@@ -342,12 +427,17 @@ step() {
     failed=$(echo "$stat" | cut -d';' -f18)
     pcts=$(setup_percentiles "$WORK/$name-$rate.short")
     # gross, and net of what the same processes burn when idle over the same time
+    uac=$(cat "$WORK/$name-$rate.uaccpu" 2>/dev/null || echo 0)
+    # gross, net, sipp (UAC + UAS) and gross/sipp
     cpu=$(python3 -c "g = ($after - $before) / $TCK; n = g - ${IDLE_RATE[$name]} / $TCK * ($t1 - $t0); \
-print('%.3f %.3f' % (g / max(1, $ok) * 1000, max(0.0, n) / max(1, $ok) * 1000))")
+s = $uac + ($uas1 - $uas0) / $TCK; k = 1000.0 / max(1, $ok); \
+print('%.3f %.3f %.3f %.3f' % (g * k, max(0.0, n) * k, s * k, g / s if s > 0 else 0))")
+    [ -n "$perfpid" ] && sc=$(perf_per_call "$WORK/$name-$rate.perf" "$ok")
     TOTAL[$name]=$(( ${TOTAL[$name]:-0} + ok ))
-    printf '%-5s %6s %7s %7s %7s %9s %9s %9s %9s %9s %5s\n' "$name" "$rate" "$calls" "$ok" \
-        "$failed" ${pcts} ${cpu} "$sessions" "$rc"
+    printf '%-5s %6s %7s %7s %7s %9s %9s %9s %9s %9s %6s %9s %5s %s\n' "$name" "$rate" "$calls" \
+        "$ok" "$failed" ${pcts} ${cpu} "$sessions" "$rc" "$sc"
     RESULT[$name,$rate]="$ok $failed ${pcts} $cpu $sessions"
+    NORM=$(echo "$cpu" | cut -d' ' -f4)
     [ "$rc" = 0 ] && [ "$failed" = 0 ] && [ "$ok" = "$calls" ]
 }
 
@@ -361,6 +451,10 @@ fi
 if [ -n "$CMOD" ]; then
     MODS+=(c)
     start_stack c "$CMOD" 30000
+fi
+if [ "$BASELINE" = 1 ]; then
+    MODS+=(none)
+    start_stack none "" 50000 none
 fi
 
 # Idle CPU of each OpenSIPS (timer processes etc.), over the same 5 s, both stacks idle.
@@ -378,11 +472,54 @@ echo "ours: $OURS"
 for m in "${MODS[@]}"; do
     echo "idle CPU of OpenSIPS ($m): $(python3 -c "print('%.1f' % (${IDLE_RATE[$m]} / $TCK * 1000))") ms/s"
 done
-echo "cpu = OpenSIPS CPU ms per call; net = the same less the idle CPU over the step"
+echo "cpu = OpenSIPS CPU ms per call; net = the same less the idle CPU over the step;"
+echo "sipp = CPU ms per call of sipp (UAC + UAS); norm = cpu / sipp"
+[ "$SYSCALLS" = 1 ] && echo "last columns: OpenSIPS system calls and context switches per call"
 echo
-printf '%-5s %6s %7s %7s %7s %9s %9s %9s %9s %9s %5s\n' module cps calls ok failed "p50(ms)" \
-    "p99(ms)" "cpu(ms)" "net(ms)" sessions rc
+printf '%-5s %6s %7s %7s %7s %9s %9s %9s %9s %9s %6s %9s %5s\n' module cps calls ok failed \
+    "p50(ms)" "p99(ms)" "cpu(ms)" "net(ms)" "sipp(ms)" norm sessions rc
 declare -A STOPPED
+if [ "$PAIRS" -gt 0 ]; then
+    # ours and C only, in pairs; the order alternates so that drift hits both alike
+    declare -A RATIOS BAD NORMS FOOT
+    for rate in $RATES; do
+        for i in $(seq 1 "$PAIRS"); do
+            if [ $((i % 2)) = 1 ]; then order="ours c"; else order="c ours"; fi
+            [ "$BASELINE" = 1 ] && order=${order/ / none }
+            for m in $order; do
+                step "$m" "$rate" || { [ "$m" = none ] || BAD[$rate]=1; }
+                NORMS[$m]=$NORM
+            done
+            r=$(python3 -c "o, c = ${NORMS[ours]}, ${NORMS[c]}; print('%.3f' % (o / c if c > 0 else 0))")
+            RATIOS[$rate]="${RATIOS[$rate]:-} $r"
+            if [ "$BASELINE" = 1 ]; then
+                f=$(python3 -c "o, c, n = ${NORMS[ours]}, ${NORMS[c]}, ${NORMS[none]}; \
+print('%.3f' % ((o - n) / (c - n) if c > n else 0))")
+                FOOT[$rate]="${FOOT[$rate]:-} $f"
+                echo "pair $i at $rate cps: ours/C (norm) = $r; footprint (ours-none)/(C-none) = $f"
+            else
+                echo "pair $i at $rate cps: ours/C (norm) = $r"
+            fi
+        done
+    done
+    echo
+    echo "Summary: OpenSIPS CPU per call ours/C, normalised by sipp's CPU, median of $PAIRS pairs"
+    for rate in $RATES; do
+        [ -n "${RATIOS[$rate]:-}" ] || continue
+        # shellcheck disable=SC2086
+        med=$(python3 -c 'import statistics, sys; print("%.3f" % statistics.median(map(float, sys.argv[1:])))' ${RATIOS[$rate]})
+        printf '%6s cps: median %s  pairs:%s  %s\n' "$rate" "$med" "${RATIOS[$rate]}" \
+            "$([ -n "${BAD[$rate]:-}" ] && echo "FAILED CALLS" || echo "no failed call")"
+        RATIOS[$rate]=""
+        if [ -n "${FOOT[$rate]:-}" ]; then
+            # shellcheck disable=SC2086
+            med=$(python3 -c 'import statistics, sys; print("%.3f" % statistics.median(map(float, sys.argv[1:])))' ${FOOT[$rate]})
+            printf '%6s cps: footprint (ours-none)/(C-none) median %s  pairs:%s\n' "$rate" "$med" "${FOOT[$rate]}"
+            FOOT[$rate]=""
+        fi
+    done
+    exit 0
+fi
 for rate in $RATES; do
     for m in "${MODS[@]}"; do
         [ -n "${STOPPED[$m]:-}" ] && continue

@@ -1223,24 +1223,27 @@ impl<'a> OfferAnswer<'a> {
             Some(p) => &reply[..p],
             None => reply,
         };
-        let tokens: Vec<&[u8]> = main
-            .split(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-            .filter(|t| !t.is_empty())
-            .take(10)
-            .collect();
-        let first = tokens.first().ok_or(OfferError::MalformedReply)?;
+        // port, address and family: the first three tokens (no allocation)
+        let mut tokens: [Option<&[u8]>; 3] = [None; 3];
+        for (slot, t) in tokens.iter_mut().zip(
+            main.split(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+                .filter(|t| !t.is_empty()),
+        ) {
+            *slot = Some(t);
+        }
+        let first = tokens[0].ok_or(OfferError::MalformedReply)?;
         let port = atoi(first);
         let port = match u16::try_from(port) {
             Ok(p) if p > 0 => p,
             _ if port == 0 && self.flags.lookup => return Err(OfferError::SessionNotFound),
             _ => return Err(OfferError::BadReplyPort { port }),
         };
-        let reply_family = if tokens.get(2).is_some_and(|t| t.first() == Some(&b'6')) {
+        let reply_family = if tokens[2].is_some_and(|t| t.first() == Some(&b'6')) {
             Family::Ipv6
         } else {
             Family::Ipv4
         };
-        let reply_ip = tokens.get(1).copied();
+        let reply_ip = tokens[1];
         if let Some(ip) = reply_ip {
             check_text("reply", ip).map_err(|_| OfferError::MalformedReply)?;
         }
@@ -1287,9 +1290,10 @@ impl<'a> OfferAnswer<'a> {
             } else {
                 (sdp_addr.to_vec(), sdp_family)
             };
-        let mut ret_var = address.clone();
+        let mut ret_var = Vec::with_capacity(address.len() + 6);
+        ret_var.extend_from_slice(&address);
         ret_var.push(b':');
-        ret_var.extend_from_slice(port.to_string().as_bytes());
+        crate::core::sdp::push_decimal(&mut ret_var, u32::from(port));
         let result = StreamResult {
             media: stream.media,
             index: stream.index,

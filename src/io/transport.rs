@@ -178,65 +178,140 @@ pub fn literal(host: &str, port: u16, ipv6: bool) -> Option<SocketAddr> {
     (ip.is_ipv6() == ipv6).then_some(SocketAddr::new(ip, port))
 }
 
+/// An open socket, with the blocking mode and timeouts last set on it, so that a command
+/// changes them only when it needs another one (no `ioctl`/`setsockopt` per command).
 #[derive(Debug)]
-enum Conn {
+struct Conn {
+    sock: Sock,
+    /// `None`: not known (a socket handed over by the host).
+    nonblocking: Option<bool>,
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+    /// Whether something stale may be queued on this socket: a datagram exchange that did not
+    /// end with the reply to its one request (timed out, abandoned, retransmitted, failed, or
+    /// saw a foreign datagram) leaves it set and the next command drains first.
+    dirty: bool,
+}
+
+#[derive(Debug)]
+enum Sock {
     Udp(UdpSocket),
     Tcp(TcpStream),
     Unix(UnixStream),
 }
 
 impl Conn {
+    fn new(sock: Sock, nonblocking: Option<bool>) -> Self {
+        Self {
+            sock,
+            nonblocking,
+            read_timeout: None,
+            write_timeout: None,
+            dirty: true,
+        }
+    }
+
+    fn is_datagram(&self) -> bool {
+        matches!(self.sock, Sock::Udp(_))
+    }
+
     fn raw_fd(&self) -> RawFd {
-        match self {
-            Self::Udp(s) => s.as_raw_fd(),
-            Self::Tcp(s) => s.as_raw_fd(),
-            Self::Unix(s) => s.as_raw_fd(),
+        match &self.sock {
+            Sock::Udp(s) => s.as_raw_fd(),
+            Sock::Tcp(s) => s.as_raw_fd(),
+            Sock::Unix(s) => s.as_raw_fd(),
         }
     }
 
-    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        match self {
-            Self::Udp(s) => s.set_nonblocking(on),
-            Self::Tcp(s) => s.set_nonblocking(on),
-            Self::Unix(s) => s.set_nonblocking(on),
+    fn set_nonblocking(&mut self, on: bool) -> io::Result<()> {
+        if self.nonblocking == Some(on) {
+            return Ok(());
         }
+        // not known until it succeeded
+        self.nonblocking = None;
+        match &self.sock {
+            Sock::Udp(s) => s.set_nonblocking(on),
+            Sock::Tcp(s) => s.set_nonblocking(on),
+            Sock::Unix(s) => s.set_nonblocking(on),
+        }?;
+        self.nonblocking = Some(on);
+        Ok(())
     }
 
-    fn set_read_timeout(&self, t: Duration) -> io::Result<()> {
+    fn set_read_timeout(&mut self, t: Duration) -> io::Result<()> {
         let t = Some(t.max(MIN_WAIT));
-        match self {
-            Self::Udp(s) => s.set_read_timeout(t),
-            Self::Tcp(s) => s.set_read_timeout(t),
-            Self::Unix(s) => s.set_read_timeout(t),
+        if self.read_timeout == t {
+            return Ok(());
         }
+        self.read_timeout = None;
+        match &self.sock {
+            Sock::Udp(s) => s.set_read_timeout(t),
+            Sock::Tcp(s) => s.set_read_timeout(t),
+            Sock::Unix(s) => s.set_read_timeout(t),
+        }?;
+        self.read_timeout = t;
+        Ok(())
     }
 
-    fn set_write_timeout(&self, t: Duration) -> io::Result<()> {
+    fn set_write_timeout(&mut self, t: Duration) -> io::Result<()> {
         let t = Some(t.max(MIN_WAIT));
-        match self {
-            Self::Udp(s) => s.set_write_timeout(t),
-            Self::Tcp(s) => s.set_write_timeout(t),
-            Self::Unix(s) => s.set_write_timeout(t),
+        if self.write_timeout == t {
+            return Ok(());
         }
+        self.write_timeout = None;
+        match &self.sock {
+            Sock::Udp(s) => s.set_write_timeout(t),
+            Sock::Tcp(s) => s.set_write_timeout(t),
+            Sock::Unix(s) => s.set_write_timeout(t),
+        }?;
+        self.write_timeout = t;
+        Ok(())
     }
 
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Self::Udp(s) => s.recv(buf),
-            Self::Tcp(s) => s.read(buf),
-            Self::Unix(s) => s.read(buf),
+        match &mut self.sock {
+            Sock::Udp(s) => s.recv(buf),
+            Sock::Tcp(s) => s.read(buf),
+            Sock::Unix(s) => s.read(buf),
         }
     }
 
-    fn write_request(&mut self, bytes: &[u8]) -> io::Result<()> {
+    /// Writes one request. Datagram sockets stay non-blocking (set once at open) and block
+    /// (within `timeout`) only if the send buffer is full; streams block within `timeout`.
+    fn write_request(&mut self, bytes: &[u8], timeout: Duration) -> io::Result<()> {
+        let mut refused = 0;
         loop {
-            let r = match self {
-                Self::Udp(s) => s.send(bytes).map(|_| ()),
-                Self::Tcp(s) => s.write_all(bytes),
-                Self::Unix(s) => s.write_all(bytes),
+            let r = match &mut self.sock {
+                Sock::Udp(s) => s.send(bytes).map(|_| ()),
+                Sock::Tcp(_) | Sock::Unix(_) => {
+                    self.set_nonblocking(false)?;
+                    self.set_write_timeout(timeout)?;
+                    match &mut self.sock {
+                        Sock::Tcp(s) => s.write_all(bytes),
+                        Sock::Unix(s) => s.write_all(bytes),
+                        Sock::Udp(_) => unreachable!("matched a stream above"),
+                    }
+                }
             };
             match r {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.is_datagram() => {
+                    self.set_nonblocking(false)?;
+                    self.set_write_timeout(timeout)?;
+                    let r = self.write_request(bytes, timeout);
+                    self.set_nonblocking(true)?;
+                    return r;
+                }
+                // a connected datagram socket reports an ICMP error queued by an earlier
+                // datagram on the next call: it says nothing about this request
+                Err(e)
+                    if e.kind() == io::ErrorKind::ConnectionRefused
+                        && self.is_datagram()
+                        && refused < MAX_DRAIN_READS =>
+                {
+                    refused += 1;
+                    continue;
+                }
                 other => return other,
             }
         }
@@ -251,7 +326,7 @@ enum ReadEvent {
 }
 
 fn read_event(conn: &mut Conn, buf: &mut [u8]) -> io::Result<ReadEvent> {
-    let datagram = matches!(conn, Conn::Udp(_));
+    let datagram = conn.is_datagram();
     match conn.read(buf) {
         Ok(0) if !datagram => Ok(ReadEvent::Eof),
         Ok(n) => Ok(ReadEvent::Data(n)),
@@ -390,7 +465,7 @@ impl ControlClient {
             host: None,
             port: None,
             options,
-            conn: Some(Conn::Unix(stream)),
+            conn: Some(Conn::new(Sock::Unix(stream), None)),
             peer: None,
             pending: None,
             buf: Vec::new(),
@@ -635,8 +710,10 @@ impl ControlClient {
                 };
                 let sock = UdpSocket::bind(local).map_err(connect_err)?;
                 sock.connect(addr).map_err(connect_err)?;
+                // non-blocking for good: commands wait with poll and never toggle it
+                sock.set_nonblocking(true).map_err(connect_err)?;
                 self.peer = Some(addr);
-                Ok(Conn::Udp(sock))
+                Ok(Conn::new(Sock::Udp(sock), Some(true)))
             }
             Transport::Tcp | Transport::Tcp6 => {
                 let addr = self.resolve(self.transport == Transport::Tcp6)?;
@@ -652,7 +729,7 @@ impl ControlClient {
                 }
                 s.set_nodelay(true).map_err(connect_err)?;
                 self.peer = Some(addr);
-                Ok(Conn::Tcp(s))
+                Ok(Conn::new(Sock::Tcp(s), Some(false)))
             }
             Transport::Cunix | Transport::Unix => {
                 let path = PathBuf::from(&self.address);
@@ -664,7 +741,7 @@ impl ControlClient {
                     address: self.address.clone(),
                     source,
                 })?;
-                Ok(Conn::Unix(s))
+                Ok(Conn::new(Sock::Unix(s), Some(false)))
             }
             Transport::RtpIo => Err(TransportError::Unavailable(
                 "rtp.io socket not handed over to this process",
@@ -692,7 +769,7 @@ impl ControlClient {
     }
 
     fn open_unix_once(&mut self) -> Result<Conn, TransportError> {
-        let conn = self.open()?;
+        let mut conn = self.open()?;
         let t = self.options.timeout;
         conn.set_write_timeout(t).map_err(TransportError::Io)?;
         conn.set_read_timeout(t).map_err(TransportError::Io)?;
@@ -700,12 +777,17 @@ impl ControlClient {
     }
 
     /// Discards whatever is queued on the persistent socket (late replies to earlier
-    /// commands). A stream that turns out closed or broken is reopened.
+    /// commands). A stream that turns out closed or broken is reopened. A datagram socket
+    /// whose last exchange ended with the reply to its only request has nothing stale queued
+    /// and is left alone (a stray datagram would be discarded by its cookie anyway).
     fn drain(&mut self) -> Result<(), TransportError> {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
         };
-        let datagram = matches!(conn, Conn::Udp(_));
+        let datagram = conn.is_datagram();
+        if datagram && !conn.dirty {
+            return Ok(());
+        }
         conn.set_nonblocking(true)?;
         let mut reopen = false;
         let mut scratch = [0u8; 512];
@@ -724,10 +806,7 @@ impl ControlClient {
                     reopen = true;
                     break;
                 }
-                Err(e) => {
-                    let _ = conn.set_nonblocking(false);
-                    return Err(e.into());
-                }
+                Err(e) => return Err(e.into()),
             }
         }
         if reopen && self.transport != Transport::RtpIo {
@@ -736,7 +815,7 @@ impl ControlClient {
         } else if reopen {
             Err(TransportError::Closed)
         } else {
-            conn.set_nonblocking(false)?;
+            conn.dirty = false;
             Ok(())
         }
     }
@@ -748,19 +827,16 @@ impl ControlClient {
             return Ok(());
         };
         let (bytes, conn) = match pending {
-            Pending::Datagram(x) => (x.poll_transmit(now).map(<[u8]>::to_vec), self.conn.as_mut()),
-            Pending::Stream(x) => (x.poll_transmit(now).map(<[u8]>::to_vec), self.conn.as_mut()),
-            Pending::OneShot { ex, conn, .. } => {
-                (ex.poll_transmit(now).map(<[u8]>::to_vec), Some(conn))
-            }
+            Pending::Datagram(x) => (x.poll_transmit(now), self.conn.as_mut()),
+            Pending::Stream(x) => (x.poll_transmit(now), self.conn.as_mut()),
+            Pending::OneShot { ex, conn, .. } => (ex.poll_transmit(now), Some(conn)),
         };
         let (Some(bytes), Some(conn)) = (bytes, conn) else {
             return Ok(());
         };
-        if !matches!(conn, Conn::Udp(_)) {
-            conn.set_write_timeout(timeout)?;
-        }
-        conn.write_request(&bytes)?;
+        // until the exchange ends with its reply, whatever it leaves behind may be stale
+        conn.dirty = true;
+        conn.write_request(bytes, timeout)?;
         Ok(())
     }
 
@@ -786,14 +862,13 @@ impl ControlClient {
         };
         let event = match wait {
             Some(w) => {
+                conn.set_nonblocking(false)?;
                 conn.set_read_timeout(w)?;
                 read_event(conn, buf)
             }
             None => {
                 conn.set_nonblocking(true)?;
-                let r = read_event(conn, buf);
-                conn.set_nonblocking(false)?;
-                r
+                read_event(conn, buf)
             }
         };
         let now = Instant::now();
@@ -812,7 +887,12 @@ impl ControlClient {
             // a datagram that filled the buffer may be truncated; its body is then longer
             // than MAX_REPLY_LEN anyway and the exchange refuses it
             (ReadEvent::Data(n), Pending::Datagram(x)) => {
-                x.handle_datagram(now, &buf[..n]);
+                // the reply to the only request sent: nothing of this exchange can follow
+                if x.handle_datagram(now, &buf[..n]) && x.attempts() == 1 {
+                    if let Some(c) = self.conn.as_mut() {
+                        c.dirty = false;
+                    }
+                }
             }
             (ReadEvent::Data(n), Pending::Stream(x) | Pending::OneShot { ex: x, .. }) => {
                 x.handle_data(now, &buf[..n]);

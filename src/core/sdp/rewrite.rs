@@ -88,7 +88,8 @@ impl<'s, 'a> Rewriter<'s, 'a> {
             origin_done: vec![false; sdp.sessions().len()],
             answered: vec![false; sdp.media().len()],
             replace_null: false,
-            edits: Vec::new(),
+            // port, rtcp, c= (twice with flag c), o= per stream, and the marker
+            edits: Vec::with_capacity(sdp.media().len() * 5 + 1),
         }
     }
 
@@ -183,23 +184,26 @@ impl<'s, 'a> Rewriter<'s, 'a> {
             None
         };
 
-        let mut new = Vec::new();
-        let port = answer.port.to_string().into_bytes();
-        push_if_changed(&mut new, body, media.port, port);
+        // nothing below fails: the edits go straight into the list
+        let new = &mut self.edits;
+        let mut port = Vec::with_capacity(5);
+        super::push_decimal(&mut port, u32::from(answer.port));
+        push_if_changed(new, body, media.port, port);
         if let Some(rtcp) = media.rtcp {
-            let mut v = (u32::from(answer.port) + 1).to_string().into_bytes();
+            let mut v = Vec::with_capacity(14 + answer.address.len());
+            super::push_decimal(&mut v, u32::from(answer.port) + 1);
             v.extend_from_slice(b" IN IP");
             v.push(answer.family.digit());
             v.push(b' ');
             v.extend_from_slice(&answer.address);
-            push_if_changed(&mut new, body, rtcp, v);
+            push_if_changed(new, body, rtcp, v);
         }
         for addr in [main_conn, extra_session_conn, origin]
             .into_iter()
             .flatten()
         {
             alter_address(
-                &mut new,
+                new,
                 body,
                 addr,
                 &answer.address,
@@ -215,7 +219,6 @@ impl<'s, 'a> Rewriter<'s, 'a> {
             self.origin_done[s] = true;
         }
         self.answered[answer.media] = true;
-        self.edits.extend(new);
         Ok(())
     }
 

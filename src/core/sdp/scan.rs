@@ -33,7 +33,8 @@ fn is_blank(b: u8) -> bool {
 
 /// Splits `body[from..]` into lines (maximal runs without CR/LF; empty runs dropped).
 fn lines(body: &[u8], from: usize) -> Vec<Line> {
-    let mut out = Vec::new();
+    // SDP lines run 20-40 bytes: one allocation for the usual body
+    let mut out = Vec::with_capacity(body.len() / 16 + 4);
     let mut i = from;
     while i < body.len() {
         if is_eol(body[i]) {

@@ -312,7 +312,7 @@ fn offer_answer_body(
                 }
                 Bodies::Sdp(parts) => parts,
             };
-            let me = (std::process::id(), m.identity().0, m.identity().1);
+            let me = (control::pid(), m.identity().0, m.identity().1);
             if *LAST_REWRITTEN.lock().unwrap_or_else(|e| e.into_inner()) == Some(me) {
                 tracing::warn!(
                     "the SDP of this message was already rewritten by an earlier rtpproxy \

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::ffi::c_int;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -78,10 +78,15 @@ impl Control {
         node: &NodeView,
         opts: ClientOptions,
     ) -> (&mut ControlClient, &mut CookieGen) {
+        // looked up by reference first: no key copy per command once the client exists
+        if !self.clients.contains_key(node.spec.url.as_str()) {
+            self.clients
+                .insert(node.spec.url.clone(), worker_client(node, opts));
+        }
         let client = self
             .clients
-            .entry(node.spec.url.clone())
-            .or_insert_with(|| worker_client(node, opts));
+            .get_mut(node.spec.url.as_str())
+            .expect("inserted above");
         client.set_options(opts);
         if client.cached_address().is_none() {
             client.set_address(st.slot(node).and_then(|s| s.address()));
@@ -206,8 +211,40 @@ fn options(st: &ModuleState) -> ClientOptions {
     }
 }
 
+/// This process's id, cached: a `getpid` per command adds up. A fork handler clears the cache
+/// in every child, so a forked process never sees its parent's id.
+static PID: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn forget_pid() {
+    PID.store(0, Ordering::Relaxed);
+}
+
+/// The current process id, without a system call once known in this process.
+pub(crate) fn pid() -> u32 {
+    static HOOKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let known = PID.load(Ordering::Relaxed);
+    if known != 0 {
+        return known;
+    }
+    let hooked = *HOOKED.get_or_init(|| {
+        // SAFETY: registers a child-side fork handler that only stores to an atomic (async-
+        // signal-safe); the handler is a plain function of this library, which OpenSIPS never
+        // unloads.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) };
+        if rc != 0 {
+            tracing::warn!("pthread_atfork failed ({rc}): the process id is not cached");
+        }
+        rc == 0
+    });
+    let id = std::process::id();
+    if hooked {
+        PID.store(id, Ordering::Relaxed);
+    }
+    id
+}
+
 fn with_control<R>(f: impl FnOnce(&mut Control) -> R) -> R {
-    let pid = std::process::id();
+    let pid = pid();
     let mut guard = match CONTROL.lock() {
         Ok(g) => g,
         Err(poisoned) => {
@@ -395,8 +432,10 @@ pub(crate) fn execute<'a, T>(
     let mut run = CommandRun::new(plan.op, route, plan.failover);
     let mut accepted: Option<T> = None;
     let mut caller_error: Option<Error> = None;
+    let mut table: Vec<NodeInput> = Vec::with_capacity(nodes.len());
     let result = loop {
-        let table: Vec<NodeInput> = nodes.iter().map(|n| node_input(st, n)).collect();
+        table.clear();
+        table.extend(nodes.iter().map(|n| node_input(st, n)));
         let step = run.poll(&table, plan.call_id);
         observe(st, nodes, run.take_events());
         match step {
