@@ -23,7 +23,7 @@ In the hang scenario it also prints, from sipp's message trace (-trace_shortmsg)
 Usage: examples/relay_failure.py [--rate 100] [--disable-tout 10] [--scenario hang|kill|boot|both|all]
                                  [--async]   (also our module with async offer/unforce)
                                  [--only ours,async,C]   (run only these)
-Needs OPENSIPS_BIN (OpenSIPS 3.6.8), RTPPROXY_BIN (rtpproxy daemon), sipp, opensips-cli.
+Needs OPENSIPS_BIN (OpenSIPS 3.6.8), RTPPROXY_BIN (rtpproxy daemon), sipp.
 Loopback only; every process it starts is stopped at the end.
 """
 import argparse
@@ -162,12 +162,8 @@ route[forward] {
 
 
 def show(work):
-    out = subprocess.run(["opensips-cli", "-o", f"fifo_file={work}/fifo", "-x", "mi",
-                          "rtpproxy_show"], capture_output=True, text=True)
-    try:
-        return json.loads(out.stdout)
-    except ValueError:
-        return None
+    """`rtpproxy_show` over the FIFO (replies go to the work directory: mi_fifo's reply_dir)."""
+    return mi_fifo(work, "rtpproxy_show")
 
 
 def percentile(values, p):
