@@ -641,3 +641,22 @@ impl<'a> Msg<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod ip_text_tests {
+    use super::*;
+
+    #[test]
+    fn ip_text_matches_opensips_forms() {
+        let v4: IpAddr = "192.0.2.10".parse().unwrap();
+        assert_eq!(IpText::new(v4).as_str(), "192.0.2.10");
+        let v6: IpAddr = "2001:db8::a:1".parse().unwrap();
+        assert_eq!(IpText::new(v6).as_str(), "2001:DB8:0:0:0:0:A:1");
+        let widest: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
+        assert_eq!(
+            IpText::new(widest).as_str(),
+            "FFFF:FFFF:FFFF:FFFF:FFFF:FFFF:FFFF:FFFF"
+        );
+        assert_eq!(opensips_ip_text(v6), "2001:DB8:0:0:0:0:A:1");
+    }
+}
