@@ -43,7 +43,8 @@
 #   --syscalls         count system calls per call with `perf stat` (needs perf, root or
 #                      kernel.perf_event_paranoid <= 1)
 #   --baseline         also run OpenSIPS without the module ("none"), for the footprints
-# Environment: OPENSIPS_BIN (default /opt/opensips/sbin/opensips), OPENSIPS_MODULES (default
+# Environment: BENCH_PERF_EXTRA (more perf events for --syscalls, e.g. probe_libc:malloc;
+# their counts are in the kept work directory's *.perf files), OPENSIPS_BIN (default /opt/opensips/sbin/opensips), OPENSIPS_MODULES (default
 # <prefix>/lib64/opensips/modules), RTPPROXY_BIN (default /opt/rtpproxy/bin/rtpproxy).
 # Needs: sipp, python3.
 set -euo pipefail
@@ -402,7 +403,7 @@ step() {
     before=$(cpu_ticks "$pid")
     uas0=$(proc_ticks "$uas")
     if [ "$SYSCALLS" = 1 ]; then
-        perf stat -x, -e raw_syscalls:sys_enter,context-switches -o "$WORK/$name-$rate.perf" \
+        perf stat -x, -e raw_syscalls:sys_enter,context-switches${BENCH_PERF_EXTRA:+,$BENCH_PERF_EXTRA} -o "$WORK/$name-$rate.perf" \
             -p "$(echo "$pid" $(pgrep -P "$pid") | tr ' ' ,)" >/dev/null 2>&1 &
         perfpid=$!
     fi

@@ -615,9 +615,10 @@ pub struct StreamResult {
 
 /// What [`OfferAnswer::handle_reply`] decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReplyOutcome {
-    /// The stream is done; move on (set `ret_var` from it if wanted).
-    Done(StreamResult),
+pub enum ReplyOutcome<'r> {
+    /// The stream is done; move on (set `ret_var` from it if wanted). Borrowed from the
+    /// planner's results (no copy per stream).
+    Done(&'r StreamResult),
     /// Offer only: select another node and call [`OfferAnswer::build_command`] again.
     Retry(RetryReason),
 }
@@ -1178,7 +1179,7 @@ impl<'a> OfferAnswer<'a> {
     ///   message the SDP address itself.
     ///
     /// Any error ends the offer/answer (later calls fail with [`OfferError::OutOfOrder`]).
-    pub fn handle_reply(&mut self, reply: Option<&[u8]>) -> Result<ReplyOutcome, OfferError> {
+    pub fn handle_reply(&mut self, reply: Option<&[u8]>) -> Result<ReplyOutcome<'_>, OfferError> {
         if self.failed {
             return Err(OfferError::OutOfOrder("offer/answer already failed"));
         }
@@ -1186,22 +1187,29 @@ impl<'a> OfferAnswer<'a> {
             .pending
             .take()
             .ok_or(OfferError::OutOfOrder("reply without a command"))?;
-        let r = self.interpret(pending, reply);
-        if r.is_err() {
-            self.failed = true;
+        match self.interpret(pending, reply) {
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
+            Ok(Some(retry)) => Ok(ReplyOutcome::Retry(retry)),
+            Ok(None) => self
+                .results
+                .last()
+                .map(ReplyOutcome::Done)
+                .ok_or(OfferError::OutOfOrder("stream done without a result")),
         }
-        r
     }
 
     fn interpret(
         &mut self,
         pending: Pending,
         reply: Option<&[u8]>,
-    ) -> Result<ReplyOutcome, OfferError> {
+    ) -> Result<Option<RetryReason>, OfferError> {
         let offer = self.direction == Direction::Offer;
         let Some(reply) = reply else {
             return if self.letter == b'U' {
-                Ok(ReplyOutcome::Retry(RetryReason::NoReply))
+                Ok(Some(RetryReason::NoReply))
             } else {
                 Err(OfferError::NoReplyOnLookup)
             };
@@ -1213,7 +1221,7 @@ impl<'a> OfferAnswer<'a> {
             }
             let node_failure = is_failover_error(code);
             return if node_failure && offer {
-                Ok(ReplyOutcome::Retry(RetryReason::RelayError(code)))
+                Ok(Some(RetryReason::RelayError(code)))
             } else {
                 Err(OfferError::Relay { code, node_failure })
             };
@@ -1308,9 +1316,9 @@ impl<'a> OfferAnswer<'a> {
             address,
             family,
         });
-        self.results.push(result.clone());
+        self.results.push(result);
         self.next += 1;
-        Ok(ReplyOutcome::Done(result))
+        Ok(None)
     }
 
     /// Finishes: the edits for all streams plus the marker line (spec §4.8), unless `k`.
@@ -1676,7 +1684,7 @@ mod tests {
             let mut oa = OfferAnswer::new(input).unwrap();
             oa.build_command(node).unwrap();
             match oa.handle_reply(Some(reply)).unwrap() {
-                ReplyOutcome::Done(r) => (String::from_utf8(r.address).unwrap(), r.family),
+                ReplyOutcome::Done(r) => (String::from_utf8(r.address.clone()).unwrap(), r.family),
                 ReplyOutcome::Retry(_) => panic!(),
             }
         };

@@ -140,6 +140,15 @@ impl Reply {
         Ok(Self::Data(text.to_owned()))
     }
 
+    /// The error code of a well-formed `E<n>` reply body, as
+    /// `Reply::parse(body).ok().and_then(|r| r.error_code())`, without copying a data reply.
+    pub fn error_code_in(body: &[u8]) -> Option<u32> {
+        if body.first() != Some(&b'E') {
+            return None;
+        }
+        Self::parse(body).ok().and_then(|r| r.error_code())
+    }
+
     /// The error code of an `E<n>` reply.
     pub fn error_code(&self) -> Option<u32> {
         match self {
@@ -432,5 +441,27 @@ mod tests {
         assert_eq!(atoi(b"x1"), 0);
         assert_eq!(atoi(b""), 0);
         assert_eq!(atoi(b"99999999999999999999999"), i64::MAX);
+    }
+
+    #[test]
+    fn error_code_in_agrees_with_parse() {
+        for body in [
+            &b"E7\n"[..],
+            b"E7",
+            b"Ex\n",
+            b"E\n",
+            b"35000 127.0.0.1\n",
+            b"0",
+            b"",
+            b"\n",
+            b"E 8",
+        ] {
+            assert_eq!(
+                Reply::error_code_in(body),
+                Reply::parse(body).ok().and_then(|r| r.error_code()),
+                "{body:?}"
+            );
+        }
+        assert_eq!(Reply::error_code_in(b"E8\n"), Some(8));
     }
 }

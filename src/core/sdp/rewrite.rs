@@ -250,12 +250,18 @@ fn check_address(addr: &[u8]) -> Result<(), SdpError> {
     }
 }
 
-fn push_if_changed(out: &mut Vec<SdpEdit>, body: &[u8], span: Span, new: Vec<u8>) {
-    if span.slice(body) != new.as_slice() {
+/// Pushes the edit only when it changes something; a borrowed `new` is copied only then.
+fn push_if_changed<T: AsRef<[u8]> + Into<Vec<u8>>>(
+    out: &mut Vec<SdpEdit>,
+    body: &[u8],
+    span: Span,
+    new: T,
+) {
+    if span.slice(body) != new.as_ref() {
         out.push(SdpEdit {
             offset: span.offset,
             len: span.len,
-            replacement: new,
+            replacement: new.into(),
         });
     }
 }
@@ -275,9 +281,9 @@ fn alter_address(
         return;
     }
     if old.family != family {
-        push_if_changed(out, body, old.family_digit, vec![family.digit()]);
+        push_if_changed(out, body, old.family_digit, &[family.digit()][..]);
     }
-    push_if_changed(out, body, old.addr, new.to_vec());
+    push_if_changed(out, body, old.addr, new);
 }
 
 /// The edit that inserts the marker line `<marker><eol>` (spec §4.8).

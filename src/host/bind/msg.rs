@@ -437,14 +437,51 @@ pub(crate) unsafe fn get_var_text(
 /// An address in OpenSIPS' own text form (`ip_addr2a`): IPv4 dotted; IPv6 as 8 upper-case
 /// groups without leading zeros and without `::` compression.
 pub(crate) fn opensips_ip_text(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => v6
-            .segments()
-            .iter()
-            .map(|g| format!("{g:X}"))
-            .collect::<Vec<_>>()
-            .join(":"),
+    IpText::new(ip).as_str().to_owned()
+}
+
+/// [`opensips_ip_text`] on the stack: the per-call paths format the source and local address
+/// of every offer/answer without a heap allocation.
+pub(crate) struct IpText {
+    buf: [u8; 40],
+    len: usize,
+}
+
+impl IpText {
+    pub(crate) fn new(ip: IpAddr) -> Self {
+        use std::fmt::Write as _;
+        let mut t = IpText {
+            buf: [0; 40],
+            len: 0,
+        };
+        // Both forms fit in 39 bytes (8 groups of at most 4 hex digits and 7 colons), so
+        // the writes below cannot fail.
+        let _ = match ip {
+            IpAddr::V4(v4) => write!(t, "{v4}"),
+            IpAddr::V6(v6) => v6
+                .segments()
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, g)| write!(t, "{}{g:X}", if i > 0 { ":" } else { "" })),
+        };
+        t
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Only whole `str`s are ever appended (see `write_str`).
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(std::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -602,5 +639,24 @@ impl<'a> Msg<'a> {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod ip_text_tests {
+    use super::*;
+
+    #[test]
+    fn ip_text_matches_opensips_forms() {
+        let v4: IpAddr = "192.0.2.10".parse().unwrap();
+        assert_eq!(IpText::new(v4).as_str(), "192.0.2.10");
+        let v6: IpAddr = "2001:db8::a:1".parse().unwrap();
+        assert_eq!(IpText::new(v6).as_str(), "2001:DB8:0:0:0:0:A:1");
+        let widest: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
+        assert_eq!(
+            IpText::new(widest).as_str(),
+            "FFFF:FFFF:FFFF:FFFF:FFFF:FFFF:FFFF:FFFF"
+        );
+        assert_eq!(opensips_ip_text(v6), "2001:DB8:0:0:0:0:A:1");
     }
 }

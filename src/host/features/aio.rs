@@ -342,8 +342,8 @@ struct OfferInputs {
     from_tag: Vec<u8>,
     to_tag: Vec<u8>,
     ip: Option<String>,
-    src: String,
-    local: String,
+    src: Option<msg::IpText>,
+    local: Option<msg::IpText>,
     reply: bool,
     bind_local: Option<Vec<u8>>,
 }
@@ -471,8 +471,8 @@ impl OfferJob {
             ip: args
                 .ip
                 .map(|v| String::from_utf8_lossy(truncate_script_param(v)).into_owned()),
-            src: m.source_ip().map(msg::opensips_ip_text).unwrap_or_default(),
-            local: m.local_ip().map(msg::opensips_ip_text).unwrap_or_default(),
+            src: m.source_ip().map(msg::IpText::new),
+            local: m.local_ip().map(msg::IpText::new),
             reply: m.kind() == Some(MsgKind::Reply),
             bind_local,
         });
@@ -493,8 +493,8 @@ impl OfferJob {
             last_node: None,
         };
         let packet = PacketInfo {
-            source_ip: &i.src,
-            local_ip: &i.local,
+            source_ip: i.src.as_ref().map_or("", msg::IpText::as_str),
+            local_ip: i.local.as_ref().map_or("", msg::IpText::as_str),
         };
         let mut input = OfferAnswerInput::new(
             &i.body,
@@ -595,7 +595,7 @@ impl OfferJob {
                 }
                 _ => return Err(ScriptError::SdpChanged.into()),
             };
-            let me = (std::process::id(), m.identity().0, m.identity().1);
+            let me = (control::pid(), m.identity().0, m.identity().1);
             let mut last = functions::LAST_REWRITTEN
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());

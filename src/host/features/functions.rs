@@ -190,31 +190,23 @@ fn offer_answer_body(
         };
         String::from_utf8_lossy(v).into_owned()
     });
-    let (call_id, from_tag, to_tag) = match (&req.ids, msg) {
-        (Some(ids), _) => ids.clone(),
+    // Borrowed from the request or the message: nothing here outlives this call.
+    let (call_id, from_tag, to_tag): (&[u8], &[u8], &[u8]) = match (&req.ids, msg) {
+        (Some(ids), _) => (&ids.0, &ids.1, &ids.2),
         (None, Some(m)) => (
             m.call_id()
-                .ok_or_else(|| Error::from(HostError::NoCallId))?
-                .to_vec(),
-            m.ftag()
-                .ok_or_else(|| Error::from(HostError::NoFromTag))?
-                .to_vec(),
-            m.ttag().unwrap_or_default().to_vec(),
+                .ok_or_else(|| Error::from(HostError::NoCallId))?,
+            m.ftag().ok_or_else(|| Error::from(HostError::NoFromTag))?,
+            m.ttag().unwrap_or_default(),
         ),
         (None, None) => return Err(ScriptError::NoMessageForIds.into()),
     };
     let set = control::set_or_error(st, req.set)?;
-    let src = msg
-        .and_then(Msg::source_ip)
-        .map(msg::opensips_ip_text)
-        .unwrap_or_default();
-    let local = msg
-        .and_then(Msg::local_ip)
-        .map(msg::opensips_ip_text)
-        .unwrap_or_default();
+    let src = msg.and_then(Msg::source_ip).map(msg::IpText::new);
+    let local = msg.and_then(Msg::local_ip).map(msg::IpText::new);
     let packet = PacketInfo {
-        source_ip: &src,
-        local_ip: &local,
+        source_ip: src.as_ref().map_or("", msg::IpText::as_str),
+        local_ip: local.as_ref().map_or("", msg::IpText::as_str),
     };
     let message = match msg.map(Msg::kind) {
         None => SipMessage::None,
@@ -227,7 +219,7 @@ fn offer_answer_body(
     let mut preset_url = req.node.map(str::to_owned);
     if let Some(m) = msg {
         let body_mode = matches!(source, SdpSource::Body(_));
-        match autobridge::plan(st, set, m, &call_id, req, body_mode, last_node)? {
+        match autobridge::plan(st, set, m, call_id, req, body_mode, last_node)? {
             Plan::Normal => {}
             Plan::Deferred(d) => {
                 autobridge::defer(m, d, resume_deferred)?;
@@ -255,9 +247,9 @@ fn offer_answer_body(
         let mut input = OfferAnswerInput::new(
             body,
             &flags,
-            &call_id,
-            &from_tag,
-            &to_tag,
+            call_id,
+            from_tag,
+            to_tag,
             message,
             req.direction,
         );
@@ -274,7 +266,7 @@ fn offer_answer_body(
                 st,
                 control::Plan {
                     nodes: &set.nodes,
-                    call_id: &call_id,
+                    call_id,
                     target: Target::Call(preset_url.as_deref()),
                     failover,
                     op,

@@ -389,10 +389,7 @@ fn on_body<T>(
     accepted: &mut Option<T>,
     caller_error: &mut Option<Error>,
 ) {
-    let code = match Reply::parse(body) {
-        Ok(Reply::Error(c)) => Some(c),
-        _ => None,
-    };
+    let code = Reply::error_code_in(body);
     match verdict {
         Verdict::Accept(t) => {
             *accepted = Some(t);
