@@ -78,10 +78,10 @@ pub(crate) struct OfferArgs<'a> {
     pub(crate) bind_local: Option<Var<'a>>,
 }
 
-/// `rtpproxy_offer([flags], [ip_address], [set_id], [sock_var], [ret_var], [body_var])`
-/// (and 4.0's `[bind_local]`).
+/// `rtpproxy_offer`/`rtpproxy_answer([flags], [ip_address], [set_id], [sock_var], [ret_var],
+/// [body_var])` (and 4.0's `[bind_local]`), as declared; `direction` says which.
 #[allow(clippy::too_many_arguments)] // the script function's parameters, as declared
-pub(crate) fn offer<'a>(
+pub(crate) fn offer_answer_script<'a>(
     msg: Option<&Msg<'_>>,
     flags: Option<&'a [u8]>,
     ip: Option<&'a [u8]>,
@@ -90,6 +90,7 @@ pub(crate) fn offer<'a>(
     ret_var: Option<Var<'a>>,
     body_var: Option<Var<'a>>,
     bind_local: Option<Var<'a>>,
+    direction: Direction,
 ) -> Result<i32, Error> {
     let args = OfferArgs {
         flags,
@@ -100,31 +101,7 @@ pub(crate) fn offer<'a>(
         body_var,
         bind_local,
     };
-    offer_answer(msg, &args, Direction::Offer)
-}
-
-/// `rtpproxy_answer(...)`, same parameters as [`offer`].
-#[allow(clippy::too_many_arguments)] // the script function's parameters, as declared
-pub(crate) fn answer<'a>(
-    msg: Option<&Msg<'_>>,
-    flags: Option<&'a [u8]>,
-    ip: Option<&'a [u8]>,
-    set: Option<i32>,
-    sock_var: Option<Var<'a>>,
-    ret_var: Option<Var<'a>>,
-    body_var: Option<Var<'a>>,
-    bind_local: Option<Var<'a>>,
-) -> Result<i32, Error> {
-    let args = OfferArgs {
-        flags,
-        ip,
-        set,
-        sock_var,
-        ret_var,
-        body_var,
-        bind_local,
-    };
-    offer_answer(msg, &args, Direction::Answer)
+    offer_answer(msg, &args, direction)
 }
 
 /// Runs a deferred autobridge request once the request is forwarded.

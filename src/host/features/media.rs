@@ -500,7 +500,7 @@ pub(crate) fn store_stats(vars: [&Var<'_>; 4], s: &CallStats) {
 // ---- prompts --------------------------------------------------------------------------------
 
 /// `rtpproxy_stream2uac/uas(prompt, count, [set_id], [sock_var])`.
-fn stream(
+pub(crate) fn stream(
     msg: Option<&Msg<'_>>,
     prompt: &[u8],
     count: i32,
@@ -517,7 +517,7 @@ fn stream(
 }
 
 /// `rtpproxy_stop_stream2uac/uas([set_id], [sock_var])`.
-fn stop_stream(
+pub(crate) fn stop_stream(
     msg: Option<&Msg<'_>>,
     set: Option<i32>,
     sock_var: Option<Var<'_>>,
@@ -529,46 +529,6 @@ fn stop_stream(
     let req = MediaRequest::stop_play(&ids, target)?;
     let node = pick_node(st, set, sock_var.as_ref(), &ids.call_id)?;
     run_request(st, node, req).map(MediaDone::code)
-}
-
-/// `rtpproxy_stream2uac(prompt, count, [set_id], [sock_var])`: plays a prompt to the caller.
-pub(crate) fn stream2uac(
-    msg: Option<&Msg<'_>>,
-    prompt: &[u8],
-    count: i32,
-    set: Option<i32>,
-    sock_var: Option<Var<'_>>,
-) -> Result<i32, Error> {
-    stream(msg, prompt, count, set, sock_var, PromptTarget::Uac)
-}
-
-/// `rtpproxy_stream2uas(prompt, count, [set_id], [sock_var])`: plays a prompt to the callee.
-pub(crate) fn stream2uas(
-    msg: Option<&Msg<'_>>,
-    prompt: &[u8],
-    count: i32,
-    set: Option<i32>,
-    sock_var: Option<Var<'_>>,
-) -> Result<i32, Error> {
-    stream(msg, prompt, count, set, sock_var, PromptTarget::Uas)
-}
-
-/// `rtpproxy_stop_stream2uac([set_id], [sock_var])`.
-pub(crate) fn stop_stream2uac(
-    msg: Option<&Msg<'_>>,
-    set: Option<i32>,
-    sock_var: Option<Var<'_>>,
-) -> Result<i32, Error> {
-    stop_stream(msg, set, sock_var, PromptTarget::Uac)
-}
-
-/// `rtpproxy_stop_stream2uas([set_id], [sock_var])`.
-pub(crate) fn stop_stream2uas(
-    msg: Option<&Msg<'_>>,
-    set: Option<i32>,
-    sock_var: Option<Var<'_>>,
-) -> Result<i32, Error> {
-    stop_stream(msg, set, sock_var, PromptTarget::Uas)
 }
 
 // ---- recording ------------------------------------------------------------------------------

@@ -4,6 +4,8 @@
 
 use std::ffi::{c_char, c_int, c_void};
 
+use crate::core::media::PromptTarget;
+use crate::core::offer::Direction;
 use crate::host::bind::msg::Msg;
 use crate::host::bind::params::kind::{Int, OptInt, OptStr, OptVar, Since4, Str, Var};
 pub(crate) use crate::host::bind::params::END;
@@ -43,14 +45,14 @@ macro_rules! c_name {
 }
 
 /// The body call of one shell: typed (the message, then each declared parameter decoded by
-/// its kind) or `@raw` (the host's first pointer as it is, for the API export).
+/// its kind, then the constant arguments written after the body, if any) or `@raw` (the host's first pointer as it is, for the API export).
 macro_rules! script_body {
     ($msg:ident, $raw:ident, ($($arg:ident: $kind:ty),*), @raw $body:path) => {{
         let _ = &$raw;
         // SAFETY: `$msg` is exactly what the caller passed (see the body's contract).
         unsafe { $body($msg) }
     }};
-    ($msg:ident, $raw:ident, ($($arg:ident: $kind:ty),*), $body:path) => {{
+    ($msg:ident, $raw:ident, ($($arg:ident: $kind:ty),*), $body:path $(, $extra:expr)*) => {{
         let mut _d = Decoder::new($msg, &$raw);
         // SAFETY: the kinds are decoded in the order of the row exported for this function,
         // from what OpenSIPS passed for this call.
@@ -58,7 +60,7 @@ macro_rules! script_body {
         // SAFETY: `$msg` is the message of this call (NULL and the FAKED_REPLY marker give
         // `None`); the borrow ends with the call.
         let m = unsafe { Msg::from_ptr($msg) };
-        $body(m.as_ref(), $($arg),*)
+        $body(m.as_ref(), $($arg,)* $($extra),*)
     }};
 }
 
@@ -106,19 +108,19 @@ script_functions! {
         (set: OptInt, sock_var: OptVar, flags: OptStr, destination: OptStr, mediastream: OptInt),
         R_REQ | R_REPLY | R_BRANCH | R_FAIL;
     // 4.0 adds a 7th, `bind_local` (a variable, sent as `l<value>` in the U/L command).
-    "rtpproxy_offer" => rtpproxy_offer_f(functions::offer),
+    "rtpproxy_offer" => rtpproxy_offer_f(functions::offer_answer_script, Direction::Offer),
         (flags: OptStr, ip: OptStr, set: OptInt, sock_var: OptVar, ret_var: OptVar,
          body_var: OptVar, bind_local: Since4<OptVar>), R_ALL5;
-    "rtpproxy_answer" => rtpproxy_answer_f(functions::answer),
+    "rtpproxy_answer" => rtpproxy_answer_f(functions::offer_answer_script, Direction::Answer),
         (flags: OptStr, ip: OptStr, set: OptInt, sock_var: OptVar, ret_var: OptVar,
          body_var: OptVar, bind_local: Since4<OptVar>), R_ALL5;
-    "rtpproxy_stream2uac" => rtpproxy_stream2uac_f(media::stream2uac),
+    "rtpproxy_stream2uac" => rtpproxy_stream2uac_f(media::stream, PromptTarget::Uac),
         (prompt: Str, count: Int, set: OptInt, sock_var: OptVar), R_REQ | R_REPLY | R_LOCAL;
-    "rtpproxy_stream2uas" => rtpproxy_stream2uas_f(media::stream2uas),
+    "rtpproxy_stream2uas" => rtpproxy_stream2uas_f(media::stream, PromptTarget::Uas),
         (prompt: Str, count: Int, set: OptInt, sock_var: OptVar), R_REQ | R_REPLY | R_LOCAL;
-    "rtpproxy_stop_stream2uac" => rtpproxy_stop_stream2uac_f(media::stop_stream2uac),
+    "rtpproxy_stop_stream2uac" => rtpproxy_stop_stream2uac_f(media::stop_stream, PromptTarget::Uac),
         (set: OptInt, sock_var: OptVar), R_REQ | R_REPLY | R_LOCAL;
-    "rtpproxy_stop_stream2uas" => rtpproxy_stop_stream2uas_f(media::stop_stream2uas),
+    "rtpproxy_stop_stream2uas" => rtpproxy_stop_stream2uas_f(media::stop_stream, PromptTarget::Uas),
         (set: OptInt, sock_var: OptVar), R_REQ | R_REPLY | R_LOCAL;
     "rtpproxy_stats" => rtpproxy_stats_f(media::stats),
         (up: Var, down: Var, sent: Var, fail: Var, set: OptInt, sock_var: OptVar), R_ALL5;
