@@ -750,7 +750,7 @@ fn run(env: &Env, which: Impl, event: Event, engage: Engage, late: bool, n: usiz
                 for inst in [&os, &b] {
                     wait_calls(inst, n, &[4], Duration::from_secs(30));
                 }
-                let deadline = Instant::now() + Duration::from_secs(5);
+                let deadline = Instant::now() + Duration::from_secs(15);
                 loop {
                     report.late_left = [&os, &b].map(|i| dialogs_with_value(i, "late_negotiation"));
                     if report.late_left == [0, 0] || Instant::now() > deadline {
@@ -999,6 +999,7 @@ fn late_offer_calls_survive_a_takeover() {
         true,
         calls(),
     );
+    println!("{r:#?}");
     assert_eq!(r.late_left, [0, 0], "late_negotiation left after the ACKs");
     assert_survived(&r);
 }

@@ -59,7 +59,9 @@ fi
 set -e
 grep -E '^(test |SKIPPED|test result|---- )' target/test-output.txt || true
 if [ "$rc" -ne 0 ]; then
-    echo "cargo test failed (exit $rc); the end of its output:"
+    echo "cargo test failed (exit $rc); every panic, with what followed it:"
+    grep -n -B25 -A12 "panicked at" target/test-output.txt | head -300 || true
+    echo "the end of its output:"
     tail -100 target/test-output.txt
     exit "$rc"
 fi
