@@ -656,6 +656,17 @@ impl ControlClient {
         }
     }
 
+    /// Whether this client can serve another command without anything stale on its socket:
+    /// a datagram client, connected, no command outstanding, and its last exchange ended
+    /// with the reply to its only request.
+    pub fn is_clean_idle(&self) -> bool {
+        self.pending.is_none()
+            && self
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.is_datagram() && !c.dirty)
+    }
+
     /// When [`ControlClient::on_timeout`] is due, while a command is outstanding.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.pending.as_ref().and_then(Pending::poll_timeout)

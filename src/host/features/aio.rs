@@ -57,12 +57,73 @@ fn set_status(v: i32) {
 }
 
 /// The epoll descriptor handed to the reactor: the attempt's socket and a timer.
+///
+/// A finished command's waiter is kept for the next one (see [`Waiter::take`] and
+/// [`Waiter::release`]): tm only removes it from the reactor (`ASYNC_DONE`), and the next
+/// command re-arms the timer, which also clears an expiry left from before.
 struct Waiter {
     epoll: OwnedFd,
     timer: OwnedFd,
+    /// The sockets added to the set (removed again when the waiter is kept).
+    watched: Vec<RawFd>,
+}
+
+/// How many finished commands' waiters a process keeps for reuse.
+const IDLE_WAITERS: usize = 16;
+
+thread_local! {
+    /// This process's idle waiters, with the process id they belong to (a forked child
+    /// starts its own list).
+    static IDLE: std::cell::RefCell<(u32, Vec<Waiter>)> =
+        const { std::cell::RefCell::new((0, Vec::new())) };
 }
 
 impl Waiter {
+    /// An idle waiter of this process, else a new one.
+    fn take() -> std::io::Result<Self> {
+        let pid = control::pid();
+        let kept = IDLE.with(|idle| {
+            let mut idle = idle.borrow_mut();
+            if idle.0 != pid {
+                // inherited over a fork: the parent's; closing our copies leaves its own
+                idle.1.clear();
+                idle.0 = pid;
+            }
+            idle.1.pop()
+        });
+        match kept {
+            Some(w) => Ok(w),
+            None => Self::new(),
+        }
+    }
+
+    /// Keeps this waiter for the next command (its sockets leave the set); `Err` gives it
+    /// back when the list is full.
+    fn release(mut self) -> Result<(), Self> {
+        for fd in self.watched.drain(..) {
+            // SAFETY: removes `fd` from our own epoll set; a closed or reused descriptor
+            // number only makes the call fail (EBADF/ENOENT), which is ignored.
+            unsafe {
+                libc::epoll_ctl(
+                    self.epoll.as_raw_fd(),
+                    libc::EPOLL_CTL_DEL,
+                    fd,
+                    std::ptr::null_mut(),
+                )
+            };
+        }
+        let pid = control::pid();
+        IDLE.with(|idle| {
+            let mut idle = idle.borrow_mut();
+            if idle.0 == pid && idle.1.len() < IDLE_WAITERS {
+                idle.1.push(self);
+                Ok(())
+            } else {
+                Err(self)
+            }
+        })
+    }
+
     fn new() -> std::io::Result<Self> {
         // SAFETY: plain syscalls creating fresh descriptors that we own from here on.
         let (ep, tfd) = unsafe {
@@ -84,12 +145,17 @@ impl Waiter {
         }
         // SAFETY: both are fresh descriptors owned by nothing else.
         let (epoll, timer) = unsafe { (OwnedFd::from_raw_fd(ep), OwnedFd::from_raw_fd(tfd)) };
-        let w = Self { epoll, timer };
+        let w = Self {
+            epoll,
+            timer,
+            watched: Vec::new(),
+        };
         w.add(w.timer.as_raw_fd())?;
         Ok(w)
     }
 
-    fn add(&self, fd: RawFd) -> std::io::Result<()> {
+    /// Adds `fd` to the set; `true` when it was not there yet.
+    fn add(&self, fd: RawFd) -> std::io::Result<bool> {
         let mut ev = libc::epoll_event {
             events: libc::EPOLLIN as u32,
             u64: fd as u64,
@@ -101,14 +167,16 @@ impl Waiter {
         if r < 0 && e.raw_os_error() != Some(libc::EEXIST) {
             return Err(e);
         }
-        Ok(())
+        Ok(r == 0)
     }
 
     /// Watches `fd` (the socket of the attempt in flight; a closed socket leaves the set by
     /// itself) and arms the timer at `deadline`.
-    fn arm(&self, fd: Option<RawFd>, deadline: Option<Instant>) -> std::io::Result<()> {
+    fn arm(&mut self, fd: Option<RawFd>, deadline: Option<Instant>) -> std::io::Result<()> {
         if let Some(fd) = fd {
-            self.add(fd)?;
+            if self.add(fd)? {
+                self.watched.push(fd);
+            }
         }
         let wait = deadline.map_or(Duration::from_millis(1), |d| {
             d.saturating_duration_since(Instant::now())
@@ -628,7 +696,7 @@ fn can_suspend(m: Option<&Msg<'_>>) -> bool {
 ///
 /// # Safety
 /// `ctx` is the async context tm passed to the function.
-unsafe fn park(ctx: *mut async_ctx, cmd: Box<AsyncCmd>) -> Result<i32, (Box<AsyncCmd>, Error)> {
+unsafe fn park(ctx: *mut async_ctx, mut cmd: Box<AsyncCmd>) -> Result<i32, (Box<AsyncCmd>, Error)> {
     if let Err(e) = cmd.waiter.arm(cmd.run.wait_fd(), cmd.run.deadline()) {
         return Err((cmd, HostError::AsyncWait(e).into()));
     }
@@ -660,7 +728,7 @@ unsafe fn start(
     job: Job,
 ) -> i32 {
     set_status(sys::ASYNC_SYNC);
-    let waiter = match Waiter::new() {
+    let waiter = match Waiter::take() {
         Ok(w) => w,
         Err(e) => {
             tracing::error!("rtpproxy async: {e}");
@@ -669,6 +737,7 @@ unsafe fn start(
     };
     let mut cmd = AsyncCmd { waiter, run, job };
     if let Some(code) = cmd.advance(st, msg) {
+        let _ = cmd.waiter.release();
         return code;
     }
     // SAFETY: per the contract.
@@ -681,6 +750,7 @@ unsafe fn start(
             loop {
                 cmd.waiter.wait(cmd.run.deadline());
                 if let Some(code) = cmd.advance(st, msg) {
+                    let _ = cmd.waiter.release();
                     return code;
                 }
             }
@@ -698,8 +768,20 @@ unsafe extern "C" fn resume(_fd: c_int, msg: *mut sip_msg, param: *mut c_void) -
         // SAFETY: `param` is the box `park` handed to tm; tm calls us until we say done, and
         // only then do we free it.
         let c = unsafe { &mut *cmd };
-        c.waiter.wait(c.run.deadline());
-        match c.advance(st, msg) {
+        // The reactor calls us when the set is readable: a reply, or the timer at the
+        // attempt's deadline, so `advance` has something to do. When it had nothing (tm's
+        // blocking loop calls again and again without waiting, or a stray datagram was
+        // dropped), wait here, at most until the attempt's deadline.
+        let deadline = c.run.deadline();
+        let mut outcome = c.advance(st, msg);
+        if outcome.is_none()
+            && c.run.deadline() == deadline
+            && deadline.is_some_and(|d| Instant::now() < d)
+        {
+            c.waiter.wait(deadline);
+            outcome = c.advance(st, msg);
+        }
+        match outcome {
             None => {
                 if let Err(e) = c.waiter.arm(c.run.wait_fd(), c.run.deadline()) {
                     // cannot re-arm: finish in place, bounded by the deadlines
@@ -721,16 +803,25 @@ unsafe extern "C" fn resume(_fd: c_int, msg: *mut sip_msg, param: *mut c_void) -
     })
 }
 
-/// The command is over: tm closes the epoll descriptor, we free the rest.
+/// The command is over: tm takes the epoll descriptor out of its reactor; we keep the
+/// waiter for the next command (`ASYNC_DONE`), or, when enough are kept, tm closes its
+/// descriptor (`ASYNC_DONE_CLOSE_FD`) and we close the timer.
 ///
 /// # Safety
 /// `cmd` is the box `park` made; it is not used again.
 unsafe fn done(cmd: *mut AsyncCmd, code: i32) -> i32 {
     // SAFETY: per the contract.
     let c = unsafe { Box::from_raw(cmd) };
-    let AsyncCmd { waiter, .. } = *c;
-    let _ = waiter.epoll.into_raw_fd();
-    set_status(sys::ASYNC_DONE_CLOSE_FD);
+    let AsyncCmd { waiter, run, job } = *c;
+    // the command's client goes back to its list before the waiter is kept
+    drop((run, job));
+    match waiter.release() {
+        Ok(()) => set_status(sys::ASYNC_DONE),
+        Err(waiter) => {
+            let _ = waiter.epoll.into_raw_fd();
+            set_status(sys::ASYNC_DONE_CLOSE_FD);
+        }
+    }
     code
 }
 
@@ -1145,7 +1236,7 @@ mod tests {
 
     #[test]
     fn the_descriptor_wakes_at_the_deadline_and_on_a_reply() {
-        let w = Waiter::new().unwrap();
+        let mut w = Waiter::new().unwrap();
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let deadline = Instant::now() + Duration::from_millis(30);
         w.arm(Some(sock.as_raw_fd()), Some(deadline)).unwrap();
@@ -1166,6 +1257,39 @@ mod tests {
         assert!(
             readable(w.epoll.as_raw_fd()),
             "the reply is still to be read"
+        );
+    }
+
+    #[test]
+    fn a_kept_waiter_forgets_its_sockets_and_its_old_timer() {
+        let mut w = Waiter::take().unwrap();
+        let epoll = w.epoll.as_raw_fd();
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        w.arm(Some(sock.as_raw_fd()), Some(Instant::now())).unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.send_to(b"x", sock.local_addr().unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(readable(epoll), "a datagram and an expired timer");
+        assert!(w.release().is_ok(), "kept");
+        let mut w = Waiter::take().unwrap();
+        assert_eq!(w.epoll.as_raw_fd(), epoll, "the kept waiter is reused");
+        assert!(w.watched.is_empty());
+        // the old socket still holds its datagram, the old expiry is cleared by re-arming
+        let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+        w.arm(
+            Some(other.as_raw_fd()),
+            Some(Instant::now() + Duration::from_secs(60)),
+        )
+        .unwrap();
+        assert!(!readable(epoll), "nothing of the previous command wakes it");
+        peer.send_to(b"y", other.local_addr().unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(readable(epoll), "its own socket does");
+        let mut buf = [0u8; 4];
+        assert_eq!(
+            sock.recv(&mut buf).unwrap(),
+            1,
+            "the old datagram was left alone"
         );
     }
 }

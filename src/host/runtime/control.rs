@@ -53,7 +53,13 @@ struct Control {
     cookies: CookieGen,
     /// One client per node URL: a reload that keeps a node keeps its connection.
     clients: HashMap<String, ControlClient>,
+    /// Clients of finished non-blocking commands, clean and connected, for the next ones
+    /// (a parked command has a client of its own; reusing one saves its socket set-up).
+    idle: Vec<ControlClient>,
 }
+
+/// How many finished non-blocking commands' clients a process keeps for reuse.
+const IDLE_CLIENTS: usize = 32;
 
 impl Control {
     fn new(pid: u32) -> Self {
@@ -67,6 +73,7 @@ impl Control {
             pid,
             cookies: CookieGen::new(pid, rand),
             clients: HashMap::new(),
+            idle: Vec::new(),
         }
     }
 
@@ -92,6 +99,40 @@ impl Control {
             client.set_address(st.slot(node).and_then(|s| s.address()));
         }
         (client, &mut self.cookies)
+    }
+}
+
+/// A client of `node` for a non-blocking command: a clean idle one of this process when
+/// it still talks to the node's current address, else a new one.
+fn async_client(st: &ModuleState, node: &NodeView, opts: ClientOptions) -> ControlClient {
+    let address = st.slot(node).and_then(|s| s.address());
+    let reused = with_control(|c| {
+        let i = c.idle.iter().position(|k| {
+            k.url() == node.spec.url && (address.is_none() || k.peer_addr() == address)
+        })?;
+        Some(c.idle.swap_remove(i))
+    });
+    match reused {
+        Some(mut client) => {
+            client.set_options(opts);
+            client
+        }
+        None => {
+            let mut client = worker_client(node, opts);
+            client.set_address(address);
+            client
+        }
+    }
+}
+
+/// Keeps the client of a finished non-blocking command for the next one, if it is clean.
+fn keep_async_client(client: ControlClient) {
+    if client.is_clean_idle() {
+        with_control(|c| {
+            if c.idle.len() < IDLE_CLIENTS {
+                c.idle.push(client);
+            }
+        });
     }
 }
 
@@ -1276,7 +1317,9 @@ impl AsyncRun {
                 let Some(out) = out else {
                     return Progress::Waiting;
                 };
-                self.client = None;
+                if let Some((_, client)) = self.client.take() {
+                    keep_async_client(client);
+                }
                 match out {
                     Ok(body) => {
                         let rtt_us = self.started.elapsed().as_micros() as u64;
@@ -1317,8 +1360,7 @@ impl AsyncRun {
                             continue;
                         }
                     };
-                    let mut client = worker_client(node, options(st));
-                    client.set_address(st.slot(node).and_then(|s| s.address()));
+                    let mut client = async_client(st, node, options(st));
                     match with_control(|c| client.start(&mut c.cookies, &cmd)) {
                         Ok(()) => {
                             self.run.on_started(i);
