@@ -96,7 +96,14 @@ impl CookieGen {
     ///
     /// Call once per command, not per retransmission.
     pub fn next_cookie(&mut self) -> Cookie {
-        let c = Cookie(format!("{}_{}_{}", self.pid, self.rand, self.seq));
+        // `<pid>_<rand>_<seq>`, built without the formatting machinery (once per command)
+        let mut b = Vec::with_capacity(32);
+        crate::core::sdp::push_decimal(&mut b, self.pid);
+        b.push(b'_');
+        crate::core::sdp::push_decimal(&mut b, self.rand);
+        b.push(b'_');
+        crate::core::sdp::push_decimal(&mut b, self.seq);
+        let c = Cookie(String::from_utf8(b).unwrap_or_default());
         self.seq = self.seq.wrapping_add(1);
         c
     }
