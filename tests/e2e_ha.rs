@@ -865,6 +865,14 @@ fn run(env: &Env, which: Impl, event: Event, engage: Engage, late: bool, n: usiz
     report
 }
 
+/// One scenario at a time: each runs two OpenSIPS instances, two relays and two sipp with
+/// RTP, and two side by side on two cores starve the replication and the relays' timers.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn setup(test: &str) -> Option<Env> {
     let env = Env::get(test)?;
     if !e2e::have_sipp(test) {
@@ -914,6 +922,7 @@ fn assert_survived(r: &Report) {
 #[test]
 fn engaged_calls_survive_a_restart() {
     let test = "engaged_calls_survive_a_restart";
+    let _serial = serial();
     let Some(env) = setup(test) else { return };
     let r = run(
         &env,
@@ -930,6 +939,7 @@ fn engaged_calls_survive_a_restart() {
 #[test]
 fn engaged_calls_survive_a_takeover() {
     let test = "engaged_calls_survive_a_takeover";
+    let _serial = serial();
     let Some(env) = setup(test) else { return };
     let r = run(
         &env,
@@ -948,6 +958,7 @@ fn engaged_calls_survive_a_takeover() {
 #[ignore = "reference run of the C module; prints figures"]
 fn restart_and_takeover_c_module_reference() {
     let test = "restart_and_takeover_c_module_reference";
+    let _serial = serial();
     let Some(env) = setup(test) else { return };
     if env.c_module.is_none() {
         e2e::skip(test, "no C rtpproxy.so");
@@ -968,6 +979,7 @@ fn restart_and_takeover_c_module_reference() {
 #[test]
 fn rtp_relay_calls_survive_a_takeover() {
     let test = "rtp_relay_calls_survive_a_takeover";
+    let _serial = serial();
     let Some(env) = setup(test) else { return };
     if !env.mpath.join("rtp_relay.so").exists() {
         e2e::skip(test, "rtp_relay.so not in the modules directory");
@@ -990,6 +1002,7 @@ fn rtp_relay_calls_survive_a_takeover() {
 #[test]
 fn late_offer_calls_survive_a_takeover() {
     let test = "late_offer_calls_survive_a_takeover";
+    let _serial = serial();
     let Some(env) = setup(test) else { return };
     let r = run(
         &env,
