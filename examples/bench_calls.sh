@@ -37,8 +37,10 @@
 #   --keep             keep the work directory (logs, configs, traces)
 #   --delay MS         put each relay MS ms away, each way (examples/udp_delay.py in front of its
 #                      control socket)
-#   --async            also run our module with the async script (async offer and unforce; the
-#                      answer blocks: OpenSIPS runs async() only in request routes), as "async"
+#   --async            also run our module with the async script (async offer and unforce, the
+#                      answer blocking in the reply route, as issue 11 defines it), as "async"
+#   --async-answer     with --async: the answer async too (tm suspends the reply route; an
+#                      answer that fails is counted as a failed call)
 #   --pairs N          N interleaved ours/C pairs per rate (needs --c-module); prints the ratios
 #   --syscalls         count system calls per call with `perf stat` (needs perf, root or
 #                      kernel.perf_event_paranoid <= 1)
@@ -62,6 +64,7 @@ CMOD=""
 KEEP=0
 DELAY=0
 ASYNC=0
+ASYNC_ANSWER=0
 PAIRS=0
 SYSCALLS=0
 BASELINE=0
@@ -77,6 +80,7 @@ while [ $# -gt 0 ]; do
         --keep) KEEP=1; shift ;;
         --delay) DELAY=$2; shift 2 ;;
         --async) ASYNC=1; shift ;;
+        --async-answer) ASYNC_ANSWER=1; shift ;;
         --pairs) PAIRS=$2; shift 2 ;;
         --syscalls) SYSCALLS=1; shift ;;
         --baseline) BASELINE=1; shift ;;
@@ -355,12 +359,27 @@ route[forward] {
     t_on_reply("r");
     if (!t_relay()) sl_reply_error();
 }
+EOF
+        if [ "$ASYNC_ANSWER" = 1 ]; then
+            cat >>"$cfg" <<EOF
+onreply_route[r] {
+    if (has_body("application/sdp")) {
+        async(rtpproxy_answer("$FLAGS"), answered);
+    }
+}
+route[answered] {
+    if (\$rc < 0) xlog("L_ERR", "bench: async answer failed\n");
+}
+EOF
+        else
+            cat >>"$cfg" <<EOF
 onreply_route[r] {
     if (has_body("application/sdp")) {
         if (!rtpproxy_answer("$FLAGS")) drop;
     }
 }
 EOF
+        fi
     else
         cat >>"$cfg" <<EOF
 route {
@@ -426,6 +445,14 @@ step() {
     stat=$(tail -n 1 "$WORK/$name-$rate.stat")
     ok=$(echo "$stat" | cut -d';' -f16)
     failed=$(echo "$stat" | cut -d';' -f18)
+    if [ "$name" = async ] && [ "$ASYNC_ANSWER" = 1 ]; then
+        # a failed async answer cannot drop the reply: count it from the log
+        local af
+        af=$(grep -c "bench: async answer failed" "$WORK/$name-opensips.log" || true)
+        failed=$((failed + af - ${ANSWER_FAILED:-0}))
+        ok=$((ok - af + ${ANSWER_FAILED:-0}))
+        ANSWER_FAILED=$af
+    fi
     pcts=$(setup_percentiles "$WORK/$name-$rate.short")
     # gross, and net of what the same processes burn when idle over the same time
     uac=$(cat "$WORK/$name-$rate.uaccpu" 2>/dev/null || echo 0)

@@ -137,7 +137,7 @@ SYNC_ROUTES = """route {
 }
 """
 
-# async offer and unforce (the answer runs in a reply route, where OpenSIPS cannot suspend)
+# async offer and unforce; the answer blocks in the reply route (the script issue 11 measures)
 ASYNC_ROUTES = """route {
     if (is_method("INVITE") && has_body("application/sdp")) {
         async(rtpproxy_offer("co"), offered);

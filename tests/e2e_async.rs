@@ -482,6 +482,208 @@ fn async_offer_answer_unforce_and_launch() {
     );
 }
 
+/// The 200 OK (with SDP on port 50000) the test's UAS sends for `req`.
+fn ok_with_sdp(req: &str) -> String {
+    let mut head = String::from("SIP/2.0 200 OK\r\n");
+    for line in req.lines() {
+        let l = line.trim_end();
+        if l.starts_with("Via:")
+            || l.starts_with("From:")
+            || l.starts_with("Call-ID:")
+            || l.starts_with("CSeq:")
+            || l.starts_with("Record-Route:")
+        {
+            head.push_str(l);
+            head.push_str("\r\n");
+        } else if l.starts_with("To:") {
+            head.push_str(l);
+            head.push_str(";tag=uas1\r\n");
+        }
+    }
+    let body = "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 50000 RTP/AVP 0\r\n";
+    format!(
+        "{head}Contact: <sip:uas@127.0.0.1>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// `async(rtpproxy_answer(...))` in a transaction's reply route (`t_on_reply`): tm suspends
+/// the reply, the resume route sees `$rc` and the variables, and the reply the caller gets
+/// carries the relay's port; a relay error resumes with its code and leaves the SDP alone.
+#[test]
+fn async_answer_in_a_reply_route() {
+    let Some(env) = setup("async_answer_in_a_reply_route") else {
+        return;
+    };
+    let s = start_with(&env, "async-reply", 1, &[], &|p, _| {
+        (
+            modparams_all(p, "1", 3),
+            format!(
+                r#"route {{
+    if (is_method("INVITE")) {{
+        if (!rtpproxy_offer("co")) {{ sl_send_reply(500, "offer failed"); exit; }}
+        t_on_reply("r");
+    }}
+    $du = "sip:127.0.0.1:{uas}";
+    t_relay();
+    exit;
+}}
+onreply_route[r] {{
+    if (has_body("application/sdp")) {{
+        async(rtpproxy_answer("co", , , $avp(sock), $avp(ret)), answered);
+    }}
+}}
+route[answered] {{
+    xlog("L_NOTICE", "reply resumed: call $ci rc $rc sock $avp(sock) ret $avp(ret)\n");
+}}
+"#,
+                uas = p.sip_uas
+            ),
+        )
+    });
+    let relay = s.relays[0].0;
+    let wait = Duration::from_secs(5);
+    s.sip
+        .sock
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // the UAS answers `invite`; the 200 OK the caller then gets
+    // (an empty `invite`: the UAS already answered)
+    let relayed_ok = |invite: &str, call: &str| -> Option<String> {
+        if !invite.is_empty() {
+            s.sip
+                .uas
+                .send_to(ok_with_sdp(invite).as_bytes(), ("127.0.0.1", s.sip.proxy))
+                .unwrap();
+        }
+        let mut buf = vec![0u8; 65536];
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if let Ok(n) = s.sip.sock.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if text.starts_with("SIP/2.0 200") && text.contains(&format!("Call-ID: {call}")) {
+                    return Some(text);
+                }
+            }
+        }
+        None
+    };
+
+    // success: the caller's 200 OK carries the relay's port; $rc and the variables at resume
+    let invite = s
+        .sip
+        .request("INVITE", "r1", "ftr", None, true, wait)
+        .expect("INVITE r1 relayed");
+    let ok = relayed_ok(&invite, "r1").expect("the 200 OK relayed after the async answer");
+    let port = media_port(&ok).expect("SDP in the 200 OK");
+    assert_ne!(port, 50000, "answer SDP not rewritten: {ok}");
+    assert_eq!(sessions(relay), 1);
+    let resumed = format!("reply resumed: call r1 rc 1 sock udp:127.0.0.1:{relay} ret ");
+    wait_until("the resume route's log line for r1", wait, || {
+        s.os.log_text().contains(&resumed)
+    });
+    let log = s.os.log_text();
+    let ret = log
+        .lines()
+        .find_map(|l| l.split_once(&resumed).map(|(_, r)| r.trim()))
+        .unwrap();
+    assert!(
+        ret.ends_with(&format!(":{port}")),
+        "ret_var {ret}, port {port}"
+    );
+
+    // the relay has no session for the answer (deleted behind the module's back): $rc -1 at
+    // resume, and the reply goes on with its own SDP
+    let invite = s
+        .sip
+        .request("INVITE", "r2", "ftr2", None, true, wait)
+        .expect("INVITE r2 relayed");
+    let ctl = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    ctl.connect(("127.0.0.1", relay)).unwrap();
+    ctl.set_read_timeout(Some(wait)).unwrap();
+    ctl.send(b"x1 D r2 ftr2").unwrap();
+    let mut buf = [0u8; 256];
+    let n = ctl.recv(&mut buf).unwrap();
+    assert_eq!(
+        &buf[..n],
+        b"x1 0\n",
+        "the session of r2 deleted on the relay"
+    );
+    let ok = relayed_ok(&invite, "r2").expect("the 200 OK of r2 relayed");
+    assert_eq!(media_port(&ok), Some(50000), "SDP left alone: {ok}");
+    wait_until("the resume route's log line for r2", wait, || {
+        s.os.log_text().contains("reply resumed: call r2 rc -1")
+    });
+
+    // the relay answers late (stopped for a while): both replies wait, suspended, while
+    // both SIP workers go on serving (a blocking answer would hold each of them), and go out
+    // rewritten once the relay answers
+    let invites: Vec<String> = ["r3", "r4"]
+        .iter()
+        .map(|c| {
+            s.sip
+                .request("INVITE", c, "ftr3", None, true, wait)
+                .expect("INVITE relayed")
+        })
+        .collect();
+    let pid = s.relays[0].1.pid();
+    signal(pid, "-STOP");
+    for invite in &invites {
+        s.sip
+            .uas
+            .send_to(ok_with_sdp(invite).as_bytes(), ("127.0.0.1", s.sip.proxy))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let served = s.sip.request(
+        "MESSAGE",
+        "m1",
+        "ftm",
+        None,
+        false,
+        Duration::from_millis(500),
+    );
+    let mut early = Vec::new();
+    while let Ok(n) = s.sip.sock.recv(&mut buf) {
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.starts_with("SIP/2.0 200") && text.contains("INVITE") {
+            early.push(text);
+        }
+    }
+    signal(pid, "-CONT");
+    assert!(
+        served.is_some(),
+        "a request was not served while two replies waited for the relay"
+    );
+    assert!(
+        early.is_empty(),
+        "a reply went out before the relay answered: {early:?}"
+    );
+    let mut oks: Vec<String> = Vec::new();
+    let deadline = Instant::now() + wait;
+    while oks.len() < 2 && Instant::now() < deadline {
+        if let Ok(n) = s.sip.sock.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if text.starts_with("SIP/2.0 200") && text.contains("INVITE") {
+                oks.push(text);
+            }
+        }
+    }
+    for call in ["r3", "r4"] {
+        let ok = oks
+            .iter()
+            .find(|t| t.contains(&format!("Call-ID: {call}\r\n")))
+            .unwrap_or_else(|| panic!("no 200 OK of {call} after the relay answered"));
+        assert_ne!(media_port(ok), Some(50000), "SDP rewritten: {ok}");
+        wait_until("the resume route's log line", wait, || {
+            s.os.log_text()
+                .contains(&format!("reply resumed: call {call} rc 1"))
+        });
+    }
+    let log = s.os.log_text();
+    assert!(!log.contains("CRITICAL") && !log.contains("BUG"), "{log}");
+}
+
 #[test]
 fn async_offer_fails_over_from_a_hung_relay() {
     let Some(env) = setup("async_offer_fails_over_from_a_hung_relay") else {

@@ -15,9 +15,9 @@
 //! command therefore never waits longer than `rtpproxy_timeout` × attempts per node tried,
 //! whatever the relay does, also under `launch()`, which has no timeout of its own.
 //!
-//! Where the route cannot suspend (anything but a request route, or an ACK), or the set has a
-//! node that cannot be waited on without blocking (not UDP), the blocking function runs and
-//! the status is `ASYNC_SYNC`. The resume function waits on the descriptor itself until the
+//! Where the route cannot suspend (anything but a request route or a transaction's reply
+//! route, or an ACK), or the set has a node that cannot be waited on without blocking (not
+//! UDP), the blocking function runs and the status is `ASYNC_SYNC`. The resume function waits on the descriptor itself until the
 //! next deadline, so tm's blocking fallback loop (it calls the resume function again and
 //! again) waits instead of spinning.
 
@@ -684,12 +684,21 @@ impl OfferJob {
     }
 }
 
-/// Whether tm can suspend the route running now: a request route, not an ACK.
+/// Whether tm can suspend the route running now: a request route (not an ACK), or the reply
+/// route of a transaction (`t_on_reply`: tm keeps a copy of the reply, runs the resume route
+/// on it and then relays it, lumps included). tm itself falls back to calling the resume
+/// function in a loop where it cannot suspend after all (a local transaction), which the
+/// resume function tolerates.
 fn can_suspend(m: Option<&Msg<'_>>) -> bool {
     // SAFETY: `route_type` is the core's current route type variable.
     let route = unsafe { *api().route_type };
-    route == sys::REQUEST_ROUTE as c_int
-        && m.is_some_and(|m| m.kind() == Some(MsgKind::Request) && m.method() != msg::METHOD_ACK)
+    match m.and_then(Msg::kind) {
+        Some(MsgKind::Request) => {
+            route == sys::REQUEST_ROUTE as c_int && m.is_some_and(|m| m.method() != msg::METHOD_ACK)
+        }
+        Some(MsgKind::Reply) => route == sys::ONREPLY_ROUTE as c_int,
+        None => false,
+    }
 }
 
 /// Hands the command to tm: the epoll descriptor, the resume and timeout functions.
