@@ -22,6 +22,7 @@ In the hang scenario it also prints, from sipp's message trace (-trace_shortmsg)
 
 Usage: examples/relay_failure.py [--rate 100] [--disable-tout 10] [--scenario hang|kill|boot|both|all]
                                  [--async]   (also our module with async offer/unforce)
+                                 [--async-answer]   (also with the answer async: asyncA)
                                  [--only ours,async,C]   (run only these)
 Needs OPENSIPS_BIN (OpenSIPS 3.6.8), RTPPROXY_BIN (rtpproxy daemon), sipp.
 Loopback only; every process it starts is stopped at the end.
@@ -104,6 +105,7 @@ def relay_info(port):
 def opensips_cfg(work, module, sip_port, uas_port, relays, disable_tout, async_script=False):
     socks = " ".join(f"udp:127.0.0.1:{p}" for p in relays)
     routes = (ASYNC_ROUTES if async_script else SYNC_ROUTES).replace("UAS_PORT", str(uas_port))
+    answer = ASYNC_ANSWER if async_script == "answer" else SYNC_ANSWER
     return f"""log_level=2
 stderror_enabled=yes
 syslog_enabled=no
@@ -120,11 +122,22 @@ modparam("mi_fifo", "reply_dir", "{work}/")
 loadmodule "{module}"
 modparam("rtpproxy", "rtpproxy_sock", "{socks}")
 modparam("rtpproxy", "rtpproxy_disable_tout", {disable_tout})
-{routes}onreply_route[r] {{
+{routes}{answer}"""
+
+
+SYNC_ANSWER = """onreply_route[r] {
     if (has_body("application/sdp")) rtpproxy_answer("co");
-}}
+}
 """
 
+# the answer async too (--async-answer): tm suspends the reply and relays it after the resume
+ASYNC_ANSWER = """onreply_route[r] {
+    if (has_body("application/sdp")) async(rtpproxy_answer("co"), answered);
+}
+route[answered] {
+    $var(answer_rc) = $rc;
+}
+"""
 
 SYNC_ROUTES = """route {
     if (is_method("INVITE") && has_body("application/sdp")) {
@@ -399,13 +412,19 @@ def main():
     ap.add_argument("--c-module", default=os.path.join(MODULES, "rtpproxy.so"))
     ap.add_argument("--async", dest="async_script", action="store_true",
                     help="also run our module with the async script (as 'async')")
-    ap.add_argument("--only", default="", help="comma-separated labels to run (ours,async,C)")
+    ap.add_argument("--async-answer", action="store_true",
+                    help="also run our module with the async script and the answer async too "
+                         "(as 'asyncA')")
+    ap.add_argument("--only", default="",
+                    help="comma-separated labels to run (ours,async,asyncA,C)")
     args = ap.parse_args()
     scenarios = {"both": ["hang", "kill"], "all": ["hang", "kill", "boot"]}.get(
         args.scenario, [args.scenario])
     base = 41000
     for sc in scenarios:
         runs = [("ours", args.ours, False), ("C", args.c_module, False)]
+        if args.async_answer:
+            runs.insert(1, ("asyncA", args.ours, "answer"))
         if args.async_script:
             runs.insert(1, ("async", args.ours, True))
         for label, module, async_script in runs:
