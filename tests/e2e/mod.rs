@@ -584,6 +584,12 @@ impl Relay {
             args.extend(["-s".to_owned(), s.clone()]);
         }
         args.extend_from_slice(extra);
+        if !extra.iter().any(|a| a == "-m") {
+            // media ports below the ephemeral range, where every port a test picks lies: a
+            // relay port can then never equal an endpoint's port (a rewritten SDP would look
+            // unchanged)
+            args.extend(["-m", "20000", "-M", "32000"].map(String::from));
+        }
         let pid = std::env::temp_dir().join(format!("rtpp-e2e-{}.pid", port()));
         // The daemon writes its accounting file into its working directory.
         let child = daemon(Path::new(&bin), &std::env::temp_dir(), &pid, &args, None)?;
