@@ -89,6 +89,40 @@ const VAL_FLAGS: &[u8] = b"rtpproxy_1";
 const VAL_IP: &[u8] = b"rtpproxy_2";
 const VAL_SET: &[u8] = b"rtpproxy_3";
 const VAL_LATE: &[u8] = b"late_negotiation";
+/// The token of the last late negotiation that ended (see [`late_token`]).
+const VAL_LATE_DONE: &[u8] = b"late_negotiation_done";
+
+/// The value a late negotiation is marked with: `late_negotiation:<time>.<pid>.<n>`, unique per
+/// negotiation, so that an instance receiving replicated values out of order (the dialog
+/// module's replication messages may be applied by two processes at once, and a full update
+/// built before the ACK re-adds the value after its deletion) can tell a stale mark from a new
+/// negotiation: a mark equal to `late_negotiation_done` is over.
+fn late_token() -> Vec<u8> {
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("late_negotiation:{secs}.{}.{n}", control::pid()).into_bytes()
+}
+
+/// Whether a late negotiation is under way: a mark that is not the ended one (a value-less or
+/// integer mark, as the C module stores it, counts as under way).
+fn late_active(d: &dlg_api::DlgBinds, dlg: &Dlg<'_>) -> bool {
+    match d.fetch(dlg, VAL_LATE) {
+        None => false,
+        Some(DlgValue::Str(t)) => d.fetch(dlg, VAL_LATE_DONE) != Some(DlgValue::Str(t)),
+        Some(_) => true,
+    }
+}
+
+/// Ends the late negotiation: its mark is remembered as ended, then deleted.
+fn end_late(d: &dlg_api::DlgBinds, dlg: &Dlg<'_>) {
+    if let Some(DlgValue::Str(t)) = d.fetch(dlg, VAL_LATE) {
+        d.store_str(dlg, VAL_LATE_DONE, &t);
+    }
+    d.delete(dlg, VAL_LATE);
+}
 
 /// Branch AVPs holding the parameters of an engage made in a branch route (spec §5.1).
 const BAVP_NAMES: [&[u8]; 3] = [b"$bavp(5589965)", b"$bavp(5589966)", b"$bavp(5589967)"];
@@ -195,7 +229,7 @@ pub(crate) fn engage(
         if let (Some(value), Some(v)) = (&out.ret_var, &ret_var) {
             v.set_str(value);
         }
-    } else if !d.store_str(dlg, VAL_LATE, VAL_LATE) {
+    } else if !d.store_str(dlg, VAL_LATE, &late_token()) {
         return Err(HostError::DialogStore("late_negotiation").into());
     }
 
@@ -422,7 +456,7 @@ fn branch_params(
 /// and their replies.
 fn on_message(d: &dlg_api::DlgBinds, dlg: &Dlg<'_>, m: &Msg<'_>) -> Result<(), Error> {
     let st = state::get().ok_or_else(|| Error::from(HostError::NotInitialized))?;
-    let late = d.fetch(dlg, VAL_LATE).is_some();
+    let late = late_active(d, dlg);
     let has_sdp = matches!(m.sdp_parts(), Bodies::Sdp(_));
     let method = m.cseq_method().ok_or(HostError::BadCseq)?;
     if method == msg::METHOD_ACK {
@@ -430,15 +464,13 @@ fn on_message(d: &dlg_api::DlgBinds, dlg: &Dlg<'_>, m: &Msg<'_>) -> Result<(), E
             (false, true) => return Err(HostError::UnexpectedAckSdp.into()),
             (true, false) => return Err(HostError::MissingAckSdp.into()),
             (false, false) => return Ok(()),
-            (true, true) => {
-                d.delete(dlg, VAL_LATE);
-            }
+            (true, true) => end_late(d, dlg),
         }
     } else if !has_sdp {
         // A string value, as at engage: see `engage_vars_cb` for why not a value-less one.
         if m.kind() == Some(MsgKind::Request)
             && method == msg::METHOD_INVITE
-            && !d.store_str(dlg, VAL_LATE, VAL_LATE)
+            && !d.store_str(dlg, VAL_LATE, &late_token())
         {
             return Err(HostError::DialogStore("late_negotiation").into());
         }
@@ -646,6 +678,17 @@ unsafe extern "C" fn engage_vars_cb(dlg: *mut DlgCell, _ty: c_int, p: *mut DlgCb
                 dlg_node::note_call_node(st, d, dlg, set);
             }
             Some(_) => {}
+        }
+        // Whatever arrived, and in whatever order: a mark of a negotiation that has ended
+        // (here or, replicated, on the other instance) goes.
+        if let Some(DlgValue::Str(t)) = d.fetch(dlg, VAL_LATE) {
+            if d.fetch(dlg, VAL_LATE_DONE) == Some(DlgValue::Str(t)) {
+                tracing::debug!(
+                    "stale late negotiation mark of call {} removed",
+                    String::from_utf8_lossy(dlg.call_id())
+                );
+                d.delete(dlg, VAL_LATE);
+            }
         }
     })
 }
