@@ -13,3 +13,4 @@ pub mod proto;
 pub mod sdp;
 pub mod select;
 pub mod stats;
+pub(crate) mod text;

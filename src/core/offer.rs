@@ -1301,7 +1301,7 @@ impl<'a> OfferAnswer<'a> {
         let mut ret_var = Vec::with_capacity(address.len() + 6);
         ret_var.extend_from_slice(&address);
         ret_var.push(b':');
-        crate::core::sdp::push_decimal(&mut ret_var, u32::from(port));
+        crate::core::text::push_decimal(&mut ret_var, u32::from(port));
         let result = StreamResult {
             media: stream.media,
             index: stream.index,

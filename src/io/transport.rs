@@ -200,6 +200,33 @@ enum Sock {
     Unix(UnixStream),
 }
 
+/// `$e` with `$s` bound to the socket inside `$sock`, whatever its kind.
+macro_rules! on_sock {
+    ($sock:expr, $s:ident => $e:expr) => {
+        match $sock {
+            Sock::Udp($s) => $e,
+            Sock::Tcp($s) => $e,
+            Sock::Unix($s) => $e,
+        }
+    };
+}
+
+/// Applies a socket setting unless `known` says it is already `want`; `known` is unknown
+/// (`None`) until the call succeeded.
+fn cached<T: PartialEq>(
+    known: &mut Option<T>,
+    want: T,
+    apply: impl FnOnce() -> io::Result<()>,
+) -> io::Result<()> {
+    if known.as_ref() == Some(&want) {
+        return Ok(());
+    }
+    *known = None;
+    apply()?;
+    *known = Some(want);
+    Ok(())
+}
+
 impl Conn {
     fn new(sock: Sock, nonblocking: Option<bool>) -> Self {
         Self {
@@ -216,56 +243,36 @@ impl Conn {
     }
 
     fn raw_fd(&self) -> RawFd {
-        match &self.sock {
-            Sock::Udp(s) => s.as_raw_fd(),
-            Sock::Tcp(s) => s.as_raw_fd(),
-            Sock::Unix(s) => s.as_raw_fd(),
-        }
+        on_sock!(&self.sock, s => s.as_raw_fd())
     }
 
     fn set_nonblocking(&mut self, on: bool) -> io::Result<()> {
-        if self.nonblocking == Some(on) {
-            return Ok(());
-        }
-        // not known until it succeeded
-        self.nonblocking = None;
-        match &self.sock {
-            Sock::Udp(s) => s.set_nonblocking(on),
-            Sock::Tcp(s) => s.set_nonblocking(on),
-            Sock::Unix(s) => s.set_nonblocking(on),
-        }?;
-        self.nonblocking = Some(on);
-        Ok(())
+        let sock = &self.sock;
+        cached(
+            &mut self.nonblocking,
+            on,
+            || on_sock!(sock, s => s.set_nonblocking(on)),
+        )
     }
 
     fn set_read_timeout(&mut self, t: Duration) -> io::Result<()> {
-        let t = Some(t.max(MIN_WAIT));
-        if self.read_timeout == t {
-            return Ok(());
-        }
-        self.read_timeout = None;
-        match &self.sock {
-            Sock::Udp(s) => s.set_read_timeout(t),
-            Sock::Tcp(s) => s.set_read_timeout(t),
-            Sock::Unix(s) => s.set_read_timeout(t),
-        }?;
-        self.read_timeout = t;
-        Ok(())
+        let t = t.max(MIN_WAIT);
+        let sock = &self.sock;
+        cached(
+            &mut self.read_timeout,
+            t,
+            || on_sock!(sock, s => s.set_read_timeout(Some(t))),
+        )
     }
 
     fn set_write_timeout(&mut self, t: Duration) -> io::Result<()> {
-        let t = Some(t.max(MIN_WAIT));
-        if self.write_timeout == t {
-            return Ok(());
-        }
-        self.write_timeout = None;
-        match &self.sock {
-            Sock::Udp(s) => s.set_write_timeout(t),
-            Sock::Tcp(s) => s.set_write_timeout(t),
-            Sock::Unix(s) => s.set_write_timeout(t),
-        }?;
-        self.write_timeout = t;
-        Ok(())
+        let t = t.max(MIN_WAIT);
+        let sock = &self.sock;
+        cached(
+            &mut self.write_timeout,
+            t,
+            || on_sock!(sock, s => s.set_write_timeout(Some(t))),
+        )
     }
 
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {

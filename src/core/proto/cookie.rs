@@ -98,11 +98,11 @@ impl CookieGen {
     pub fn next_cookie(&mut self) -> Cookie {
         // `<pid>_<rand>_<seq>`, built without the formatting machinery (once per command)
         let mut b = Vec::with_capacity(32);
-        crate::core::sdp::push_decimal(&mut b, self.pid);
+        crate::core::text::push_decimal(&mut b, self.pid);
         b.push(b'_');
-        crate::core::sdp::push_decimal(&mut b, self.rand);
+        crate::core::text::push_decimal(&mut b, self.rand);
         b.push(b'_');
-        crate::core::sdp::push_decimal(&mut b, self.seq);
+        crate::core::text::push_decimal(&mut b, self.seq);
         let c = Cookie(String::from_utf8(b).unwrap_or_default());
         self.seq = self.seq.wrapping_add(1);
         c

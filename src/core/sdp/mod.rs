@@ -30,22 +30,6 @@ pub use rewrite::{
 };
 pub use scan::{has_marker, scan};
 
-/// Appends `n` in decimal (ports and the like) without going through `fmt`.
-pub(crate) fn push_decimal(out: &mut Vec<u8>, n: u32) {
-    let mut digits = [0u8; 10];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
 /// A byte range of the body: `offset` and `len` in bytes from the start of the body given to
 /// [`scan`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

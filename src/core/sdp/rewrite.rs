@@ -187,11 +187,11 @@ impl<'s, 'a> Rewriter<'s, 'a> {
         // nothing below fails: the edits go straight into the list
         let new = &mut self.edits;
         let mut port = Vec::with_capacity(5);
-        super::push_decimal(&mut port, u32::from(answer.port));
+        crate::core::text::push_decimal(&mut port, u32::from(answer.port));
         push_if_changed(new, body, media.port, port);
         if let Some(rtcp) = media.rtcp {
             let mut v = Vec::with_capacity(14 + answer.address.len());
-            super::push_decimal(&mut v, u32::from(answer.port) + 1);
+            crate::core::text::push_decimal(&mut v, u32::from(answer.port) + 1);
             v.extend_from_slice(b" IN IP");
             v.push(answer.family.digit());
             v.push(b' ');

@@ -458,26 +458,12 @@ impl IpText {
         // the writes below cannot fail.
         let _ = match ip {
             // dotted quad by hand: the formatting machinery costs more than the rest
-            IpAddr::V4(v4) => {
-                for (i, octet) in v4.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        t.buf[t.len] = b'.';
-                        t.len += 1;
-                    }
-                    let (h, d, u) = (octet / 100, octet / 10 % 10, octet % 10);
-                    if h > 0 {
-                        t.buf[t.len] = b'0' + h;
-                        t.len += 1;
-                    }
-                    if h > 0 || d > 0 {
-                        t.buf[t.len] = b'0' + d;
-                        t.len += 1;
-                    }
-                    t.buf[t.len] = b'0' + u;
-                    t.len += 1;
+            IpAddr::V4(v4) => v4.octets().into_iter().enumerate().try_for_each(|(i, o)| {
+                if i > 0 {
+                    t.push(b".")?;
                 }
-                Ok(())
-            }
+                t.push(crate::core::text::decimal(u32::from(o), &mut [0; 10]))
+            }),
             IpAddr::V6(v6) => v6
                 .segments()
                 .iter()
@@ -488,20 +474,27 @@ impl IpText {
     }
 
     pub(crate) fn as_str(&self) -> &str {
-        // Only whole `str`s are ever appended (see `write_str`).
+        // Only ASCII is ever appended (see `push`).
         std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl IpText {
+    /// Appends ASCII text (what `as_str` reads back as UTF-8).
+    fn push(&mut self, b: &[u8]) -> std::fmt::Result {
+        let end = self.len + b.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(std::fmt::Error)?
+            .copy_from_slice(b);
+        self.len = end;
+        Ok(())
     }
 }
 
 impl std::fmt::Write for IpText {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        self.buf
-            .get_mut(self.len..end)
-            .ok_or(std::fmt::Error)?
-            .copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
+        self.push(s.as_bytes())
     }
 }
 

@@ -17,9 +17,9 @@
 //!
 //! Where the route cannot suspend (anything but a request route or a transaction's reply
 //! route, or an ACK), or the set has a node that cannot be waited on without blocking (not
-//! UDP), the blocking function runs and the status is `ASYNC_SYNC`. The resume function waits on the descriptor itself until the
-//! next deadline, so tm's blocking fallback loop (it calls the resume function again and
-//! again) waits instead of spinning.
+//! UDP), the blocking function runs and the status is `ASYNC_SYNC`. The resume function
+//! waits on the descriptor itself until the next deadline, so tm's blocking fallback loop
+//! (it calls the resume function again and again) waits instead of spinning.
 
 use std::ffi::{c_int, c_void};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -821,9 +821,7 @@ unsafe extern "C" fn resume(_fd: c_int, msg: *mut sip_msg, param: *mut c_void) -
 unsafe fn done(cmd: *mut AsyncCmd, code: i32) -> i32 {
     // SAFETY: per the contract.
     let c = unsafe { Box::from_raw(cmd) };
-    let AsyncCmd { waiter, run, job } = *c;
-    // the command's client goes back to its list before the waiter is kept
-    drop((run, job));
+    let AsyncCmd { waiter, .. } = *c;
     match waiter.release() {
         Ok(()) => set_status(sys::ASYNC_DONE),
         Err(waiter) => {

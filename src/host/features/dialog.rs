@@ -681,14 +681,12 @@ unsafe extern "C" fn engage_vars_cb(dlg: *mut DlgCell, _ty: c_int, p: *mut DlgCb
         }
         // Whatever arrived, and in whatever order: a mark of a negotiation that has ended
         // (here or, replicated, on the other instance) goes.
-        if let Some(DlgValue::Str(t)) = d.fetch(dlg, VAL_LATE) {
-            if d.fetch(dlg, VAL_LATE_DONE) == Some(DlgValue::Str(t)) {
-                tracing::debug!(
-                    "stale late negotiation mark of call {} removed",
-                    String::from_utf8_lossy(dlg.call_id())
-                );
-                d.delete(dlg, VAL_LATE);
-            }
+        if d.fetch(dlg, VAL_LATE).is_some() && !late_active(d, dlg) {
+            tracing::debug!(
+                "stale late negotiation mark of call {} removed",
+                String::from_utf8_lossy(dlg.call_id())
+            );
+            d.delete(dlg, VAL_LATE);
         }
     })
 }
